@@ -1,0 +1,1 @@
+//! Text in, token ids out: tokenizers, chat templates, ingest, shards and batches.

@@ -1,0 +1,7 @@
+//! NeuralForge's compute engine: everything numeric, nothing about files or UIs.
+
+pub mod config;
+pub mod params;
+
+pub use config::{ConfigError, ModelConfig};
+pub use params::{ParamLayout, Params, TensorSpec};

@@ -1,0 +1,1 @@
+//! Model files in and out. Nothing here computes; everything here distrusts its input.

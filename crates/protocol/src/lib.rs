@@ -1,0 +1,154 @@
+//! The NDJSON protocol of DESIGN.md: with `--json`, every long command writes one of these
+//! objects per line on stdout. Field names are part of the contract; add, never rename.
+
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+
+/// Version of this protocol, reported in `init`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    Init {
+        protocol: u32,
+        params: u64,
+        trainable_params: u64,
+        layers: u32,
+        dim: u32,
+        hidden: u32,
+        heads: u32,
+        seq: u32,
+        vocab: u32,
+        mode: String,
+        device: String,
+        threads: u32,
+        timestamp: f64,
+    },
+    Phase {
+        phase: String,
+    },
+    Step {
+        step: u64,
+        total: u64,
+        loss: f64,
+        lr: f64,
+        ms: f64,
+        tokens_per_s: f64,
+        gflops: f64,
+    },
+    Batch {
+        batch: u64,
+        step: u64,
+        avg_loss: f64,
+        best_loss: f64,
+        train_ms: f64,
+    },
+    Val {
+        step: u64,
+        val_loss: f64,
+        val_batches: u64,
+    },
+    Checkpoint {
+        path: String,
+        step: u64,
+        loss: f64,
+    },
+    Restart {
+        step: u64,
+        reason: String,
+    },
+    Done {
+        total_steps: u64,
+        final_loss: f64,
+        total_time_s: f64,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        interrupted: bool,
+    },
+    Error {
+        message: String,
+        code: String,
+    },
+    Token {
+        token_id: u32,
+        text: String,
+    },
+    GenerateDone {
+        tokens: u64,
+        total_ms: f64,
+    },
+    Info {
+        key: String,
+        value: serde_json::Value,
+    },
+    IngestFile {
+        file: String,
+        tokens: u64,
+    },
+    IngestDone {
+        new_files: u64,
+        skipped: u64,
+        total_tokens: u64,
+        shards: u64,
+        manifest: String,
+    },
+}
+
+impl Event {
+    /// One line of JSON, without the newline.
+    pub fn to_line(&self) -> String {
+        // Serialising these plain structs cannot fail (no maps with non-string keys).
+        serde_json::to_string(self).unwrap_or_else(|e| {
+            format!("{{\"type\":\"error\",\"message\":\"{e}\",\"code\":\"serialize\"}}")
+        })
+    }
+
+    /// Writes the event as one line and flushes, so a reader sees it at once.
+    pub fn emit(&self, out: &mut impl Write) -> std::io::Result<()> {
+        writeln!(out, "{}", self.to_line())?;
+        out.flush()
+    }
+}
+
+/// Seconds since the Unix epoch, for `init.timestamp`.
+pub fn unix_timestamp() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_event_has_contract_fields() {
+        let e = Event::Step {
+            step: 3,
+            total: 10,
+            loss: 2.5,
+            lr: 1e-3,
+            ms: 12.0,
+            tokens_per_s: 100.0,
+            gflops: 1.0,
+        };
+        let v: serde_json::Value = serde_json::from_str(&e.to_line()).unwrap();
+        for key in ["type", "step", "total", "loss", "lr", "ms"] {
+            assert!(v.get(key).is_some(), "{key}");
+        }
+        assert_eq!(v["type"], "step");
+        assert_eq!(serde_json::from_value::<Event>(v).unwrap(), e);
+    }
+
+    #[test]
+    fn done_omits_interrupted_when_false() {
+        let e = Event::Done {
+            total_steps: 1,
+            final_loss: 1.0,
+            total_time_s: 1.0,
+            interrupted: false,
+        };
+        assert!(!e.to_line().contains("interrupted"));
+    }
+}
