@@ -2,6 +2,7 @@
 
 mod cmd;
 mod output;
+mod trainer;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +28,24 @@ enum Command {
     Eval(cmd::eval::Args),
     /// Measure the GEMM peak and training throughput (MFU) of this machine.
     Bench(cmd::bench::Args),
+    /// Generate text from a model (KV cache, sampling, chat).
+    Generate(cmd::generate::Args),
+    /// Encode text with a model's tokenizer and print ids and pieces.
+    Tokenize(cmd::tokenize::Args),
+    /// Turn text, folders and JSONL into token shards for training.
+    Ingest(cmd::ingest::Args),
+    /// Import a GGUF, Hugging Face folder or llama2.c model into a native model folder.
+    Import(cmd::import::Args),
+    /// Export a model or adapter as GGUF, Hugging Face, llama2.c or PEFT.
+    Export(cmd::export::Args),
+    /// Facts about a model, checkpoint, adapter, tokenizer or dataset.
+    Info(cmd::info::Args),
+    /// Inspect ingested datasets (preview).
+    Data(cmd::data::Args),
+    /// Train tokenizers.
+    Tokenizer(cmd::tokenizer::Args),
+    /// Train a tiny model on a generated corpus for about a minute, then sample from it.
+    Quickstart(cmd::quickstart::Args),
 }
 
 fn main() {
@@ -36,6 +55,15 @@ fn main() {
         Command::Train(a) => cmd::train::run(a, &out),
         Command::Eval(a) => cmd::eval::run(a, &out),
         Command::Bench(a) => cmd::bench::run(a, &out),
+        Command::Generate(a) => cmd::generate::run(a, &out),
+        Command::Tokenize(a) => cmd::tokenize::run(a, &out),
+        Command::Ingest(a) => cmd::ingest::run(a, &out),
+        Command::Import(a) => cmd::import::run(a, &out),
+        Command::Export(a) => cmd::export::run(a, &out),
+        Command::Info(a) => cmd::info::run(a, &out),
+        Command::Data(a) => cmd::data::run(a, &out),
+        Command::Tokenizer(a) => cmd::tokenizer::run(a, &out),
+        Command::Quickstart(a) => cmd::quickstart::run(a, &out),
     };
     if let Err(err) = result {
         std::process::exit(out.fail(&err));

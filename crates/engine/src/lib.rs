@@ -5,3 +5,5 @@ pub mod params;
 
 pub use config::{ConfigError, ModelConfig};
 pub use params::{ParamLayout, Params, TensorSpec};
+
+pub mod infer;

@@ -1,5 +1,14 @@
 //! One module per subcommand; each has `Args` (clap) and `run(args, out)`.
 
 pub mod bench;
+pub mod data;
 pub mod eval;
+pub mod export;
+pub mod generate;
+pub mod import;
+pub mod info;
+pub mod ingest;
+pub mod quickstart;
+pub mod tokenize;
+pub mod tokenizer;
 pub mod train;

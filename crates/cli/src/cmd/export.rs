@@ -1,0 +1,10 @@
+//! `neuralforge export`.
+
+use crate::output::Output;
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args, _out: &Output) -> anyhow::Result<()> {
+    anyhow::bail!("`neuralforge export` is not built yet")
+}

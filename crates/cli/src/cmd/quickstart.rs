@@ -1,0 +1,10 @@
+//! `neuralforge quickstart`.
+
+use crate::output::Output;
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args, _out: &Output) -> anyhow::Result<()> {
+    anyhow::bail!("`neuralforge quickstart` is not built yet")
+}

@@ -1,0 +1,1 @@
+//! The training run: loop, checkpoints, resume, signals, progress (used by `cmd::train`).

@@ -1,0 +1,1 @@
+//! Inference: KV cache, batched prefill, single-token decode, sampling.

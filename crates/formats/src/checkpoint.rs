@@ -1,0 +1,1 @@
+//! Training checkpoints: atomic folders, trainer state, the `latest` pointer.
