@@ -1,1 +1,14 @@
 //! Inference: KV cache, batched prefill, single-token decode, sampling.
+//!
+//! Decode is memory-bound (every weight is read once per token), so it runs on a
+//! multithreaded SIMD matrix-vector kernel; the prompt is processed in batches with GEMM.
+
+pub mod generate;
+pub mod kernels;
+pub mod sampler;
+pub mod session;
+
+pub use generate::{generate, GenerateOptions, StopReason};
+pub use kernels::Simd;
+pub use sampler::{argmax, Sampler, SamplerConfig, SamplerError, SmallRng};
+pub use session::{InferError, InferenceSession, KvCache};

@@ -1,0 +1,404 @@
+//! An inference session: one model, one KV cache, positions advanced by a batched prefill of
+//! the prompt (GEMM per projection) and then one token at a time (matrix-vector products).
+
+use super::kernels::{self, MatVec, RopeTable};
+use crate::params::{LayerView, Params};
+use rayon::prelude::*;
+
+/// Prompt tokens processed per GEMM batch: bounds the scratch memory of long prompts.
+const PREFILL_CHUNK: usize = 512;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum InferError {
+    #[error("token id {token} is outside the model's vocabulary of {vocab}")]
+    TokenOutOfRange { token: u32, vocab: usize },
+    #[error("the context is full: {capacity} positions (model or --max-tokens limit)")]
+    ContextFull { capacity: usize },
+    #[error("nothing to process: the token list is empty")]
+    Empty,
+    #[error("a context of {requested} positions is invalid: the model allows 1..={max}")]
+    BadCapacity { requested: usize, max: usize },
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+}
+
+/// Keys and values of every layer for positions `0..len`, room for `capacity`.
+pub struct KvCache {
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    kv_dim: usize,
+    len: usize,
+    capacity: usize,
+}
+
+impl KvCache {
+    pub fn new(n_layers: usize, kv_dim: usize, capacity: usize) -> KvCache {
+        KvCache {
+            k: (0..n_layers)
+                .map(|_| vec![0.0; capacity * kv_dim])
+                .collect(),
+            v: (0..n_layers)
+                .map(|_| vec![0.0; capacity * kv_dim])
+                .collect(),
+            kv_dim,
+            len: 0,
+            capacity,
+        }
+    }
+
+    /// Positions filled so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Forgets positions `n..`; the next token is written at position `n`.
+    pub fn truncate(&mut self, n: usize) {
+        self.len = self.len.min(n);
+    }
+
+    /// Bytes held by the cache.
+    pub fn bytes(&self) -> usize {
+        2 * self.k.len() * self.capacity * self.kv_dim * 4
+    }
+}
+
+/// Per-row scratch buffers, sized for `rows` tokens.
+struct Scratch {
+    rows: usize,
+    x: Vec<f32>,
+    xn: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    att: Vec<f32>,
+    proj: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(rows: usize, d: usize, kv: usize, h: usize) -> Scratch {
+        Scratch {
+            rows,
+            x: vec![0.0; rows * d],
+            xn: vec![0.0; rows * d],
+            q: vec![0.0; rows * d],
+            k: vec![0.0; rows * kv],
+            v: vec![0.0; rows * kv],
+            att: vec![0.0; rows * d],
+            proj: vec![0.0; rows * d],
+            gate: vec![0.0; rows * h],
+            up: vec![0.0; rows * h],
+        }
+    }
+}
+
+/// Generation state for one sequence of one model.
+pub struct InferenceSession<'p> {
+    params: &'p Params,
+    cache: KvCache,
+    rope: RopeTable,
+    one: Scratch,
+    batch: Option<Scratch>,
+    logits: Vec<f32>,
+}
+
+impl<'p> InferenceSession<'p> {
+    /// A session with room for `capacity` positions (at most the model's `max_seq_len`).
+    pub fn new(params: &'p Params, capacity: usize) -> Result<Self, InferError> {
+        let cfg = &params.config;
+        cfg.validate()?;
+        if capacity == 0 || capacity > cfg.max_seq_len {
+            return Err(InferError::BadCapacity {
+                requested: capacity,
+                max: cfg.max_seq_len,
+            });
+        }
+        let (d, kv, h) = (cfg.dim, cfg.kv_dim(), cfg.hidden_dim);
+        Ok(InferenceSession {
+            params,
+            cache: KvCache::new(cfg.n_layers, kv, capacity),
+            rope: RopeTable::new(cfg.head_dim(), cfg.rope_theta, capacity),
+            one: Scratch::new(1, d, kv, h),
+            batch: None,
+            logits: vec![0.0; cfg.vocab_size],
+        })
+    }
+
+    pub fn params(&self) -> &Params {
+        self.params
+    }
+
+    /// The next position to be written (= tokens processed so far).
+    pub fn position(&self) -> usize {
+        self.cache.len
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.cache.capacity
+    }
+
+    pub fn cache(&self) -> &KvCache {
+        &self.cache
+    }
+
+    /// Starts a new sequence (keeps the allocations).
+    pub fn reset(&mut self) {
+        self.cache.len = 0;
+    }
+
+    /// Rewinds to position `n` (e.g. to reuse a shared prompt prefix).
+    pub fn truncate(&mut self, n: usize) {
+        self.cache.truncate(n);
+    }
+
+    /// The logits computed by the last `prefill` or `decode`.
+    pub fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+
+    fn check_tokens(&self, tokens: &[u32]) -> Result<(), InferError> {
+        if tokens.is_empty() {
+            return Err(InferError::Empty);
+        }
+        let vocab = self.params.config.vocab_size;
+        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= vocab) {
+            return Err(InferError::TokenOutOfRange { token: t, vocab });
+        }
+        if self.cache.len + tokens.len() > self.cache.capacity {
+            return Err(InferError::ContextFull {
+                capacity: self.cache.capacity,
+            });
+        }
+        Ok(())
+    }
+
+    /// Feeds `tokens` (batched, causal) and returns the next-token logits after the last one.
+    pub fn prefill(&mut self, tokens: &[u32]) -> Result<&[f32], InferError> {
+        self.check_tokens(tokens)?;
+        for chunk in tokens.chunks(PREFILL_CHUNK) {
+            self.forward_batch(chunk, false, &mut Vec::new());
+        }
+        Ok(&self.logits)
+    }
+
+    /// Like `prefill`, but returns the logits of every position, `[tokens.len(), vocab]`
+    /// (for evaluation and tests).
+    pub fn prefill_all_logits(&mut self, tokens: &[u32]) -> Result<Vec<f32>, InferError> {
+        self.check_tokens(tokens)?;
+        let mut all = Vec::with_capacity(tokens.len() * self.params.config.vocab_size);
+        for chunk in tokens.chunks(PREFILL_CHUNK) {
+            self.forward_batch(chunk, true, &mut all);
+        }
+        Ok(all)
+    }
+
+    /// Feeds one token at the next position and returns the next-token logits.
+    pub fn decode(&mut self, token: u32) -> Result<&[f32], InferError> {
+        self.check_tokens(&[token])?;
+        let params = self.params;
+        let cfg = &params.config;
+        let (d, eps) = (cfg.dim, cfg.norm_eps as f32);
+        let pos = self.cache.len;
+        let s = &mut self.one;
+        let t = token as usize;
+        s.x.copy_from_slice(&params.embedding()[t * d..(t + 1) * d]);
+        for l in 0..cfg.n_layers {
+            let lw = params.layer(l);
+            kernels::rmsnorm(&mut s.xn, &s.x, lw.attn_norm, eps);
+            kernels::matvec_many(vec![
+                MatVec {
+                    w: lw.wq,
+                    x: &s.xn,
+                    out: &mut s.q,
+                },
+                MatVec {
+                    w: lw.wk,
+                    x: &s.xn,
+                    out: &mut s.k,
+                },
+                MatVec {
+                    w: lw.wv,
+                    x: &s.xn,
+                    out: &mut s.v,
+                },
+            ]);
+            add_bias(&mut s.q, lw.bq);
+            add_bias(&mut s.k, lw.bk);
+            add_bias(&mut s.v, lw.bv);
+            self.rope.apply(&mut s.q, pos);
+            self.rope.apply(&mut s.k, pos);
+            let kv = self.cache.kv_dim;
+            self.cache.k[l][pos * kv..(pos + 1) * kv].copy_from_slice(&s.k);
+            self.cache.v[l][pos * kv..(pos + 1) * kv].copy_from_slice(&s.v);
+            attend_row(
+                &s.q,
+                &mut s.att,
+                &self.cache.k[l],
+                &self.cache.v[l],
+                pos,
+                cfg,
+            );
+            kernels::matvec(lw.wo, &s.att, &mut s.proj);
+            kernels::add_into(&mut s.x, &s.proj);
+            ffn_one(s, &lw, eps);
+        }
+        self.cache.len = pos + 1;
+        kernels::rmsnorm(&mut s.xn, &s.x, params.final_norm(), eps);
+        kernels::matvec(params.classifier(), &s.xn, &mut self.logits);
+        Ok(&self.logits)
+    }
+
+    /// Processes `tokens` (already checked) at positions `len..len+n`; leaves the last
+    /// token's logits in `self.logits`, and appends every row's logits to `all` when asked.
+    fn forward_batch(&mut self, tokens: &[u32], want_all: bool, all: &mut Vec<f32>) {
+        let params = self.params;
+        let cfg = &params.config;
+        let (d, kv, h, v) = (cfg.dim, cfg.kv_dim(), cfg.hidden_dim, cfg.vocab_size);
+        let eps = cfg.norm_eps as f32;
+        let n = tokens.len();
+        let start = self.cache.len;
+        if self.batch.as_ref().is_none_or(|b| b.rows < n) {
+            self.batch = Some(Scratch::new(n.max(16), d, kv, h));
+        }
+        let Some(s) = self.batch.as_mut() else {
+            return;
+        };
+        let emb = params.embedding();
+        for (row, &t) in s.x[..n * d].chunks_exact_mut(d).zip(tokens) {
+            let t = t as usize;
+            row.copy_from_slice(&emb[t * d..(t + 1) * d]);
+        }
+        for l in 0..cfg.n_layers {
+            let lw = params.layer(l);
+            rmsnorm_rows(&mut s.xn[..n * d], &s.x[..n * d], lw.attn_norm, eps, d);
+            let xn = &s.xn[..n * d];
+            kernels::matmul_bt(xn, lw.wq, &mut s.q[..n * d], n, d, d);
+            kernels::matmul_bt(xn, lw.wk, &mut s.k[..n * kv], n, kv, d);
+            kernels::matmul_bt(xn, lw.wv, &mut s.v[..n * kv], n, kv, d);
+            for r in 0..n {
+                let pos = start + r;
+                let q = &mut s.q[r * d..(r + 1) * d];
+                add_bias(q, lw.bq);
+                self.rope.apply(q, pos);
+                let k = &mut s.k[r * kv..(r + 1) * kv];
+                add_bias(k, lw.bk);
+                self.rope.apply(k, pos);
+                add_bias(&mut s.v[r * kv..(r + 1) * kv], lw.bv);
+            }
+            self.cache.k[l][start * kv..(start + n) * kv].copy_from_slice(&s.k[..n * kv]);
+            self.cache.v[l][start * kv..(start + n) * kv].copy_from_slice(&s.v[..n * kv]);
+            let (kc, vc) = (&self.cache.k[l], &self.cache.v[l]);
+            let q = &s.q[..n * d];
+            s.att[..n * d]
+                .par_chunks_mut(d)
+                .enumerate()
+                .for_each(|(r, out)| {
+                    attend_row(&q[r * d..(r + 1) * d], out, kc, vc, start + r, cfg)
+                });
+            kernels::matmul_bt(&s.att[..n * d], lw.wo, &mut s.proj[..n * d], n, d, d);
+            kernels::add_into(&mut s.x[..n * d], &s.proj[..n * d]);
+            rmsnorm_rows(&mut s.xn[..n * d], &s.x[..n * d], lw.ffn_norm, eps, d);
+            let xn = &s.xn[..n * d];
+            kernels::matmul_bt(xn, lw.w_gate, &mut s.gate[..n * h], n, h, d);
+            kernels::matmul_bt(xn, lw.w_up, &mut s.up[..n * h], n, h, d);
+            kernels::swiglu(&mut s.gate[..n * h], &s.up[..n * h]);
+            kernels::matmul_bt(&s.gate[..n * h], lw.w_down, &mut s.proj[..n * d], n, d, h);
+            kernels::add_into(&mut s.x[..n * d], &s.proj[..n * d]);
+        }
+        self.cache.len = start + n;
+        let final_norm = params.final_norm();
+        if want_all {
+            rmsnorm_rows(&mut s.xn[..n * d], &s.x[..n * d], final_norm, eps, d);
+            let base = all.len();
+            all.resize(base + n * v, 0.0);
+            kernels::matmul_bt(
+                &s.xn[..n * d],
+                params.classifier(),
+                &mut all[base..],
+                n,
+                v,
+                d,
+            );
+            self.logits.copy_from_slice(&all[base + (n - 1) * v..]);
+        } else {
+            // Only the last position's logits are needed to continue.
+            let last = &s.x[(n - 1) * d..n * d];
+            kernels::rmsnorm(&mut s.xn[..d], last, final_norm, eps);
+            kernels::matvec(params.classifier(), &s.xn[..d], &mut self.logits);
+        }
+    }
+}
+
+fn add_bias(x: &mut [f32], bias: Option<&[f32]>) {
+    if let Some(b) = bias {
+        kernels::add_into(x, b);
+    }
+}
+
+fn rmsnorm_rows(out: &mut [f32], x: &[f32], w: &[f32], eps: f32, d: usize) {
+    for (o, xr) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+        kernels::rmsnorm(o, xr, w, eps);
+    }
+}
+
+/// SwiGLU feed-forward of the single decode row, residual added into `s.x`.
+fn ffn_one(s: &mut Scratch, lw: &LayerView<'_>, eps: f32) {
+    kernels::rmsnorm(&mut s.xn, &s.x, lw.ffn_norm, eps);
+    kernels::matvec_many(vec![
+        MatVec {
+            w: lw.w_gate,
+            x: &s.xn,
+            out: &mut s.gate,
+        },
+        MatVec {
+            w: lw.w_up,
+            x: &s.xn,
+            out: &mut s.up,
+        },
+    ]);
+    kernels::swiglu(&mut s.gate, &s.up);
+    kernels::matvec(lw.w_down, &s.gate, &mut s.proj);
+    kernels::add_into(&mut s.x, &s.proj);
+}
+
+/// Causal attention of one query row at position `pos` over cached keys/values `0..=pos`,
+/// every head; query head `h` reads kv head `h / (n_heads / n_kv_heads)` (GQA).
+fn attend_row(
+    q: &[f32],
+    out: &mut [f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    pos: usize,
+    cfg: &crate::config::ModelConfig,
+) {
+    let hd = cfg.head_dim();
+    let kv_dim = cfg.kv_dim();
+    let group = cfg.n_heads / cfg.n_kv_heads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut scores = vec![0f32; pos + 1];
+    for (head, o) in out.chunks_exact_mut(hd).enumerate() {
+        let qh = &q[head * hd..(head + 1) * hd];
+        let koff = (head / group) * hd;
+        for (t, sc) in scores.iter_mut().enumerate() {
+            let kt = &k_cache[t * kv_dim + koff..t * kv_dim + koff + hd];
+            *sc = kernels::dot(qh, kt) * scale;
+        }
+        kernels::softmax(&mut scores);
+        o.fill(0.0);
+        for (t, &p) in scores.iter().enumerate() {
+            let vt = &v_cache[t * kv_dim + koff..t * kv_dim + koff + hd];
+            for (oi, &vi) in o.iter_mut().zip(vt) {
+                *oi += p * vi;
+            }
+        }
+    }
+}
