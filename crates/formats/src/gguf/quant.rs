@@ -1,0 +1,396 @@
+//! ggml tensor types: block sizes, dequantization to f32 (all read types) and quantization
+//! (the types we write: F32, F16, Q8_0). Block layouts follow the GGUF/ggml specification.
+
+use half::f16;
+
+/// ggml type ids as stored in GGUF tensor infos.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GgmlType {
+    F32,
+    F16,
+    BF16,
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+    Q8_0,
+    Q4K,
+    Q5K,
+    Q6K,
+}
+
+const QK_K: usize = 256;
+
+impl GgmlType {
+    /// The type with GGUF id `id`, or None for types we do not read.
+    pub fn from_id(id: u32) -> Option<GgmlType> {
+        Some(match id {
+            0 => GgmlType::F32,
+            1 => GgmlType::F16,
+            2 => GgmlType::Q4_0,
+            3 => GgmlType::Q4_1,
+            6 => GgmlType::Q5_0,
+            7 => GgmlType::Q5_1,
+            8 => GgmlType::Q8_0,
+            12 => GgmlType::Q4K,
+            13 => GgmlType::Q5K,
+            14 => GgmlType::Q6K,
+            30 => GgmlType::BF16,
+            _ => return None,
+        })
+    }
+
+    pub fn id(self) -> u32 {
+        match self {
+            GgmlType::F32 => 0,
+            GgmlType::F16 => 1,
+            GgmlType::Q4_0 => 2,
+            GgmlType::Q4_1 => 3,
+            GgmlType::Q5_0 => 6,
+            GgmlType::Q5_1 => 7,
+            GgmlType::Q8_0 => 8,
+            GgmlType::Q4K => 12,
+            GgmlType::Q5K => 13,
+            GgmlType::Q6K => 14,
+            GgmlType::BF16 => 30,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            GgmlType::F32 => "F32",
+            GgmlType::F16 => "F16",
+            GgmlType::BF16 => "BF16",
+            GgmlType::Q4_0 => "Q4_0",
+            GgmlType::Q4_1 => "Q4_1",
+            GgmlType::Q5_0 => "Q5_0",
+            GgmlType::Q5_1 => "Q5_1",
+            GgmlType::Q8_0 => "Q8_0",
+            GgmlType::Q4K => "Q4_K",
+            GgmlType::Q5K => "Q5_K",
+            GgmlType::Q6K => "Q6_K",
+        }
+    }
+
+    /// Values per block.
+    pub fn block_len(self) -> usize {
+        match self {
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 1,
+            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 => 32,
+            GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => QK_K,
+        }
+    }
+
+    /// Bytes per block.
+    pub fn block_bytes(self) -> usize {
+        match self {
+            GgmlType::F32 => 4,
+            GgmlType::F16 | GgmlType::BF16 => 2,
+            GgmlType::Q4_0 => 18,
+            GgmlType::Q4_1 => 20,
+            GgmlType::Q5_0 => 22,
+            GgmlType::Q5_1 => 24,
+            GgmlType::Q8_0 => 34,
+            GgmlType::Q4K => 144,
+            GgmlType::Q5K => 176,
+            GgmlType::Q6K => 210,
+        }
+    }
+
+    /// Bytes for `n` values, or None if `n` is not a whole number of blocks.
+    pub fn bytes_for(self, n: u64) -> Option<u64> {
+        let bl = self.block_len() as u64;
+        if n % bl != 0 {
+            return None;
+        }
+        (n / bl).checked_mul(self.block_bytes() as u64)
+    }
+}
+
+fn h(b: &[u8], i: usize) -> f32 {
+    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+}
+
+/// Dequantizes `src` (exactly `out.len()` values of type `t`; the caller checks sizes).
+pub fn dequantize(t: GgmlType, src: &[u8], out: &mut [f32]) {
+    let bl = t.block_len();
+    let bb = t.block_bytes();
+    for (blk, o) in src.chunks_exact(bb).zip(out.chunks_mut(bl)) {
+        match t {
+            GgmlType::F32 => o[0] = f32::from_le_bytes([blk[0], blk[1], blk[2], blk[3]]),
+            GgmlType::F16 => o[0] = h(blk, 0),
+            GgmlType::BF16 => o[0] = half::bf16::from_le_bytes([blk[0], blk[1]]).to_f32(),
+            GgmlType::Q4_0 => block_q4_0(blk, o),
+            GgmlType::Q4_1 => block_q4_1(blk, o),
+            GgmlType::Q5_0 => block_q5(blk, o, false),
+            GgmlType::Q5_1 => block_q5(blk, o, true),
+            GgmlType::Q8_0 => block_q8_0(blk, o),
+            GgmlType::Q4K => block_q4_k(blk, o),
+            GgmlType::Q5K => block_q5_k(blk, o),
+            GgmlType::Q6K => block_q6_k(blk, o),
+        }
+    }
+}
+
+/// d (f16), 16 bytes of nibbles: low nibbles are values 0..16, high nibbles 16..32; value-8.
+fn block_q4_0(b: &[u8], o: &mut [f32]) {
+    let d = h(b, 0);
+    for j in 0..16 {
+        let q = b[2 + j];
+        o[j] = ((q & 0x0f) as i32 - 8) as f32 * d;
+        o[j + 16] = ((q >> 4) as i32 - 8) as f32 * d;
+    }
+}
+
+/// d, m (f16), nibbles as Q4_0; value*d + m.
+fn block_q4_1(b: &[u8], o: &mut [f32]) {
+    let (d, m) = (h(b, 0), h(b, 2));
+    for j in 0..16 {
+        let q = b[4 + j];
+        o[j] = (q & 0x0f) as f32 * d + m;
+        o[j + 16] = (q >> 4) as f32 * d + m;
+    }
+}
+
+/// Q5_0: d, 32 high bits (u32), nibbles; value-16. Q5_1: d, m, high bits, nibbles; value*d+m.
+fn block_q5(b: &[u8], o: &mut [f32], with_min: bool) {
+    let d = h(b, 0);
+    let (m, hb) = if with_min { (h(b, 2), 4) } else { (0.0, 2) };
+    let qh = u32::from_le_bytes([b[hb], b[hb + 1], b[hb + 2], b[hb + 3]]);
+    let qs = &b[hb + 4..hb + 20];
+    for j in 0..16 {
+        let hi0 = ((qh >> j) & 1) << 4;
+        let hi1 = ((qh >> (j + 16)) & 1) << 4;
+        let v0 = ((qs[j] & 0x0f) as u32 | hi0) as i32;
+        let v1 = ((qs[j] >> 4) as u32 | hi1) as i32;
+        if with_min {
+            o[j] = v0 as f32 * d + m;
+            o[j + 16] = v1 as f32 * d + m;
+        } else {
+            o[j] = (v0 - 16) as f32 * d;
+            o[j + 16] = (v1 - 16) as f32 * d;
+        }
+    }
+}
+
+/// d (f16), 32 int8 values.
+fn block_q8_0(b: &[u8], o: &mut [f32]) {
+    let d = h(b, 0);
+    for j in 0..32 {
+        o[j] = (b[2 + j] as i8) as f32 * d;
+    }
+}
+
+/// The 6-bit scale and min of sub-block `j` (0..8) from the 12 packed bytes of Q4_K/Q5_K.
+fn scale_min_k4(j: usize, q: &[u8]) -> (f32, f32) {
+    if j < 4 {
+        ((q[j] & 63) as f32, (q[j + 4] & 63) as f32)
+    } else {
+        let sc = (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4);
+        let m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+        (sc as f32, m as f32)
+    }
+}
+
+/// d, dmin (f16), 12 scale bytes, 128 bytes of nibbles: 8 sub-blocks of 32 with their own
+/// 6-bit scale and min; each 32 bytes of nibbles hold two sub-blocks (low then high).
+fn block_q4_k(b: &[u8], o: &mut [f32]) {
+    let (d, dmin) = (h(b, 0), h(b, 2));
+    let scales = &b[4..16];
+    let qs = &b[16..144];
+    for chunk in 0..4 {
+        let (sc1, m1) = scale_min_k4(2 * chunk, scales);
+        let (sc2, m2) = scale_min_k4(2 * chunk + 1, scales);
+        let q = &qs[32 * chunk..32 * chunk + 32];
+        let y = &mut o[64 * chunk..64 * chunk + 64];
+        for l in 0..32 {
+            y[l] = d * sc1 * (q[l] & 0x0f) as f32 - dmin * m1;
+            y[l + 32] = d * sc2 * (q[l] >> 4) as f32 - dmin * m2;
+        }
+    }
+}
+
+/// As Q4_K plus 32 bytes of fifth bits (bit 2c for the low sub-block of chunk c, 2c+1 high).
+fn block_q5_k(b: &[u8], o: &mut [f32]) {
+    let (d, dmin) = (h(b, 0), h(b, 2));
+    let scales = &b[4..16];
+    let qh = &b[16..48];
+    let qs = &b[48..176];
+    for chunk in 0..4 {
+        let (sc1, m1) = scale_min_k4(2 * chunk, scales);
+        let (sc2, m2) = scale_min_k4(2 * chunk + 1, scales);
+        let q = &qs[32 * chunk..32 * chunk + 32];
+        let y = &mut o[64 * chunk..64 * chunk + 64];
+        for l in 0..32 {
+            let h1 = ((qh[l] >> (2 * chunk)) & 1) << 4;
+            let h2 = ((qh[l] >> (2 * chunk + 1)) & 1) << 4;
+            y[l] = d * sc1 * ((q[l] & 0x0f) | h1) as f32 - dmin * m1;
+            y[l + 32] = d * sc2 * ((q[l] >> 4) | h2) as f32 - dmin * m2;
+        }
+    }
+}
+
+/// 128 bytes low nibbles, 64 bytes of 2-bit highs, 16 int8 scales, d (f16); value-32.
+fn block_q6_k(b: &[u8], o: &mut [f32]) {
+    let d = h(b, 208);
+    for half_ in 0..2 {
+        let ql = &b[64 * half_..64 * half_ + 64];
+        let qh = &b[128 + 32 * half_..128 + 32 * half_ + 32];
+        let sc = &b[192 + 8 * half_..192 + 8 * half_ + 8];
+        let y = &mut o[128 * half_..128 * half_ + 128];
+        for l in 0..32 {
+            let is = l / 16;
+            let q1 = ((ql[l] & 0x0f) | ((qh[l] & 3) << 4)) as i32 - 32;
+            let q2 = ((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
+            let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
+            let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
+            y[l] = d * (sc[is] as i8) as f32 * q1 as f32;
+            y[l + 32] = d * (sc[is + 2] as i8) as f32 * q2 as f32;
+            y[l + 64] = d * (sc[is + 4] as i8) as f32 * q3 as f32;
+            y[l + 96] = d * (sc[is + 6] as i8) as f32 * q4 as f32;
+        }
+    }
+}
+
+/// Encodes `src` as type `t` (F32, F16, BF16 or Q8_0; `src.len()` a multiple of the block).
+pub fn quantize(t: GgmlType, src: &[f32]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(t.bytes_for(src.len() as u64)? as usize);
+    match t {
+        GgmlType::F32 => src.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        GgmlType::F16 => src.iter().for_each(|x| out.extend_from_slice(&f16::from_f32(*x).to_le_bytes())),
+        GgmlType::BF16 => src
+            .iter()
+            .for_each(|x| out.extend_from_slice(&half::bf16::from_f32(*x).to_le_bytes())),
+        GgmlType::Q8_0 => {
+            for blk in src.chunks_exact(32) {
+                let amax = blk.iter().fold(0f32, |m, x| m.max(x.abs()));
+                let d = amax / 127.0;
+                let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+                out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+                blk.iter().for_each(|x| out.push((x * inv).round().clamp(-127.0, 127.0) as i8 as u8));
+            }
+        }
+        _ => return None,
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f16b(x: f32) -> [u8; 2] {
+        f16::from_f32(x).to_le_bytes()
+    }
+
+    #[test]
+    fn q8_0_round_trip() {
+        let src: Vec<f32> = (0..64).map(|i| ((i * 37) % 23) as f32 / 7.0 - 1.5).collect();
+        let q = quantize(GgmlType::Q8_0, &src).unwrap();
+        assert_eq!(q.len(), 68);
+        let mut back = vec![0.0; 64];
+        dequantize(GgmlType::Q8_0, &q, &mut back);
+        for (a, b) in src.iter().zip(&back) {
+            assert!((a - b).abs() <= 1.6 / 127.0 * 0.51 + 2e-3, "{a} {b}");
+        }
+    }
+
+    #[test]
+    fn hand_made_q4_0_and_q4_1_blocks() {
+        // nibble j = j % 16 low, 15 - j high.
+        let qs: Vec<u8> = (0..16u8).map(|j| j | ((15 - j) << 4)).collect();
+        let mut b = f16b(0.5).to_vec();
+        b.extend(&qs);
+        let mut o = [0.0; 32];
+        dequantize(GgmlType::Q4_0, &b, &mut o);
+        for j in 0..16 {
+            assert_eq!(o[j], (j as f32 - 8.0) * 0.5);
+            assert_eq!(o[j + 16], (7.0 - j as f32) * 0.5);
+        }
+        let mut b = f16b(0.25).to_vec();
+        b.extend(f16b(-1.0));
+        b.extend(&qs);
+        dequantize(GgmlType::Q4_1, &b, &mut o);
+        assert_eq!(o[3], 3.0 * 0.25 - 1.0);
+        assert_eq!(o[16 + 3], 12.0 * 0.25 - 1.0);
+    }
+
+    #[test]
+    fn hand_made_q5_blocks() {
+        // all nibbles 1, fifth bit set for values 0 and 16+1 only.
+        let qh: u32 = 1 | (1 << 17);
+        let mut b = f16b(2.0).to_vec();
+        b.extend(qh.to_le_bytes());
+        b.extend([0x11u8; 16]);
+        let mut o = [0.0; 32];
+        dequantize(GgmlType::Q5_0, &b, &mut o);
+        assert_eq!(o[0], (17.0 - 16.0) * 2.0);
+        assert_eq!(o[1], (1.0 - 16.0) * 2.0);
+        assert_eq!(o[17], (17.0 - 16.0) * 2.0);
+        let mut b = f16b(2.0).to_vec();
+        b.extend(f16b(0.5));
+        b.extend(qh.to_le_bytes());
+        b.extend([0x11u8; 16]);
+        dequantize(GgmlType::Q5_1, &b, &mut o);
+        assert_eq!(o[0], 17.0 * 2.0 + 0.5);
+        assert_eq!(o[16], 2.5);
+    }
+
+    #[test]
+    fn hand_made_q6_k_block() {
+        // every 6-bit value 33 (=> 1 after -32); scales 1..16; d = 0.5.
+        let mut b = vec![0u8; 210];
+        for x in &mut b[0..128] {
+            *x = 0x11; // low nibbles 1
+        }
+        for x in &mut b[128..192] {
+            *x = 0b10_10_10_10; // high bits 2 -> +32
+        }
+        for (i, x) in b[192..208].iter_mut().enumerate() {
+            *x = (i as i8 + 1) as u8;
+        }
+        b[208..210].copy_from_slice(&f16b(0.5));
+        let mut o = [0.0; 256];
+        dequantize(GgmlType::Q6K, &b, &mut o);
+        // value l of the first 128 uses scale index l/16 in groups of 32 -> is + 2k
+        assert_eq!(o[0], 0.5 * 1.0);
+        assert_eq!(o[16], 0.5 * 2.0);
+        assert_eq!(o[32], 0.5 * 3.0);
+        assert_eq!(o[64], 0.5 * 5.0);
+        assert_eq!(o[96 + 16], 0.5 * 8.0);
+        assert_eq!(o[128], 0.5 * 9.0);
+        assert_eq!(o[255], 0.5 * 16.0);
+    }
+
+    #[test]
+    fn hand_made_q4_k_and_q5_k_blocks() {
+        // scales: sub-blocks 0..4 scale j+1, min 1; 4..8 scale (j+1) using the packed high bits.
+        let mut sc = [0u8; 12];
+        for j in 0..4 {
+            sc[j] = (j + 1) as u8; // scale
+            sc[j + 4] = 1; // min
+        }
+        for j in 4..8 {
+            // scale j+1 = low 4 bits in sc[j+4], min 2 in high nibble
+            sc[j + 4] = ((j + 1) as u8) | (2 << 4);
+        }
+        let mut b = f16b(1.0).to_vec();
+        b.extend(f16b(0.5));
+        b.extend(sc);
+        b.extend([0x21u8; 128]); // low nibble 1, high nibble 2
+        let mut o = [0.0; 256];
+        dequantize(GgmlType::Q4K, &b, &mut o);
+        assert_eq!(o[0], 1.0 * 1.0 - 0.5);
+        assert_eq!(o[32], 2.0 * 2.0 - 0.5);
+        assert_eq!(o[64], 3.0 * 1.0 - 0.5);
+        assert_eq!(o[64 * 2], 5.0 * 1.0 - 1.0);
+        assert_eq!(o[255], 8.0 * 2.0 - 1.0);
+        // Q5_K: same plus all fifth bits of chunk 0 low set.
+        let mut b5 = b[..16].to_vec();
+        b5.extend([0b0000_0001u8; 32]);
+        b5.extend([0x21u8; 128]);
+        dequantize(GgmlType::Q5K, &b5, &mut o);
+        assert_eq!(o[0], 1.0 * 17.0 - 0.5);
+        assert_eq!(o[32], 2.0 * 2.0 - 0.5);
+    }
+}

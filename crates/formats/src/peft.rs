@@ -1,0 +1,1 @@
+//! PEFT adapters (adapter_config.json + adapter_model.safetensors).

@@ -1,0 +1,271 @@
+//! safetensors files: memory-mapped reading with dtype conversion to f32, and writing.
+//!
+//! Header parsing is the `safetensors` crate's (it bounds the header, checks that offsets
+//! are contiguous and cover the file exactly); we add dtype and shape checks per tensor.
+
+use crate::error::{FormatError, Result};
+use safetensors::tensor::{Dtype, SafeTensors, View};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Storage types we read and write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    F16,
+    BF16,
+}
+
+impl DType {
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "float32",
+            DType::F16 => "float16",
+            DType::BF16 => "bfloat16",
+        }
+    }
+    fn st(self) -> Dtype {
+        match self {
+            DType::F32 => Dtype::F32,
+            DType::F16 => Dtype::F16,
+            DType::BF16 => Dtype::BF16,
+        }
+    }
+    fn size(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F16 | DType::BF16 => 2,
+        }
+    }
+}
+
+/// A memory-mapped safetensors file.
+pub struct SafetensorsFile {
+    pub path: PathBuf,
+    bytes: Bytes,
+}
+
+enum Bytes {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl SafetensorsFile {
+    pub fn open(path: &Path) -> Result<SafetensorsFile> {
+        let file = std::fs::File::open(path).map_err(|e| FormatError::io(path, e))?;
+        let len = file.metadata().map_err(|e| FormatError::io(path, e))?.len();
+        let bytes = if len == 0 {
+            Bytes::Owned(Vec::new())
+        } else {
+            // SAFETY: the map is read-only; a file truncated under us by another process
+            // is outside what any reader can defend against (same as every mmap loader).
+            Bytes::Mapped(unsafe { memmap2::Mmap::map(&file) }.map_err(|e| FormatError::io(path, e))?)
+        };
+        let f = SafetensorsFile {
+            path: path.to_path_buf(),
+            bytes,
+        };
+        f.parse()?;
+        Ok(f)
+    }
+
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<SafetensorsFile> {
+        let f = SafetensorsFile {
+            path: path.to_path_buf(),
+            bytes: Bytes::Owned(bytes),
+        };
+        f.parse()?;
+        Ok(f)
+    }
+
+    fn raw(&self) -> &[u8] {
+        match &self.bytes {
+            Bytes::Mapped(m) => m,
+            Bytes::Owned(v) => v,
+        }
+    }
+
+    /// The parsed header (cheap: no tensor data is copied).
+    pub fn parse(&self) -> Result<SafeTensors<'_>> {
+        SafeTensors::deserialize(self.raw())
+            .map_err(|e| FormatError::invalid(&self.path, "header", e.to_string()))
+    }
+
+    /// Names, dtypes and shapes of every tensor, sorted by name.
+    pub fn entries(&self) -> Result<Vec<(String, String, Vec<usize>)>> {
+        let st = self.parse()?;
+        let mut v: Vec<_> = st
+            .iter()
+            .map(|(n, t)| (n.to_string(), format!("{:?}", t.dtype()), t.shape().to_vec()))
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+
+    pub fn metadata(&self) -> Result<Option<HashMap<String, String>>> {
+        let (_, meta) = SafeTensors::read_metadata(self.raw())
+            .map_err(|e| FormatError::invalid(&self.path, "header", e.to_string()))?;
+        Ok(meta.metadata().clone())
+    }
+
+    pub fn contains(&self, name: &str) -> Result<bool> {
+        Ok(self.parse()?.tensor(name).is_ok())
+    }
+
+    /// Reads tensor `name` (f32/f16/bf16) into `out`, checking its shape against `shape`.
+    pub fn read_f32(&self, name: &str, shape: &[usize], out: &mut [f32]) -> Result<()> {
+        let st = self.parse()?;
+        let t = st
+            .tensor(name)
+            .map_err(|_| FormatError::invalid(&self.path, name, "tensor missing"))?;
+        if t.shape() != shape {
+            return Err(FormatError::invalid(
+                &self.path,
+                name,
+                format!("shape {:?}, expected {:?} from config.json", t.shape(), shape),
+            ));
+        }
+        convert_to_f32(&self.path, name, t.dtype(), t.data(), out)
+    }
+
+    /// Reads tensor `name` whatever its shape; returns (shape, values).
+    pub fn read_any_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+        let st = self.parse()?;
+        let t = st
+            .tensor(name)
+            .map_err(|_| FormatError::invalid(&self.path, name, "tensor missing"))?;
+        let n: usize = t.shape().iter().product();
+        let mut out = vec![0.0; n];
+        convert_to_f32(&self.path, name, t.dtype(), t.data(), &mut out)?;
+        Ok((t.shape().to_vec(), out))
+    }
+}
+
+fn convert_to_f32(file: &Path, name: &str, dtype: Dtype, data: &[u8], out: &mut [f32]) -> Result<()> {
+    let size = match dtype {
+        Dtype::F32 => 4,
+        Dtype::F16 | Dtype::BF16 => 2,
+        other => {
+            return Err(FormatError::unsupported(
+                file,
+                name,
+                format!("dtype {other:?} (f32, f16 and bf16 are read)"),
+            ))
+        }
+    };
+    if data.len() != out.len() * size {
+        return Err(FormatError::invalid(
+            file,
+            name,
+            format!("{} data bytes for {} elements of {dtype:?}", data.len(), out.len()),
+        ));
+    }
+    match dtype {
+        Dtype::F32 => crate::assemble::f32s_from_le(data, out),
+        Dtype::F16 => {
+            for (o, c) in out.iter_mut().zip(data.chunks_exact(2)) {
+                *o = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
+            }
+        }
+        _ => {
+            for (o, c) in out.iter_mut().zip(data.chunks_exact(2)) {
+                *o = half::bf16::from_le_bytes([c[0], c[1]]).to_f32();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One tensor to write: converted to the output dtype only when the writer asks for it.
+pub struct OutTensor<'a> {
+    pub shape: Vec<usize>,
+    pub data: &'a [f32],
+    pub dtype: DType,
+}
+
+impl View for OutTensor<'_> {
+    fn dtype(&self) -> Dtype {
+        self.dtype.st()
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        let mut out = Vec::with_capacity(self.data_len());
+        match self.dtype {
+            DType::F32 => self.data.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            DType::F16 => self
+                .data
+                .iter()
+                .for_each(|x| out.extend_from_slice(&half::f16::from_f32(*x).to_le_bytes())),
+            DType::BF16 => self
+                .data
+                .iter()
+                .for_each(|x| out.extend_from_slice(&half::bf16::from_f32(*x).to_le_bytes())),
+        }
+        Cow::Owned(out)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len() * self.dtype.size()
+    }
+}
+
+/// Writes `tensors` (name, shape, values) to `path` in `dtype`, with `{"format":"pt"}` metadata
+/// so that transformers accepts the file.
+pub fn write(path: &Path, tensors: Vec<(String, Vec<usize>, &[f32])>, dtype: DType) -> Result<()> {
+    let views = tensors.into_iter().map(|(name, shape, data)| {
+        (
+            name,
+            OutTensor {
+                shape,
+                data,
+                dtype,
+            },
+        )
+    });
+    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::tensor::serialize_to_file(views, Some(meta), path)
+        .map_err(|e| FormatError::invalid(path, "write", e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_then_read_each_dtype() {
+        let dir = std::env::temp_dir().join(format!("nf-st-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let vals = [1.0f32, -2.5, 0.15625, 3.0e-3, 65504.0, 7.0];
+        for dt in [DType::F32, DType::F16, DType::BF16] {
+            let p = dir.join(format!("{}.safetensors", dt.name()));
+            write(&p, vec![("a".into(), vec![2, 3], &vals[..])], dt).unwrap();
+            let f = SafetensorsFile::open(&p).unwrap();
+            let mut out = [0.0f32; 6];
+            f.read_f32("a", &[2, 3], &mut out).unwrap();
+            for (a, b) in vals.iter().zip(out) {
+                let tol = match dt {
+                    DType::F32 => 0.0,
+                    DType::F16 => a.abs() * 1e-3,
+                    DType::BF16 => a.abs() * 8e-3,
+                };
+                assert!((a - b).abs() <= tol, "{dt:?}: {a} vs {b}");
+            }
+            let err = f.read_f32("a", &[3, 2], &mut out).unwrap_err().to_string();
+            assert!(err.contains("shape"), "{err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn truncated_and_garbage_headers_are_errors() {
+        let p = Path::new("x.safetensors");
+        assert!(SafetensorsFile::from_bytes(p, vec![]).is_err());
+        assert!(SafetensorsFile::from_bytes(p, vec![255; 8]).is_err());
+        let mut b = 20u64.to_le_bytes().to_vec();
+        b.extend_from_slice(b"{\"a\":{\"dtype\":\"F32\"}");
+        let e = SafetensorsFile::from_bytes(p, b).err().unwrap().to_string();
+        assert!(e.contains("x.safetensors") && e.contains("header"), "{e}");
+    }
+}
