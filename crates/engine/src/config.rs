@@ -115,21 +115,21 @@ impl ModelConfig {
         check("n_kv_heads", self.n_kv_heads, MAX_HEADS)?;
         check("vocab_size", self.vocab_size, MAX_VOCAB)?;
         check("max_seq_len", self.max_seq_len, MAX_SEQ)?;
-        if self.dim % self.n_heads != 0 {
+        if !self.dim.is_multiple_of(self.n_heads) {
             return Err(ConfigError::Invalid {
                 field: "n_heads",
                 value: self.n_heads.to_string(),
                 rule: "a divisor of dim",
             });
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return Err(ConfigError::Invalid {
                 field: "n_heads",
                 value: self.n_heads.to_string(),
                 rule: "such that dim / n_heads is even (rotary embeddings pair dimensions)",
             });
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return Err(ConfigError::Invalid {
                 field: "n_kv_heads",
                 value: self.n_kv_heads.to_string(),

@@ -1,9 +1,19 @@
 //! NeuralForge's compute engine: everything numeric, nothing about files or UIs.
 
 pub mod config;
+pub mod error;
+pub mod gemm;
+pub mod init;
+pub mod kernels;
+pub mod lora;
+pub mod model;
+pub mod optim;
 pub mod params;
+pub mod rng;
+pub mod threads;
 
 pub use config::{ConfigError, ModelConfig};
+pub use error::EngineError;
 pub use params::{ParamLayout, Params, TensorSpec};
 
 pub mod infer;
