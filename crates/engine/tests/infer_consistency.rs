@@ -1,0 +1,154 @@
+//! The KV-cache paths (batched prefill, prefill in pieces, token-by-token decode) give the
+//! logits of the full-sequence training forward pass (`engine::model::logits`).
+
+use engine::infer::{InferError, InferenceSession};
+use engine::{ModelConfig, Params};
+
+fn random_params(cfg: &ModelConfig, seed: u64) -> Params {
+    let mut p = Params::zeros(cfg).expect("valid config");
+    let mut s = seed;
+    for x in p.data.iter_mut() {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        *x = ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.4;
+    }
+    // Norm weights near 1, as in trained models.
+    let norms: Vec<String> = p
+        .layout
+        .tensors
+        .iter()
+        .filter(|t| t.name.contains("norm"))
+        .map(|t| t.name.clone())
+        .collect();
+    for name in norms {
+        for w in p.get_mut(&name).expect("norm exists") {
+            *w += 1.0;
+        }
+    }
+    p
+}
+
+fn configs() -> Vec<(&'static str, ModelConfig)> {
+    let base = ModelConfig::preset("tiny").expect("preset");
+    vec![
+        ("tiny tied gqa", base.clone()),
+        (
+            "untied mha theta 1e5",
+            ModelConfig {
+                n_kv_heads: 4,
+                tied_embeddings: false,
+                rope_theta: 1e5,
+                ..base.clone()
+            },
+        ),
+        (
+            "qkv bias gqa 4:1",
+            ModelConfig {
+                n_kv_heads: 1,
+                qkv_bias: true,
+                dim: 48,
+                hidden_dim: 100,
+                vocab_size: 77,
+                ..base
+            },
+        ),
+    ]
+}
+
+fn tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
+    (0..n)
+        .map(|i| ((i as u64 * 2654435761 + seed * 97) % vocab as u64) as u32)
+        .collect()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn prefill_and_decode_match_full_forward() {
+    for (name, cfg) in configs() {
+        let p = random_params(&cfg, 7);
+        let t = 40;
+        let v = cfg.vocab_size;
+        let toks = tokens(t, v, 3);
+        let reference = engine::model::logits(&p, None, &toks, 1, t).expect("reference forward");
+
+        let mut s = InferenceSession::new(&p, t).expect("session");
+        let all = s.prefill_all_logits(&toks).expect("prefill");
+        let err = max_abs_diff(&all, &reference);
+        assert!(err < 1e-4, "{name}: batched prefill differs by {err}");
+
+        // Prompt of 5, then one token at a time.
+        let mut s = InferenceSession::new(&p, t).expect("session");
+        let last = s.prefill(&toks[..5]).expect("prefill").to_vec();
+        let err = max_abs_diff(&last, &reference[4 * v..5 * v]);
+        assert!(
+            err < 1e-4,
+            "{name}: prefill last-row logits differ by {err}"
+        );
+        for i in 5..t {
+            let l = s.decode(toks[i]).expect("decode");
+            let err = max_abs_diff(l, &reference[i * v..(i + 1) * v]);
+            assert!(err < 1e-4, "{name}: decode at {i} differs by {err}");
+        }
+        assert_eq!(s.position(), t);
+
+        // Prefill in two batches continues from the cache.
+        let mut s = InferenceSession::new(&p, t).expect("session");
+        s.prefill(&toks[..17]).expect("first part");
+        let rest = s.prefill_all_logits(&toks[17..]).expect("second part");
+        let err = max_abs_diff(&rest, &reference[17 * v..]);
+        assert!(err < 1e-4, "{name}: split prefill differs by {err}");
+    }
+}
+
+#[test]
+fn reset_and_truncate_reuse_the_cache() {
+    let (_, cfg) = configs().remove(0);
+    let p = random_params(&cfg, 11);
+    let toks = tokens(12, cfg.vocab_size, 5);
+    let mut s = InferenceSession::new(&p, 16).expect("session");
+    let first = s.prefill(&toks).expect("prefill").to_vec();
+    s.reset();
+    assert_eq!(s.prefill(&toks).expect("again"), &first[..]);
+    s.truncate(6);
+    assert_eq!(s.position(), 6);
+    // A different batch split may sum in another order: equal up to rounding.
+    let err = max_abs_diff(s.prefill(&toks[6..]).expect("rewound"), &first);
+    assert!(err < 1e-5, "rewound prefill differs by {err}");
+}
+
+#[test]
+fn bad_input_is_an_error_not_a_panic() {
+    let (_, cfg) = configs().remove(0);
+    let p = random_params(&cfg, 1);
+    let mut s = InferenceSession::new(&p, 4).expect("session");
+    assert_eq!(
+        s.decode(cfg.vocab_size as u32),
+        Err(InferError::TokenOutOfRange {
+            token: cfg.vocab_size as u32,
+            vocab: cfg.vocab_size
+        })
+    );
+    assert_eq!(s.prefill(&[]), Err(InferError::Empty));
+    assert_eq!(
+        s.prefill(&[1, 2, 3, 4, 5]),
+        Err(InferError::ContextFull { capacity: 4 })
+    );
+    s.prefill(&[1, 2, 3, 4]).expect("fits exactly");
+    assert_eq!(s.decode(1), Err(InferError::ContextFull { capacity: 4 }));
+    assert!(matches!(
+        InferenceSession::new(&p, cfg.max_seq_len + 1),
+        Err(InferError::BadCapacity { .. })
+    ));
+    assert!(matches!(
+        InferenceSession::new(&p, 0),
+        Err(InferError::BadCapacity { .. })
+    ));
+}
