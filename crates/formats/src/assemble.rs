@@ -4,14 +4,19 @@ use crate::error::{FormatError, Result};
 use engine::{ModelConfig, Params};
 use std::path::Path;
 
-/// Validates `cfg`, checks memory, allocates the flat buffer and asks `fill` for every
-/// tensor of the layout by its Hugging Face name and expected shape.
+/// Validates `cfg`, asks `check` whether the file really holds every tensor of the layout
+/// (so a lying header cannot make us allocate), checks memory, allocates the flat buffer and
+/// asks `fill` for every tensor by its Hugging Face name and expected shape.
 pub(crate) fn build_params(
     file: &Path,
     cfg: &ModelConfig,
+    mut check: impl FnMut(&str, &[usize]) -> Result<()>,
     mut fill: impl FnMut(&str, &[usize], &mut [f32]) -> Result<()>,
 ) -> Result<Params> {
     cfg.validate().map_err(|e| FormatError::config(file, e))?;
+    for spec in &engine::ParamLayout::for_config(cfg).tensors {
+        check(&spec.name, &spec.shape)?;
+    }
     let bytes = (cfg.param_count() as u64).saturating_mul(4);
     ModelConfig::check_fits_in_memory(bytes).map_err(|e| FormatError::config(file, e))?;
     let mut params = Params::zeros(cfg).map_err(|e| FormatError::config(file, e))?;

@@ -113,8 +113,8 @@ impl SafetensorsFile {
         Ok(self.parse()?.tensor(name).is_ok())
     }
 
-    /// Reads tensor `name` (f32/f16/bf16) into `out`, checking its shape against `shape`.
-    pub fn read_f32(&self, name: &str, shape: &[usize], out: &mut [f32]) -> Result<()> {
+    /// Fails unless tensor `name` exists with `shape` and a dtype we read.
+    pub fn check_shape(&self, name: &str, shape: &[usize]) -> Result<()> {
         let st = self.parse()?;
         let t = st
             .tensor(name)
@@ -126,6 +126,19 @@ impl SafetensorsFile {
                 format!("shape {:?}, expected {:?} from config.json", t.shape(), shape),
             ));
         }
+        if !matches!(t.dtype(), Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+            return Err(FormatError::unsupported(&self.path, name, format!("dtype {:?} (f32, f16 and bf16 are read)", t.dtype())));
+        }
+        Ok(())
+    }
+
+    /// Reads tensor `name` (f32/f16/bf16) into `out`, checking its shape against `shape`.
+    pub fn read_f32(&self, name: &str, shape: &[usize], out: &mut [f32]) -> Result<()> {
+        self.check_shape(name, shape)?;
+        let st = self.parse()?;
+        let t = st
+            .tensor(name)
+            .map_err(|_| FormatError::invalid(&self.path, name, "tensor missing"))?;
         convert_to_f32(&self.path, name, t.dtype(), t.data(), out)
     }
 

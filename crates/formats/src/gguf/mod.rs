@@ -223,7 +223,7 @@ fn type_summary(h: &GgufHeader) -> String {
 pub fn parse_model(path: &Path, b: &[u8]) -> Result<LoadedModel> {
     let h = parse_header(path, b)?;
     let cfg = model_config(&h)?;
-    let params = build_params(path, &cfg, |name, shape, out| {
+    let find = |name: &str, shape: &[usize]| -> Result<&TensorInfo> {
         let gname = gguf_name(name).ok_or_else(|| FormatError::invalid(path, name, "no GGUF name"))?;
         let t = h.tensor(&gname).ok_or_else(|| FormatError::invalid(path, &gname, "tensor missing"))?;
         // GGUF lists dims innermost first: [in, out] for a [out, in] matrix.
@@ -231,6 +231,10 @@ pub fn parse_model(path: &Path, b: &[u8]) -> Result<LoadedModel> {
         if t.dims != want {
             return Err(FormatError::invalid(path, &gname, format!("dims {:?}, expected {:?} from the metadata", t.dims, want)));
         }
+        Ok(t)
+    };
+    let params = build_params(path, &cfg, |name, shape| find(name, shape).map(|_| ()), |name, shape, out| {
+        let t = find(name, shape)?;
         reader::read_tensor_f32(&h, b, t, out)?;
         to_internal_rope(name, shape, &cfg, out);
         Ok(())

@@ -136,6 +136,9 @@ struct Cursor<'a> {
 const MAX_DIMS: u32 = 4;
 const MAX_STRING: u64 = 256 << 20;
 const MAX_NESTING: u32 = 4;
+/// Real vocabularies and merge lists stay far below this; it bounds the memory a header
+/// of tiny elements could make us spend on `Value`s.
+const MAX_ARRAY: u64 = 1 << 22;
 
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize, field: &str) -> Result<&'a [u8]> {
@@ -207,7 +210,7 @@ impl<'a> Cursor<'a> {
                     4..=6 => 4,
                     _ => 8,
                 };
-                if n.checked_mul(min).is_none_or(|b| b > self.remaining()) {
+                if n > MAX_ARRAY || n.checked_mul(min).is_none_or(|b| b > self.remaining()) {
                     return Err(FormatError::invalid(self.path, f, format!("array of {n} values does not fit in the {} bytes left", self.remaining())));
                 }
                 let mut v = Vec::with_capacity(n as usize);
@@ -272,7 +275,9 @@ pub fn parse_header(path: &Path, b: &[u8]) -> Result<GgufHeader> {
             n_elements = n_elements
                 .checked_mul(d)
                 .filter(|&n| n <= b.len() as u64 * 8)
-                .ok_or_else(|| FormatError::invalid(path, &name, "dimensions multiply to more values than the file can hold"))?;
+                .ok_or_else(|| {
+                    FormatError::invalid(path, &name, format!("dimensions {dims:?}x{d} hold more values than a {}-byte file can (truncated or corrupt)", b.len()))
+                })?;
             dims.push(d);
         }
         let tid = c.u32(&name)?;

@@ -173,12 +173,15 @@ pub fn load_model(dir: &Path) -> Result<LoadedModel> {
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| FormatError::io(&cfg_path, e))?;
     let (cfg, extras) = parse_config(&cfg_path, &text)?;
     let shards = Shards::open(dir)?;
-    let params = build_params(dir, &cfg, |name, shape, out| {
-        let file = shards.file_of(name).ok_or_else(|| {
-            FormatError::invalid(dir, name, "tensor missing from model.safetensors.index.json")
-        })?;
-        file.read_f32(name, shape, out)
-    })?;
+    let file_of = |name: &str| {
+        shards.file_of(name).ok_or_else(|| FormatError::invalid(dir, name, "tensor missing from model.safetensors.index.json"))
+    };
+    let params = build_params(
+        dir,
+        &cfg,
+        |name, shape| file_of(name)?.check_shape(name, shape),
+        |name, shape, out| file_of(name)?.read_f32(name, shape, out),
+    )?;
     let tok_path = dir.join("tokenizer.json");
     let tokenizer = tok_path.is_file().then(|| TokenizerSource::HfJson(tok_path.clone()));
     let tc = read_tokenizer_config(dir)?;
