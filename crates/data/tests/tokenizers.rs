@@ -1,0 +1,157 @@
+//! Tokenizers against their reference implementations (sentencepiece, transformers on GGUF).
+
+mod common;
+
+use data::Tokenizer;
+use serde_json::Value;
+
+fn read_json(p: &std::path::Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+#[test]
+fn llama2_tokenizer_bin_matches_sentencepiece() {
+    let Some(shared) = common::shared() else { return };
+    let dir = shared.join("data/llama2_tokenizer");
+    let tok = Tokenizer::from_path(&dir.join("tokenizer.bin")).unwrap();
+    assert_eq!(tok.vocab_size(), 32000);
+    assert_eq!((tok.bos_id(), tok.eos_id()), (Some(1), Some(2)));
+    let reference = read_json(&dir.join("reference_encodings.json"));
+    for case in reference["cases"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let expected = ids(&case["ids_no_bos"]);
+        let got = tok.encode(text, false).unwrap();
+        assert_eq!(got, expected, "{text:?}");
+        let pieces: Vec<String> = got.iter().map(|&i| tok.id_to_piece(i).unwrap()).collect();
+        let want: Vec<String> = case["pieces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(pieces, want, "{text:?}");
+        assert_eq!(tok.decode(&got), text, "{text:?}");
+        let with_bos = tok.encode(text, true).unwrap();
+        assert_eq!(with_bos[0], 1);
+    }
+}
+
+#[test]
+fn stories260k_tok512() {
+    let Some(shared) = common::shared() else { return };
+    let dir = shared.join("data/stories260K");
+    let tok = Tokenizer::from_path(&dir.join("tok512.bin")).unwrap();
+    assert_eq!(tok.vocab_size(), 512);
+    assert_eq!(
+        tok.encode("Once upon a time", false).unwrap(),
+        vec![403, 407, 261, 378]
+    );
+    let expected_ids = ids(&read_json(&dir.join("expected_greedy_t0_n200_ids.json"))["ids"]);
+    let expected_text = std::fs::read_to_string(dir.join("expected_greedy_t0_n200.txt")).unwrap();
+    assert_eq!(tok.decode(&expected_ids), expected_text);
+    // Streaming gives the same text, piece by piece.
+    let mut dec = tok.stream_decoder();
+    let mut streamed = String::new();
+    for &id in &expected_ids {
+        if let Some(t) = dec.push(id) {
+            streamed.push_str(&t);
+        }
+    }
+    if let Some(t) = dec.flush() {
+        streamed.push_str(&t);
+    }
+    assert_eq!(streamed, expected_text);
+}
+
+#[test]
+fn stream_decoder_never_splits_characters() {
+    let Some(shared) = common::shared() else { return };
+    let tok = Tokenizer::from_path(&shared.join("data/llama2_tokenizer/tokenizer.bin")).unwrap();
+    let text = "emoji 🦙 and 日本語 and naïve 🎉🎉";
+    let ids = tok.encode(text, true).unwrap();
+    let mut dec = tok.stream_decoder();
+    let mut out = String::new();
+    for &id in &ids {
+        if let Some(t) = dec.push(id) {
+            assert!(!t.contains('\u{FFFD}'), "broken character in {t:?}");
+            out.push_str(&t);
+        }
+    }
+    assert_eq!(out, text);
+}
+
+#[test]
+fn smollm2_gguf_prompt_ids_match_transformers() {
+    let Some(gguf) = common::smollm_gguf() else { return };
+    let Some(shared) = common::shared() else { return };
+    let tok = Tokenizer::from_path(&gguf).unwrap();
+    assert_eq!(tok.vocab_size(), 49152);
+    assert_eq!((tok.bos_id(), tok.eos_id()), (Some(1), Some(2)));
+    assert!(!tok.add_bos());
+    assert!(tok.chat_template().is_some());
+    let reference = read_json(&shared.join("fixtures/smollm2/reference.json"));
+    for p in reference["prompts"].as_array().unwrap() {
+        let text = p["prompt"].as_str().unwrap();
+        let got = tok.encode(text, tok.add_bos()).unwrap();
+        assert_eq!(got, ids(&p["token_ids"]), "{text:?}");
+        let pieces: Vec<String> = got.iter().map(|&i| tok.id_to_piece(i).unwrap()).collect();
+        let want: Vec<String> = p["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(pieces, want);
+        let greedy = ids(&p["greedy_ids"]);
+        assert_eq!(tok.decode(&greedy), p["greedy_text"].as_str().unwrap());
+        assert_eq!(
+            tok.decode_skip_special(&greedy),
+            p["greedy_text_skip_special"].as_str().unwrap()
+        );
+    }
+}
+
+#[test]
+fn spm_exported_as_tokenizer_json_encodes_the_same() {
+    let Some(shared) = common::shared() else { return };
+    let dir = shared.join("data/llama2_tokenizer");
+    let tok = Tokenizer::from_path(&dir.join("tokenizer.bin")).unwrap();
+    let out = common::temp_dir("spm-export");
+    tok.save(&out).unwrap();
+    let hf = Tokenizer::from_path(&out.join("tokenizer.json")).unwrap();
+    assert_eq!(hf.bos_id(), Some(1));
+    assert_eq!(hf.eos_id(), Some(2));
+    assert!(hf.add_bos());
+    let reference = read_json(&dir.join("reference_encodings.json"));
+    let mut texts: Vec<String> = reference["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["text"].as_str().unwrap().to_string())
+        .filter(|t| !t.contains("<s>"))
+        .collect();
+    texts.extend(
+        std::fs::read_to_string(shared.join("data/tinystories/TinyStoriesV2-GPT4-train.head10000lines.txt"))
+            .unwrap()
+            .lines()
+            .take(300)
+            .map(str::to_string),
+    );
+    for t in &texts {
+        assert_eq!(
+            hf.encode(t, true).unwrap(),
+            tok.encode(t, true).unwrap(),
+            "{t:?}"
+        );
+        let ids = tok.encode(t, false).unwrap();
+        assert_eq!(hf.decode(&ids), tok.decode(&ids), "{t:?}");
+    }
+}
