@@ -7,6 +7,33 @@ pub struct Output {
     pub json: bool,
 }
 
+/// An error that carries its machine-readable `code` (for the `error` event) and the process
+/// exit status. Attach one with `anyhow::Error::new(Coded::new(..))` or `.context(Coded::..)`.
+#[derive(Debug)]
+pub struct Coded {
+    pub code: &'static str,
+    pub exit: i32,
+    pub message: String,
+}
+
+impl Coded {
+    pub fn new(code: &'static str, exit: i32, message: impl Into<String>) -> Coded {
+        Coded {
+            code,
+            exit,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Coded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Coded {}
+
 impl Output {
     pub fn new(json: bool) -> Output {
         Output { json }
@@ -32,13 +59,15 @@ impl Output {
             code: error_code(err).into(),
         });
         self.log(format!("error: {message}"));
-        2
+        exit_code(err)
     }
 }
 
 /// A short machine-readable code for an error, from its outermost typed cause.
-fn error_code(err: &anyhow::Error) -> &'static str {
-    if err
+pub fn error_code(err: &anyhow::Error) -> &'static str {
+    if let Some(c) = coded(err) {
+        c.code
+    } else if err
         .chain()
         .any(|c| c.downcast_ref::<std::io::Error>().is_some())
     {
@@ -46,4 +75,15 @@ fn error_code(err: &anyhow::Error) -> &'static str {
     } else {
         "error"
     }
+}
+
+/// The exit status for an error: the outermost `Coded`'s, else 2.
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    coded(err).map_or(2, |c| c.exit)
+}
+
+/// The outermost `Coded` of an error, whether it was the error itself or a context.
+fn coded(err: &anyhow::Error) -> Option<&Coded> {
+    err.downcast_ref::<Coded>()
+        .or_else(|| err.chain().find_map(|c| c.downcast_ref::<Coded>()))
 }

@@ -1,10 +1,17 @@
-//! `neuralforge train`.
+//! `neuralforge train`: flags and config file in, a training run out (see `trainer`).
 
 use crate::output::Output;
+use crate::trainer::{self, settings::Settings, Outcome};
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(flatten)]
+    pub settings: Settings,
+}
 
-pub fn run(_args: Args, _out: &Output) -> anyhow::Result<()> {
-    anyhow::bail!("`neuralforge train` is not built yet")
+pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
+    match trainer::run(args.settings, out)? {
+        Outcome::Finished { .. } => Ok(()),
+        Outcome::Interrupted { exit_code, .. } => std::process::exit(exit_code),
+    }
 }

@@ -1,0 +1,109 @@
+//! Where training events go: every event to the run's `events.ndjson`, to stdout with
+//! `--json`, and (on a terminal without `--json`) to the progress bar and stderr.
+
+use crate::output::Output;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use protocol::Event;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+pub struct Events<'a> {
+    out: &'a Output,
+    file: Option<BufWriter<File>>,
+    bar: Option<ProgressBar>,
+    last_val: Option<f64>,
+}
+
+impl<'a> Events<'a> {
+    pub fn new(out: &'a Output, show_bar: bool) -> Events<'a> {
+        let bar = (!out.json && show_bar).then(|| {
+            let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+            let style = ProgressStyle::with_template(
+                "{bar:30.cyan/blue} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+            bar.set_style(style);
+            bar
+        });
+        Events {
+            out,
+            file: None,
+            bar,
+            last_val: None,
+        }
+    }
+
+    /// Appends every later event to `path` (created if needed).
+    pub fn open_log(&mut self, path: &Path) -> anyhow::Result<()> {
+        use anyhow::Context;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening event log {}", path.display()))?;
+        self.file = Some(BufWriter::new(f));
+        Ok(())
+    }
+
+    pub fn set_total(&self, total: u64, done: u64) {
+        if let Some(b) = &self.bar {
+            b.set_length(total);
+            b.set_position(done);
+        }
+    }
+
+    /// Records an event everywhere it belongs.
+    pub fn emit(&mut self, e: &Event) {
+        if let Some(f) = &mut self.file {
+            // Flushed per line so a crash loses nothing that was reported.
+            let _ = writeln!(f, "{}", e.to_line()).and_then(|_| f.flush());
+        }
+        self.out.event(e);
+        if let Some(bar) = &self.bar {
+            match e {
+                Event::Batch {
+                    batch, avg_loss, ..
+                } => {
+                    bar.set_position(*batch);
+                    let val = self
+                        .last_val
+                        .map_or(String::new(), |v| format!(" val {v:.4}"));
+                    bar.set_message(format!("loss {avg_loss:.4}{val}"));
+                }
+                Event::Val { val_loss, .. } => self.last_val = Some(*val_loss),
+                _ => {}
+            }
+        }
+    }
+
+    /// Writes an event to the run's log only (stdout gets it elsewhere, e.g. errors).
+    pub fn record_only(&mut self, e: &Event) {
+        if let Some(f) = &mut self.file {
+            let _ = writeln!(f, "{}", e.to_line()).and_then(|_| f.flush());
+        }
+    }
+
+    /// Like `emit` for a batch, with lr and throughput on the bar.
+    pub fn progress_detail(&self, lr: f64, tokens_per_s: f64) {
+        if let Some(bar) = &self.bar {
+            let msg = bar.message();
+            let base = msg.split(" | ").next().unwrap_or("").to_string();
+            bar.set_message(format!("{base} | lr {lr:.2e} | {tokens_per_s:.0} tok/s"));
+        }
+    }
+
+    /// A human line (stderr), above the bar when there is one.
+    pub fn log(&self, msg: impl AsRef<str>) {
+        match &self.bar {
+            Some(b) if !b.is_hidden() => b.println(msg.as_ref()),
+            _ => self.out.log(msg),
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
