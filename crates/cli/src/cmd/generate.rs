@@ -1,10 +1,559 @@
-//! `neuralforge generate`.
+//! `neuralforge generate`: text from a model (KV cache, sampling, chat templates), streamed to
+//! the terminal or as `token` / `generate_done` events; `--bench` measures generation speed.
 
 use crate::output::Output;
+use anyhow::{bail, Context};
+use data::{ChatMessage, ChatTemplate, Tokenizer};
+use engine::infer::{self, GenerateOptions, InferenceSession, Sampler, SamplerConfig, StopReason};
+use formats::{LoadedModel, TokenizerSource};
+use protocol::Event;
+use std::io::{BufRead, Write};
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::time::Instant;
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Model: a Hugging Face folder, a .gguf file or a llama2.c .bin.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// A PEFT LoRA adapter folder, merged into the weights before generating.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    /// Tokenizer to use instead of the model's own (tokenizer.json, tokenizer.bin or .gguf).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// The prompt (in chat mode: the user's message; without it, chat reads turns from stdin).
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Apply the model's chat template (system / user / assistant turns).
+    #[arg(long)]
+    pub chat: bool,
+    /// System message for chat mode.
+    #[arg(long, requires = "chat")]
+    pub system: Option<String>,
+    /// Sampling temperature; 0 = greedy (always the most likely token).
+    #[arg(long, default_value_t = 0.8)]
+    pub temp: f32,
+    /// Sample from the k most likely tokens only (0 = all).
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    /// Sample from the smallest set of tokens whose probability reaches p (1 = all).
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Drop tokens less likely than min-p times the most likely one (0 = off).
+    #[arg(long, default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Penalty for tokens seen in the last --repeat-last-n tokens (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    #[arg(long, default_value_t = 64)]
+    pub repeat_last_n: usize,
+    /// Random seed (default: from the clock, reported so a run can be repeated).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// New tokens at most (0 = until EOS or the end of the context).
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: usize,
+    /// Stop when this text appears (not printed); may be given several times.
+    #[arg(long = "stop")]
+    pub stop: Vec<String>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Context length to allocate (default: prompt + max-tokens, at most the model's).
+    #[arg(long)]
+    pub ctx: Option<usize>,
+    /// Measure prompt processing and generation speed instead of generating text.
+    #[arg(long)]
+    pub bench: bool,
+    /// --bench: prompt tokens processed in one batch.
+    #[arg(long, default_value_t = 128)]
+    pub bench_prompt: usize,
+    /// --bench: tokens generated one at a time.
+    #[arg(long, default_value_t = 128)]
+    pub bench_gen: usize,
+    /// --bench: repetitions (the best is reported, as llama-bench's fastest run).
+    #[arg(long, default_value_t = 3)]
+    pub bench_reps: usize,
+}
 
-pub fn run(_args: Args, _out: &Output) -> anyhow::Result<()> {
-    anyhow::bail!("`neuralforge generate` is not built yet")
+pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
+    engine::threads::set_threads(args.threads.unwrap_or(0)).context("--threads")?;
+    out.event(&Event::Phase {
+        phase: "loading".into(),
+    });
+    let t0 = Instant::now();
+    let mut model = formats::load_model(&args.model)
+        .with_context(|| format!("loading model {}", args.model.display()))?;
+    if let Some(dir) = &args.adapter {
+        let lora = formats::peft::load_adapter(dir, &model.params.config)
+            .with_context(|| format!("loading adapter {}", dir.display()))?;
+        lora.merge_into(&mut model.params)
+            .with_context(|| format!("merging adapter {}", dir.display()))?;
+    }
+    out.log(format!(
+        "loaded {} ({}) in {:.1}s",
+        args.model.display(),
+        model.source,
+        t0.elapsed().as_secs_f64()
+    ));
+    if args.bench {
+        return bench(&args, &model, out);
+    }
+    let tokenizer = load_tokenizer(&args, &model)?;
+    let seed = args.seed.unwrap_or_else(clock_seed);
+    let sampler_cfg = SamplerConfig {
+        temperature: args.temp,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        min_p: args.min_p,
+        repeat_penalty: args.repeat_penalty,
+        repeat_last_n: args.repeat_last_n,
+        seed,
+    };
+    let mut sampler = Sampler::new(sampler_cfg).context("sampling flags")?;
+    out.event(&Event::Info {
+        key: "seed".into(),
+        value: seed.into(),
+    });
+    let mut eos_ids = model.eos_token_ids.clone();
+    if let Some(e) = tokenizer.eos_id() {
+        if !eos_ids.contains(&e) {
+            eos_ids.push(e);
+        }
+    }
+    let opts = GenerateOptions {
+        max_tokens: args.max_tokens,
+        eos_ids,
+    };
+    if args.chat {
+        chat(&args, &model, &tokenizer, &mut sampler, &opts, out)
+    } else {
+        let prompt = args.prompt.as_deref().unwrap_or("");
+        let mut ids = tokenizer
+            .encode(prompt, model.add_bos)
+            .context("encoding --prompt")?;
+        if ids.is_empty() {
+            // An empty prompt starts from BOS, as llama2.c does.
+            ids.extend(model.bos_token_id.or(tokenizer.bos_id()));
+        }
+        if ids.is_empty() {
+            bail!("--prompt is empty and the model has no BOS token to start from");
+        }
+        let capacity = context_size(&args, &model, ids.len())?;
+        let mut session = InferenceSession::new(&model.params, capacity)?;
+        run_turn(
+            &mut session,
+            &mut sampler,
+            &tokenizer,
+            &ids,
+            &opts,
+            &args.stop,
+            out,
+        )?;
+        Ok(())
+    }
+}
+
+/// The tokenizer named by --tokenizer, or the model's own.
+fn load_tokenizer(args: &Args, model: &LoadedModel) -> anyhow::Result<Tokenizer> {
+    let path: PathBuf = match (&args.tokenizer, &model.tokenizer) {
+        (Some(p), _) => p.clone(),
+        (None, Some(TokenizerSource::HfJson(p) | TokenizerSource::Llama2cBin(p))) => p.clone(),
+        (None, Some(TokenizerSource::Gguf { .. })) => model.path.clone(),
+        (None, None) => bail!(
+            "{} comes without a tokenizer: pass --tokenizer (tokenizer.json or tokenizer.bin)",
+            model.path.display()
+        ),
+    };
+    let tok = Tokenizer::from_path(&path)
+        .with_context(|| format!("loading tokenizer {}", path.display()))?;
+    let vocab = model.params.config.vocab_size;
+    if tok.vocab_size() > vocab {
+        bail!(
+            "tokenizer {} has {} tokens but the model's vocabulary is {vocab}",
+            path.display(),
+            tok.vocab_size()
+        );
+    }
+    Ok(tok)
+}
+
+/// Positions to allocate: room for the prompt and the new tokens, within the model's limit.
+fn context_size(args: &Args, model: &LoadedModel, prompt_len: usize) -> anyhow::Result<usize> {
+    let max = model.params.config.max_seq_len;
+    let want = match (args.ctx, args.max_tokens) {
+        (Some(c), _) => c,
+        (None, 0) => max,
+        (None, n) => prompt_len.saturating_add(n),
+    };
+    if want > max {
+        if args.ctx.is_some() {
+            bail!("--ctx {want} exceeds the model's context of {max}");
+        }
+    }
+    let capacity = want.min(max);
+    if prompt_len >= capacity {
+        bail!("the prompt has {prompt_len} tokens but the context holds {capacity}");
+    }
+    Ok(capacity)
+}
+
+fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// What one generation produced.
+struct TurnResult {
+    tokens: Vec<u32>,
+    text: String,
+}
+
+/// Prefills `prompt` on top of what `session` holds, generates, and streams the text.
+fn run_turn(
+    session: &mut InferenceSession<'_>,
+    sampler: &mut Sampler,
+    tokenizer: &Tokenizer,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    stops: &[String],
+    out: &Output,
+) -> anyhow::Result<TurnResult> {
+    let start = Instant::now();
+    let mut decoder = tokenizer.stream_decoder();
+    let mut filter = StopFilter::new(stops);
+    let mut text = String::new();
+    let mut first_token_at = None;
+    let stdout = std::io::stdout();
+    let emit = |piece: &str, token: Option<u32>, text: &mut String| {
+        text.push_str(piece);
+        if let Some(id) = token {
+            out.event(&Event::Token {
+                token_id: id,
+                text: piece.to_string(),
+            });
+        }
+        if !out.json && !piece.is_empty() {
+            let mut lock = stdout.lock();
+            let _ = lock.write_all(piece.as_bytes());
+            let _ = lock.flush();
+        }
+    };
+    let (tokens, reason) = infer::generate(session, sampler, prompt, opts, |id| {
+        first_token_at.get_or_insert_with(Instant::now);
+        let piece = decoder.push(id).unwrap_or_default();
+        let (ready, stopped) = filter.push(&piece);
+        emit(&ready, Some(id), &mut text);
+        if stopped {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })?;
+    if reason != StopReason::Caller {
+        // Bytes held back for an incomplete character or a possible stop string.
+        let rest = decoder.flush().unwrap_or_default();
+        let (ready, stopped) = filter.push(&rest);
+        let tail = if stopped {
+            ready
+        } else {
+            ready + &filter.finish()
+        };
+        emit(&tail, None, &mut text);
+    }
+    if !out.json {
+        println!();
+    }
+    let total = start.elapsed();
+    out.event(&Event::GenerateDone {
+        tokens: tokens.len() as u64,
+        total_ms: total.as_secs_f64() * 1e3,
+    });
+    let prefill_s = first_token_at
+        .map(|t| (t - start).as_secs_f64())
+        .unwrap_or(total.as_secs_f64());
+    let decode_s = total.as_secs_f64() - prefill_s;
+    let gen_rate = if tokens.len() > 1 && decode_s > 0.0 {
+        (tokens.len() - 1) as f64 / decode_s
+    } else {
+        0.0
+    };
+    out.log(format!(
+        "[{} prompt tokens in {:.0} ms ({:.0} tok/s), {} new tokens, {:.1} tok/s; stop: {}]",
+        prompt.len(),
+        prefill_s * 1e3,
+        prompt.len() as f64 / prefill_s.max(1e-9),
+        tokens.len(),
+        gen_rate,
+        reason.as_str()
+    ));
+    Ok(TurnResult { tokens, text })
+}
+
+/// Chat mode: one turn from --prompt, or a conversation read line by line from stdin.
+fn chat(
+    args: &Args,
+    model: &LoadedModel,
+    tokenizer: &Tokenizer,
+    sampler: &mut Sampler,
+    opts: &GenerateOptions,
+    out: &Output,
+) -> anyhow::Result<()> {
+    let source = model
+        .chat_template
+        .as_deref()
+        .or(tokenizer.chat_template())
+        .with_context(|| format!("{} has no chat template", args.model.display()))?;
+    let piece = |id: Option<u32>| {
+        id.and_then(|i| tokenizer.id_to_piece(i))
+            .unwrap_or_default()
+    };
+    let bos = model
+        .bos_token
+        .clone()
+        .unwrap_or_else(|| piece(model.bos_token_id));
+    let eos = model
+        .eos_token
+        .clone()
+        .unwrap_or_else(|| piece(model.eos_token_ids.first().copied()));
+    let template = ChatTemplate::new(source, &bos, &eos).context("the model's chat template")?;
+    let mut messages = Vec::new();
+    if let Some(s) = &args.system {
+        messages.push(ChatMessage::new("system", s.as_str()));
+    }
+    let capacity = match args.ctx {
+        Some(c) => c.min(model.params.config.max_seq_len),
+        None => model.params.config.max_seq_len.min(4096),
+    };
+    let mut session = InferenceSession::new(&model.params, capacity)?;
+    // Tokens the KV cache holds, to reuse the common prefix of the next rendering.
+    let mut cached: Vec<u32> = Vec::new();
+    let mut turn = |user: String, messages: &mut Vec<ChatMessage>| -> anyhow::Result<()> {
+        messages.push(ChatMessage::new("user", user));
+        let text = template
+            .render(messages, true)
+            .context("rendering the chat template")?;
+        let ids = tokenizer
+            .encode_special(&text, false)
+            .context("encoding the chat")?;
+        let keep = cached
+            .iter()
+            .zip(&ids)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(ids.len().saturating_sub(1));
+        session.truncate(keep);
+        cached.truncate(keep);
+        let room = capacity.saturating_sub(ids.len());
+        if room == 0 {
+            bail!("the conversation no longer fits the context of {capacity} tokens (--ctx)");
+        }
+        let turn_opts = GenerateOptions {
+            max_tokens: if opts.max_tokens == 0 {
+                room
+            } else {
+                opts.max_tokens.min(room)
+            },
+            eos_ids: opts.eos_ids.clone(),
+        };
+        let result = run_turn(
+            &mut session,
+            sampler,
+            tokenizer,
+            &ids[keep..],
+            &turn_opts,
+            &args.stop,
+            out,
+        )?;
+        cached.extend_from_slice(&ids[keep..]);
+        cached.extend_from_slice(&result.tokens);
+        cached.truncate(session.position());
+        messages.push(ChatMessage::new("assistant", result.text.trim()));
+        Ok(())
+    };
+    if let Some(p) = &args.prompt {
+        return turn(p.clone(), &mut messages);
+    }
+    out.log("chat: type a message and press Enter; Ctrl-D ends");
+    for line in std::io::stdin().lock().lines() {
+        let line = line.context("reading stdin")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        turn(line, &mut messages)?;
+    }
+    Ok(())
+}
+
+/// Holds back text that may be the start of a stop string; reports when one appears.
+struct StopFilter<'a> {
+    stops: &'a [String],
+    pending: String,
+}
+
+impl<'a> StopFilter<'a> {
+    fn new(stops: &'a [String]) -> Self {
+        StopFilter {
+            stops,
+            pending: String::new(),
+        }
+    }
+
+    /// Adds text; returns what can be shown and whether a stop string was found (the text
+    /// before it is returned, the stop string and anything after are dropped).
+    fn push(&mut self, text: &str) -> (String, bool) {
+        self.pending.push_str(text);
+        let first = self
+            .stops
+            .iter()
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| self.pending.find(s.as_str()))
+            .min();
+        if let Some(at) = first {
+            let ready = self.pending[..at].to_string();
+            self.pending.clear();
+            return (ready, true);
+        }
+        // Keep the longest tail that could still grow into a stop string.
+        let mut hold = 0;
+        for s in self.stops {
+            for (i, _) in self.pending.char_indices() {
+                let tail = &self.pending[i..];
+                if tail.len() < s.len() && s.starts_with(tail) {
+                    hold = hold.max(tail.len());
+                    break;
+                }
+            }
+        }
+        let cut = self.pending.len() - hold;
+        let ready = self.pending[..cut].to_string();
+        self.pending.drain(..cut);
+        (ready, false)
+    }
+
+    fn finish(&mut self) -> String {
+        std::mem::take(&mut self.pending)
+    }
+}
+
+/// `--bench`: prompt processing of --bench-prompt tokens in one batch, generation of
+/// --bench-gen tokens, and the read bandwidth of this machine as the yardstick.
+fn bench(args: &Args, model: &LoadedModel, out: &Output) -> anyhow::Result<()> {
+    let cfg = &model.params.config;
+    let (np, ng) = (args.bench_prompt.max(1), args.bench_gen.max(1));
+    let capacity = np + ng;
+    if capacity > cfg.max_seq_len {
+        bail!(
+            "--bench-prompt + --bench-gen = {capacity} exceeds the model's context of {}",
+            cfg.max_seq_len
+        );
+    }
+    let reps = args.bench_reps.max(1);
+    let mut session = InferenceSession::new(&model.params, capacity)?;
+    // Arbitrary but fixed prompt ids spread over the vocabulary.
+    let prompt: Vec<u32> = (0..np)
+        .map(|i| ((i as u64 * 7919 + 13) % cfg.vocab_size as u64) as u32)
+        .collect();
+    session.prefill(&prompt)?; // warm-up: page faults, thread start-up
+    let mut best_pp = f64::MAX;
+    let mut best_tg = f64::MAX;
+    for _ in 0..reps {
+        session.reset();
+        let t = Instant::now();
+        session.prefill(&prompt)?;
+        best_pp = best_pp.min(t.elapsed().as_secs_f64());
+        // Generation as llama-bench's tg: one token at a time after the prompt.
+        session.truncate(np);
+        let mut token = infer::argmax(session.logits());
+        let t = Instant::now();
+        for _ in 0..ng {
+            token = infer::argmax(session.decode(token)?);
+        }
+        best_tg = best_tg.min(t.elapsed().as_secs_f64());
+    }
+    let pp = np as f64 / best_pp;
+    let tg = ng as f64 / best_tg;
+    let weight_bytes = infer::bench::weight_bytes_per_token(cfg);
+    let bandwidth = infer::bench::measure_read_bandwidth(1 << 30, 2.0);
+    let bound = bandwidth / weight_bytes as f64;
+    let value = serde_json::json!({
+        "model": model.path.display().to_string(),
+        "source": model.source,
+        "threads": engine::threads::current(),
+        "simd": infer::Simd::detect().name(),
+        "prompt_tokens": np,
+        "prompt_tokens_per_s": pp,
+        "gen_tokens": ng,
+        "gen_tokens_per_s": tg,
+        "weight_bytes_per_token": weight_bytes,
+        "read_bandwidth_gb_s": bandwidth / 1e9,
+        "gen_bound_tokens_per_s": bound,
+        "gen_fraction_of_bound": tg / bound,
+        "reps": reps,
+    });
+    out.event(&Event::Info {
+        key: "generate_bench".into(),
+        value: value.clone(),
+    });
+    if !out.json {
+        println!(
+            "model {} ({}), {} threads, {}",
+            model.path.display(),
+            model.source,
+            engine::threads::current(),
+            infer::Simd::detect().name()
+        );
+        println!("prompt processing ({np} tokens): {pp:.1} tok/s");
+        println!("generation ({ng} tokens):        {tg:.1} tok/s");
+        println!(
+            "memory bound: {:.1} MB of weights per token / {:.1} GB/s read bandwidth = {bound:.1} tok/s; generation reaches {:.0}% of it",
+            weight_bytes as f64 / 1e6,
+            bandwidth / 1e9,
+            100.0 * tg / bound
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StopFilter;
+
+    fn run(stops: &[&str], pieces: &[&str]) -> (String, bool) {
+        let stops: Vec<String> = stops.iter().map(|s| s.to_string()).collect();
+        let mut f = StopFilter::new(&stops);
+        let mut shown = String::new();
+        for p in pieces {
+            let (ready, stopped) = f.push(p);
+            shown.push_str(&ready);
+            if stopped {
+                return (shown, true);
+            }
+        }
+        shown.push_str(&f.finish());
+        (shown, false)
+    }
+
+    #[test]
+    fn stop_string_split_across_pieces_is_not_shown() {
+        assert_eq!(
+            run(&["\nUser:"], &["Hi", " there\nUs", "er: more"]),
+            ("Hi there".into(), true)
+        );
+    }
+
+    #[test]
+    fn near_miss_is_released() {
+        assert_eq!(run(&["STOP"], &["ST"]), ("ST".into(), false));
+        assert_eq!(run(&["STOP"], &["ST", "ART"]), ("START".into(), false));
+    }
+
+    #[test]
+    fn earliest_stop_wins_and_unicode_is_safe() {
+        assert_eq!(run(&["é!", "b"], &["aé", "!b"]), ("a".into(), true));
+    }
 }
