@@ -19,7 +19,9 @@ fn ids(v: &Value) -> Vec<u32> {
 
 #[test]
 fn llama2_tokenizer_bin_matches_sentencepiece() {
-    let Some(shared) = common::shared() else { return };
+    let Some(shared) = common::shared() else {
+        return;
+    };
     let dir = shared.join("data/llama2_tokenizer");
     let tok = Tokenizer::from_path(&dir.join("tokenizer.bin")).unwrap();
     assert_eq!(tok.vocab_size(), 32000);
@@ -46,7 +48,9 @@ fn llama2_tokenizer_bin_matches_sentencepiece() {
 
 #[test]
 fn stories260k_tok512() {
-    let Some(shared) = common::shared() else { return };
+    let Some(shared) = common::shared() else {
+        return;
+    };
     let dir = shared.join("data/stories260K");
     let tok = Tokenizer::from_path(&dir.join("tok512.bin")).unwrap();
     assert_eq!(tok.vocab_size(), 512);
@@ -73,7 +77,9 @@ fn stories260k_tok512() {
 
 #[test]
 fn stream_decoder_never_splits_characters() {
-    let Some(shared) = common::shared() else { return };
+    let Some(shared) = common::shared() else {
+        return;
+    };
     let tok = Tokenizer::from_path(&shared.join("data/llama2_tokenizer/tokenizer.bin")).unwrap();
     let text = "emoji 🦙 and 日本語 and naïve 🎉🎉";
     let ids = tok.encode(text, true).unwrap();
@@ -90,8 +96,12 @@ fn stream_decoder_never_splits_characters() {
 
 #[test]
 fn smollm2_gguf_prompt_ids_match_transformers() {
-    let Some(gguf) = common::smollm_gguf() else { return };
-    let Some(shared) = common::shared() else { return };
+    let Some(gguf) = common::smollm_gguf() else {
+        return;
+    };
+    let Some(shared) = common::shared() else {
+        return;
+    };
     let tok = Tokenizer::from_path(&gguf).unwrap();
     assert_eq!(tok.vocab_size(), 49152);
     assert_eq!((tok.bos_id(), tok.eos_id()), (Some(1), Some(2)));
@@ -121,7 +131,9 @@ fn smollm2_gguf_prompt_ids_match_transformers() {
 
 #[test]
 fn spm_exported_as_tokenizer_json_encodes_the_same() {
-    let Some(shared) = common::shared() else { return };
+    let Some(shared) = common::shared() else {
+        return;
+    };
     let dir = shared.join("data/llama2_tokenizer");
     let tok = Tokenizer::from_path(&dir.join("tokenizer.bin")).unwrap();
     let out = common::temp_dir("spm-export");
@@ -139,11 +151,13 @@ fn spm_exported_as_tokenizer_json_encodes_the_same() {
         .filter(|t| !t.contains("<s>"))
         .collect();
     texts.extend(
-        std::fs::read_to_string(shared.join("data/tinystories/TinyStoriesV2-GPT4-train.head10000lines.txt"))
-            .unwrap()
-            .lines()
-            .take(300)
-            .map(str::to_string),
+        std::fs::read_to_string(
+            shared.join("data/tinystories/TinyStoriesV2-GPT4-train.head10000lines.txt"),
+        )
+        .unwrap()
+        .lines()
+        .take(300)
+        .map(str::to_string),
     );
     for t in &texts {
         assert_eq!(

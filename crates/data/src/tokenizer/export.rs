@@ -21,7 +21,12 @@ pub fn spm_tokenizer_json(m: &SpmModel, bos: Option<u32>, add_bos: bool) -> Resu
     }
     let mergeable = |s: &str| {
         ids.get(s)
-            .filter(|&&i| matches!(kinds[i as usize], PieceKind::Normal | PieceKind::UserDefined))
+            .filter(|&&i| {
+                matches!(
+                    kinds[i as usize],
+                    PieceKind::Normal | PieceKind::UserDefined
+                )
+            })
             .copied()
     };
     // Every split of a piece into two mergeable pieces is a merge, ranked by the piece's score.
@@ -47,13 +52,21 @@ pub fn spm_tokenizer_json(m: &SpmModel, bos: Option<u32>, add_bos: bool) -> Resu
     let added: Vec<Value> = kinds
         .iter()
         .enumerate()
-        .filter(|(_, k)| matches!(k, PieceKind::Control | PieceKind::Unknown | PieceKind::UserDefined))
+        .filter(|(_, k)| {
+            matches!(
+                k,
+                PieceKind::Control | PieceKind::Unknown | PieceKind::UserDefined
+            )
+        })
         .map(|(id, k)| {
             json!({"id": id, "content": pieces[id], "single_word": false, "lstrip": false,
                    "rstrip": false, "normalized": false, "special": *k != PieceKind::UserDefined})
         })
         .collect();
-    let post = match (add_bos, bos.and_then(|b| pieces.get(b as usize).map(|p| (b, p)))) {
+    let post = match (
+        add_bos,
+        bos.and_then(|b| pieces.get(b as usize).map(|p| (b, p))),
+    ) {
         (true, Some((id, p))) => json!({
             "type": "TemplateProcessing",
             "single": [{"SpecialToken": {"id": p, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],

@@ -50,7 +50,11 @@ pub fn read_gguf_vocab(path: &Path) -> Result<GgufVocab> {
         .ok_or_else(|| err("no tokenizer.ggml.model: this GGUF has no tokenizer".into()))?;
     let tokens = match meta.get("tokenizer.ggml.tokens") {
         Some(MetaValue::Strs(t)) => t.clone(),
-        _ => return Err(err("tokenizer.ggml.tokens is missing or not a string array".into())),
+        _ => {
+            return Err(err(
+                "tokenizer.ggml.tokens is missing or not a string array".into(),
+            ))
+        }
     };
     Ok(GgufVocab {
         model,
@@ -82,11 +86,16 @@ pub fn read_gguf_vocab(path: &Path) -> Result<GgufVocab> {
 pub fn build(v: &GgufVocab) -> Result<Tokenizer> {
     let n = v.tokens.len();
     if n == 0 {
-        return Err(DataError::Tokenizer("tokenizer.ggml.tokens is empty".into()));
+        return Err(DataError::Tokenizer(
+            "tokenizer.ggml.tokens is empty".into(),
+        ));
     }
     for (name, len) in [
         ("tokenizer.ggml.scores", v.scores.as_ref().map(Vec::len)),
-        ("tokenizer.ggml.token_type", v.token_types.as_ref().map(Vec::len)),
+        (
+            "tokenizer.ggml.token_type",
+            v.token_types.as_ref().map(Vec::len),
+        ),
     ] {
         if let Some(len) = len.filter(|&l| l != n) {
             return Err(DataError::Tokenizer(format!(
@@ -148,7 +157,12 @@ fn build_spm(v: &GgufVocab, mut cfg: SpecialConfig) -> Result<Tokenizer> {
     let kinds = kinds(v);
     let unk = v
         .unk
-        .or_else(|| kinds.iter().position(|k| *k == PieceKind::Unknown).map(|i| i as u32))
+        .or_else(|| {
+            kinds
+                .iter()
+                .position(|k| *k == PieceKind::Unknown)
+                .map(|i| i as u32)
+        })
         .unwrap_or(0);
     let model = SpmModel::new(
         v.tokens.clone(),
@@ -167,12 +181,8 @@ fn build_spm(v: &GgufVocab, mut cfg: SpecialConfig) -> Result<Tokenizer> {
 fn pre_tokenizer(pre: &str) -> Result<Value> {
     const LLAMA3: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     const QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-    let byte_level = |use_regex: bool| {
-        json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex})
-    };
-    let split = |re: &str| {
-        json!({"type": "Split", "pattern": {"Regex": re}, "behavior": "Isolated", "invert": false})
-    };
+    let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
+    let split = |re: &str| json!({"type": "Split", "pattern": {"Regex": re}, "behavior": "Isolated", "invert": false});
     Ok(match pre {
         "default" | "gpt2" | "gpt-2" => byte_level(true),
         // "\p{N}" split first, then the GPT-2 regex (llama.cpp's smollm/starcoder group).

@@ -41,14 +41,18 @@ fn parse(bytes: &[u8]) -> std::result::Result<HashMap<String, MetaValue>, String
     let kv_count = r.u64()?;
     // Each entry takes at least 12 bytes; a larger count cannot be real.
     if kv_count > (bytes.len() / 12) as u64 {
-        return Err(format!("metadata count {kv_count} is larger than the file allows"));
+        return Err(format!(
+            "metadata count {kv_count} is larger than the file allows"
+        ));
     }
     let mut out = HashMap::new();
     for _ in 0..kv_count {
         let key = r.string().map_err(|e| format!("metadata key: {e}"))?;
         let ty = r.u32()?;
         let wanted = key.starts_with("tokenizer.") || key == "general.architecture";
-        let value = r.value(ty, wanted).map_err(|e| format!("metadata {key}: {e}"))?;
+        let value = r
+            .value(ty, wanted)
+            .map_err(|e| format!("metadata {key}: {e}"))?;
         if wanted {
             out.insert(key, value);
         }
@@ -122,7 +126,9 @@ impl<'a> Reader<'a> {
         let elem = self.u32()?;
         let n = self.u64()?;
         if n > (self.bytes.len() - self.pos) as u64 {
-            return Err(format!("array of {n} elements runs past the end of the file"));
+            return Err(format!(
+                "array of {n} elements runs past the end of the file"
+            ));
         }
         let n = n as usize;
         match elem {
@@ -134,7 +140,11 @@ impl<'a> Reader<'a> {
                         v.push(s);
                     }
                 }
-                Ok(if keep { MetaValue::Strs(v) } else { MetaValue::Other })
+                Ok(if keep {
+                    MetaValue::Strs(v)
+                } else {
+                    MetaValue::Other
+                })
             }
             6 if keep => {
                 let raw = self.take(n.checked_mul(4).ok_or("array too large")?)?;
@@ -155,7 +165,11 @@ impl<'a> Reader<'a> {
                         }
                     }
                 }
-                Ok(if keep { MetaValue::Ints(ints) } else { MetaValue::Other })
+                Ok(if keep {
+                    MetaValue::Ints(ints)
+                } else {
+                    MetaValue::Other
+                })
             }
         }
     }

@@ -11,8 +11,8 @@ pub fn load_json(path: &Path, bytes: &[u8]) -> Result<Tokenizer> {
         .map_err(|e| DataError::format(path, format!("not a usable tokenizer.json: {e}")))?;
     let config_path = path.with_file_name("tokenizer_config.json");
     let config: Option<Value> = if config_path.is_file() {
-        let text = std::fs::read_to_string(&config_path)
-            .map_err(|e| DataError::io(&config_path, e))?;
+        let text =
+            std::fs::read_to_string(&config_path).map_err(|e| DataError::io(&config_path, e))?;
         Some(
             serde_json::from_str(&text)
                 .map_err(|e| DataError::format(&config_path, format!("invalid JSON: {e}")))?,

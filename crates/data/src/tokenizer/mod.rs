@@ -5,10 +5,10 @@
 
 mod export;
 pub mod gguf;
+mod gguf_meta;
 mod hf;
 pub mod llama2c;
 pub mod spm;
-mod gguf_meta;
 mod stream;
 pub mod train;
 
@@ -30,7 +30,7 @@ pub enum TokenizerKind {
 
 enum Backend {
     Hf(Box<tokenizers::Tokenizer>),
-    Spm(SpmModel),
+    Spm(Box<SpmModel>),
 }
 
 /// A loaded tokenizer with its special tokens and chat template.
@@ -125,7 +125,7 @@ impl Tokenizer {
         specials.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
         Tokenizer {
             unk: cfg.unk.or(Some(model.unk_id())),
-            backend: Backend::Spm(model),
+            backend: Backend::Spm(Box::new(model)),
             bos: cfg.bos,
             eos: cfg.eos,
             pad: cfg.pad,
@@ -365,9 +365,7 @@ impl Tokenizer {
     }
 
     pub fn is_special(&self, id: u32) -> bool {
-        Some(id) == self.bos
-            || Some(id) == self.eos
-            || self.specials.iter().any(|(_, i)| *i == id)
+        Some(id) == self.bos || Some(id) == self.eos || self.specials.iter().any(|(_, i)| *i == id)
     }
 
     /// The tokenizer as a Hugging Face `tokenizer.json` (pretty JSON). For SentencePiece models
@@ -430,7 +428,13 @@ impl Tokenizer {
     }
 }
 
-fn push_spm(m: &SpmModel, text: &str, start: usize, end: usize, out: &mut Vec<(u32, usize, usize)>) {
+fn push_spm(
+    m: &SpmModel,
+    text: &str,
+    start: usize,
+    end: usize,
+    out: &mut Vec<(u32, usize, usize)>,
+) {
     if start < end {
         out.extend(
             m.encode(&text[start..end], true)

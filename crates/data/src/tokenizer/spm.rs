@@ -79,7 +79,9 @@ impl SpmModel {
             return Err(format!("vocabulary size {} is not usable", pieces.len()));
         }
         if unk_id as usize >= pieces.len() {
-            return Err(format!("unknown-token id {unk_id} is outside the vocabulary"));
+            return Err(format!(
+                "unknown-token id {unk_id} is outside the vocabulary"
+            ));
         }
         let mut lookup = HashMap::with_capacity(pieces.len());
         let mut byte_ids = [None; 256];
@@ -170,9 +172,9 @@ impl SpmModel {
             symbols.push(Symbol::new(start, norm.len(), pos, pos + c.len_utf8()));
         }
         let n = symbols.len();
-        for i in 0..n {
-            symbols[i].prev = i.checked_sub(1);
-            symbols[i].next = if i + 1 < n { Some(i + 1) } else { None };
+        for (i, s) in symbols.iter_mut().enumerate() {
+            s.prev = i.checked_sub(1);
+            s.next = if i + 1 < n { Some(i + 1) } else { None };
         }
 
         let mut agenda = BinaryHeap::new();
@@ -348,11 +350,7 @@ mod tests {
     fn tiny() -> SpmModel {
         let pieces = ["<unk>", "<s>", "</s>", "▁", "a", "b", "ab", "▁ab", "aa"];
         let mut p: Vec<String> = pieces.iter().map(|s| s.to_string()).collect();
-        let mut kinds = vec![
-            PieceKind::Unknown,
-            PieceKind::Control,
-            PieceKind::Control,
-        ];
+        let mut kinds = vec![PieceKind::Unknown, PieceKind::Control, PieceKind::Control];
         kinds.extend(std::iter::repeat_n(PieceKind::Normal, 6));
         let mut scores = vec![0.0, 0.0, 0.0, -1.0, -2.0, -3.0, -4.0, -5.0, -6.0];
         for b in 0..=255u8 {

@@ -55,14 +55,15 @@ pub fn train_byte_level_bpe(opts: &TrainOptions) -> Result<Tokenizer> {
         .special_tokens(specials)
         .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
         .build();
-    let mut tok = TokenizerBuilder::<BPE, NormalizerWrapper, ByteLevel, ByteLevel, ByteLevel>::new()
-        .with_model(BPE::default())
-        .with_normalizer(None)
-        .with_pre_tokenizer(Some(ByteLevel::new(false, true, true)))
-        .with_post_processor(Some(ByteLevel::new(true, false, true)))
-        .with_decoder(Some(ByteLevel::default()))
-        .build()
-        .map_err(|e| DataError::Tokenizer(e.to_string()))?;
+    let mut tok =
+        TokenizerBuilder::<BPE, NormalizerWrapper, ByteLevel, ByteLevel, ByteLevel>::new()
+            .with_model(BPE::default())
+            .with_normalizer(None)
+            .with_pre_tokenizer(Some(ByteLevel::new(false, true, true)))
+            .with_post_processor(Some(ByteLevel::new(true, false, true)))
+            .with_decoder(Some(ByteLevel::default()))
+            .build()
+            .map_err(|e| DataError::Tokenizer(e.to_string()))?;
     tok.train_from_files(&mut trainer, files)
         .map_err(|e| DataError::Tokenizer(format!("training failed: {e}")))?;
     let json = tok
