@@ -235,14 +235,15 @@ fn sigint_checkpoints_reports_and_resumes_exactly() {
     let data = token_file(&d, 6000);
     let steps = 400;
     let out = d.join("run");
-    let mut args = base_args(&data, &out, steps);
-    for a in ["--ckpt-every", "1000", "--val-every", "0"] {
-        args.push(a.into());
-    }
+    let args = replace(
+        replace(base_args(&data, &out, steps), "--ckpt-every", "1000"),
+        "--val-every",
+        "0",
+    );
     let mut child = Command::new(BIN)
         .args(&args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -264,8 +265,9 @@ fn sigint_checkpoints_reports_and_resumes_exactly() {
     for line in lines {
         events.push(serde_json::from_str(&line.unwrap()).unwrap());
     }
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130));
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{stderr}");
     let n = events.len();
     assert_eq!(events[n - 1]["type"], "done", "{:?}", &events[n - 3..]);
     assert_eq!(events[n - 1]["interrupted"], true);

@@ -107,6 +107,25 @@ fn resolve(flags: &Settings) -> anyhow::Result<(TrainConfig, bool)> {
     let saved: TrainConfig = toml::from_str(&text)
         .map_err(|e| state::ckpt_err(format!("{}: {e}", saved_path.display())))?;
     let mut merged = saved.to_settings().overlaid(&file).overlaid(flags);
+    // Shape-defining settings must not change; say so before anything else can fail.
+    let changed = TrainConfig::resolve(&merged)
+        .ok()
+        .and_then(|c| c.incompatibility(&saved))
+        .or_else(|| {
+            let new_rank = merged.lora_rank.unwrap_or(0);
+            (new_rank != saved.lora_rank).then(|| {
+                format!(
+                    "--lora-rank is {new_rank} but the checkpoint was trained with {}",
+                    saved.lora_rank
+                )
+            })
+        });
+    if let Some(why) = changed {
+        return Err(state::ckpt_err(format!(
+            "cannot resume {}: {why}",
+            run_dir.display()
+        )));
+    }
     merged.out = Some(run_dir);
     Ok((TrainConfig::resolve(&merged)?, true))
 }
