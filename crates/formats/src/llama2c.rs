@@ -125,28 +125,22 @@ fn tensor_order(h: &Header) -> Vec<String> {
     v
 }
 
-/// Reads a llama2.c model from bytes already in memory. Returns the params and header.
-pub fn parse_model(file: &Path, b: &[u8]) -> Result<(Params, Header)> {
-    let h = parse_header(file, b)?;
+/// Where each tensor starts (name -> (byte offset, values)), checked against the file size.
+fn tensor_offsets(file: &Path, h: &Header, file_len: usize) -> Result<HashMap<String, (usize, usize)>> {
     let cfg = &h.config;
     let layout = engine::ParamLayout::for_config(cfg);
-    let numel = |name: &str| -> usize {
-        if name == "freq_cis" {
-            cfg.max_seq_len * cfg.head_dim()
-        } else {
-            layout.find(name).map(|t| t.numel()).unwrap_or(0)
-        }
-    };
-    // Where each tensor starts, checked against the file size before anything is allocated.
-    let mut offsets: HashMap<String, (usize, usize)> = HashMap::new(); // name -> (byte offset, numel)
+    let mut offsets = HashMap::new();
     let mut pos: u64 = match h.version {
         0 => 28,
         _ => V12_HEADER as u64,
     };
-    for name in tensor_order(&h) {
-        let n = numel(&name);
-        let is_q8 = h.version == 2 && layout.find(&name).is_some_and(|t| t.shape.len() == 2);
-        let bytes = if is_q8 {
+    for name in tensor_order(h) {
+        let spec = layout.find(&name);
+        let n = match spec {
+            Some(t) => t.numel(),
+            None => cfg.max_seq_len * cfg.head_dim(), // freq_cis real + imag
+        };
+        let bytes = if h.version == 2 && spec.is_some_and(|t| t.shape.len() == 2) {
             let g = h.group_size.unwrap_or(1);
             if n % g != 0 {
                 return Err(FormatError::invalid(file, "group_size", format!("{g} does not divide {name} ({n} values)")));
@@ -158,13 +152,40 @@ pub fn parse_model(file: &Path, b: &[u8]) -> Result<(Params, Header)> {
         offsets.insert(name, (pos as usize, n));
         pos += bytes;
     }
-    if pos != b.len() as u64 {
+    if pos != file_len as u64 {
         return Err(FormatError::invalid(
             file,
             "file size",
-            format!("header describes {pos} bytes of model, file has {} (truncated, or header fields wrong)", b.len()),
+            format!("header describes {pos} bytes of model, file has {file_len} (truncated, or header fields wrong)"),
         ));
     }
+    Ok(offsets)
+}
+
+/// The header of a model file, checked against the file's size (no weights read).
+pub fn inspect(file: &Path, b: &[u8]) -> Result<Header> {
+    let h = parse_header(file, b)?;
+    tensor_offsets(file, &h, b.len())?;
+    Ok(h)
+}
+
+/// The header of a model file on disk, checked against its size (memory-mapped, nothing copied).
+pub fn inspect_file(path: &Path) -> Result<Header> {
+    let file = std::fs::File::open(path).map_err(|e| FormatError::io(path, e))?;
+    let len = file.metadata().map_err(|e| FormatError::io(path, e))?.len();
+    if len < 28 {
+        return Err(FormatError::invalid(path, "header", format!("file is {len} bytes, too short for a llama2.c header")));
+    }
+    // SAFETY: read-only map of a regular file.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| FormatError::io(path, e))?;
+    inspect(path, &map)
+}
+
+/// Reads a llama2.c model from bytes already in memory. Returns the params and header.
+pub fn parse_model(file: &Path, b: &[u8]) -> Result<(Params, Header)> {
+    let h = parse_header(file, b)?;
+    let cfg = &h.config;
+    let offsets = tensor_offsets(file, &h, b.len())?;
     // The file size was checked against every tensor above.
     let params = build_params(file, cfg, |_, _| Ok(()), |name, shape, out| {
         let &(off, n) = offsets

@@ -1,10 +1,344 @@
-//! `neuralforge export`.
+//! `neuralforge export`: a model, checkpoint or adapter out as GGUF, Hugging Face, llama2.c
+//! or PEFT. `--merge` folds a LoRA adapter into the base weights (f32) first.
 
 use crate::output::Output;
+use anyhow::{bail, Context};
+use engine::lora::{LoraConfig, LoraParams, LoraTarget};
+use engine::{ModelConfig, Params};
+use formats::checkpoint::Checkpoint;
+use formats::gguf::{self, GgmlType};
+use formats::hf::{self, SaveOptions};
+use formats::safetensors_io::DType;
+use formats::{llama2c, peft, LoadedModel, TokenizerSource};
+use protocol::Event;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Gguf,
+    Hf,
+    Llama2c,
+    Peft,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutDtype {
+    F32,
+    F16,
+    Bf16,
+    #[value(name = "q8_0")]
+    Q8_0,
+}
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Model folder, GGUF, llama2.c .bin, training checkpoint folder, or (for --format peft) an adapter folder.
+    pub src: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum)]
+    pub format: Format,
+    /// Output file (gguf, llama2c) or folder (hf, peft).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Storage type: gguf f32|f16|q8_0, hf f32|f16|bf16, llama2c f32 only.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: OutDtype,
+    /// LoRA adapter folder (PEFT) to fold into the base weights before exporting.
+    #[arg(long)]
+    pub merge: Option<PathBuf>,
+}
 
-pub fn run(_args: Args, _out: &Output) -> anyhow::Result<()> {
-    anyhow::bail!("`neuralforge export` is not built yet")
+/// What a training checkpoint folder holds.
+pub enum CheckpointContents {
+    Model(Params),
+    Adapter(LoraParams),
+}
+
+/// A checkpoint's weights with the model shape (and LoRA settings) from its trainer state,
+/// plus the base model path the run started from, if it recorded one.
+pub fn open_checkpoint(dir: &Path) -> anyhow::Result<(CheckpointContents, ModelConfig, Option<PathBuf>, u64)> {
+    let c = Checkpoint::open(dir)?;
+    let state = &c.state;
+    let model: ModelConfig = serde_json::from_value(state.get("model").cloned().unwrap_or_default())
+        .with_context(|| format!("{}: trainer state has no usable `model` shape", dir.display()))?;
+    let tc = state.get("config");
+    let base = tc.and_then(|t| t.get("model")).and_then(|m| m.as_str()).map(PathBuf::from);
+    let rank = tc.and_then(|t| t.get("lora_rank")).and_then(|r| r.as_u64()).unwrap_or(0) as usize;
+    let w = c.tensors("weights")?;
+    if rank == 0 {
+        let mut p = Params::zeros(&model).with_context(|| format!("{}: model shape", dir.display()))?;
+        let layout = p.layout.clone();
+        for t in &layout.tensors {
+            w.read_f32(&t.name, &t.shape, &mut p.data[t.range()])?;
+        }
+        return Ok((CheckpointContents::Model(p), model, base, c.step));
+    }
+    let targets_text = tc.and_then(|t| t.get("lora_targets")).and_then(|r| r.as_str()).unwrap_or("");
+    let targets = targets_text
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse::<LoraTarget>())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{}: lora_targets {targets_text:?}", dir.display()))?;
+    let lc = LoraConfig {
+        rank,
+        alpha: tc.and_then(|t| t.get("lora_alpha")).and_then(|r| r.as_f64()).unwrap_or(2.0 * rank as f64),
+        targets,
+        dropout: tc.and_then(|t| t.get("lora_dropout")).and_then(|r| r.as_f64()).unwrap_or(0.0) as f32,
+    };
+    let mut l = LoraParams::zeros(&model, &lc).with_context(|| format!("{}: LoRA settings", dir.display()))?;
+    let layout = l.layout.clone();
+    for t in &layout.tensors {
+        w.read_f32(&t.name, &t.shape, &mut l.data[t.range()])?;
+    }
+    Ok((CheckpointContents::Adapter(l), model, base, c.step))
+}
+
+/// Loads SRC as a model: a model file/folder, or a full-model checkpoint (keeping the tokenizer
+/// and template of the base model it was trained from, when that is still there).
+pub fn load_any_model(src: &Path, out: &Output) -> anyhow::Result<LoadedModel> {
+    if src.join("trainer_state.json").is_file() {
+        let (contents, model, base, step) = open_checkpoint(src)?;
+        let CheckpointContents::Model(params) = contents else {
+            bail!("{}: a LoRA checkpoint: export it with --format peft, or merge it with --merge into its base", src.display());
+        };
+        out.log(format!("checkpoint {} (step {step})", src.display()));
+        let mut m = match base.as_deref().filter(|b| b.exists()) {
+            Some(b) => formats::load_model(b).with_context(|| format!("base model {} of the checkpoint", b.display()))?,
+            None => LoadedModel {
+                params: params.clone(),
+                tokenizer: None,
+                chat_template: None,
+                bos_token_id: None,
+                eos_token_ids: vec![],
+                pad_token_id: None,
+                add_bos: false,
+                add_eos: false,
+                bos_token: None,
+                eos_token: None,
+                generation_config: None,
+                format: formats::ModelFormat::Hf,
+                source: "checkpoint".into(),
+                path: src.to_path_buf(),
+            },
+        };
+        if m.params.config != model {
+            bail!("{}: the checkpoint's model shape differs from its base model {}", src.display(), m.path.display());
+        }
+        m.params = params;
+        m.source = format!("checkpoint step {step}");
+        return Ok(m);
+    }
+    Ok(formats::load_model(src)?)
+}
+
+/// Loads an adapter folder (PEFT) or a LoRA checkpoint for a model of shape `cfg`.
+pub fn load_any_adapter(path: &Path, cfg: &ModelConfig) -> anyhow::Result<LoraParams> {
+    if path.join("trainer_state.json").is_file() {
+        let (contents, model, _, _) = open_checkpoint(path)?;
+        let CheckpointContents::Adapter(l) = contents else {
+            bail!("{}: a full-model checkpoint, not an adapter", path.display());
+        };
+        if &model != cfg {
+            bail!("{}: adapter made for a model of another shape", path.display());
+        }
+        return Ok(l);
+    }
+    Ok(peft::load_adapter(path, cfg)?)
+}
+
+/// The tokenizer's vocabulary size, checked against the model's embedding rows.
+pub fn check_vocab(m: &LoadedModel, tokenizer_vocab: Option<usize>, out: &Output) -> anyhow::Result<()> {
+    let v = m.params.config.vocab_size;
+    match tokenizer_vocab {
+        Some(t) if t > v => bail!(
+            "{}: the tokenizer has {t} tokens but the model's embedding has only {v} rows",
+            m.path.display()
+        ),
+        Some(t) if t < v => out.log(format!("note: tokenizer has {t} tokens, model vocab is {v} (padding rows are unused)")),
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Vocabulary size of a tokenizer source, where it can be known cheaply.
+pub fn tokenizer_vocab(src: &TokenizerSource) -> anyhow::Result<Option<usize>> {
+    Ok(match src {
+        TokenizerSource::Gguf { tokens, .. } => Some(tokens.len()),
+        TokenizerSource::Llama2cBin(p) => Some(llama2c::read_tokenizer(p, None)?.pieces.len()),
+        TokenizerSource::HfJson(p) => Some(data::Tokenizer::from_path(p)?.vocab_size()),
+    })
+}
+
+fn gguf_tokenizer(m: &LoadedModel) -> anyhow::Result<Option<TokenizerSource>> {
+    Ok(match &m.tokenizer {
+        None => None,
+        Some(t @ TokenizerSource::Gguf { .. }) => Some(t.clone()),
+        Some(TokenizerSource::HfJson(p)) => {
+            let dir = p.parent().unwrap_or(Path::new("."));
+            let tc = hf::read_tokenizer_config(dir)?;
+            let sp = gguf::hf_tokenizer::Specials {
+                bos: m.bos_token_id,
+                eos: m.eos_token_ids.first().copied(),
+                pad: m.pad_token_id,
+                add_bos: Some(m.add_bos),
+                add_eos: Some(m.add_eos),
+                unk_token: tc.unk_token,
+                pre: tc.gguf_pre,
+            };
+            Some(gguf::hf_tokenizer::from_tokenizer_json(p, m.params.config.vocab_size, &sp)?)
+        }
+        Some(TokenizerSource::Llama2cBin(p)) => {
+            let t = llama2c::read_tokenizer(p, Some(m.params.config.vocab_size))?;
+            // llama2.c stores ▁ as a space and BOS/EOS as "\n<s>\n"/"\n</s>\n": undo that.
+            let tokens: Vec<String> = t
+                .pieces
+                .iter()
+                .enumerate()
+                .map(|(i, p)| match i {
+                    0 => "<unk>".to_string(),
+                    1 => "<s>".to_string(),
+                    2 => "</s>".to_string(),
+                    _ => String::from_utf8_lossy(p).replace(' ', "\u{2581}"),
+                })
+                .collect();
+            let types = tokens
+                .iter()
+                .enumerate()
+                .map(|(i, t)| match i {
+                    0 => 2,
+                    1 | 2 => 3,
+                    _ if t.len() == 6 && t.starts_with("<0x") => 6,
+                    _ => 1,
+                })
+                .collect();
+            Some(TokenizerSource::Gguf {
+                model: "llama".into(),
+                pre: None,
+                tokens,
+                scores: Some(t.scores),
+                token_types: Some(types),
+                merges: None,
+                bos: Some(1),
+                eos: Some(2),
+                unk: Some(0),
+                pad: None,
+                add_bos: Some(true),
+                add_eos: Some(false),
+            })
+        }
+    })
+}
+
+fn tokenizer_json_for(m: &LoadedModel) -> anyhow::Result<hf::TokenizerJson> {
+    Ok(match &m.tokenizer {
+        None => hf::TokenizerJson::None,
+        Some(TokenizerSource::HfJson(p)) => hf::TokenizerJson::Copy(p.clone()),
+        Some(TokenizerSource::Llama2cBin(p)) => hf::TokenizerJson::Text(data::Tokenizer::from_path(p)?.to_tokenizer_json()?),
+        // The data crate builds the tokenizer from the GGUF's own metadata.
+        Some(TokenizerSource::Gguf { .. }) => hf::TokenizerJson::Text(data::Tokenizer::from_path(&m.path)?.to_tokenizer_json()?),
+    })
+}
+
+/// Writes `m` as a native (HF) folder with a tokenizer.json converted if needed.
+pub fn write_hf(dir: &Path, m: &LoadedModel, dtype: DType, out: &Output) -> anyhow::Result<()> {
+    let mut opts = SaveOptions::from_loaded(m, dtype);
+    opts.tokenizer_json = match tokenizer_json_for(m) {
+        Ok(t) => t,
+        Err(e) => {
+            out.log(format!("warning: no tokenizer.json written: {e:#}"));
+            hf::TokenizerJson::None
+        }
+    };
+    hf::save_model(dir, &m.params, &opts)?;
+    Ok(())
+}
+
+pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
+    if args.format == Format::Peft {
+        if args.merge.is_some() {
+            bail!("--merge makes a full model; use --format hf|gguf|llama2c with it");
+        }
+        // SRC: a LoRA checkpoint, or a PEFT folder re-saved (validated on the way).
+        let (lora, base) = if args.src.join("trainer_state.json").is_file() {
+            let (c, _, base, _) = open_checkpoint(&args.src)?;
+            let CheckpointContents::Adapter(l) = c else {
+                bail!("{}: a full-model checkpoint has no adapter to export", args.src.display());
+            };
+            (l, base)
+        } else {
+            bail!(
+                "{}: --format peft exports a LoRA training checkpoint (a folder with trainer_state.json); \
+                 an adapter folder is already in the PEFT layout",
+                args.src.display()
+            );
+        };
+        let name = base.as_ref().map(|b| b.display().to_string());
+        peft::save_adapter(&args.out, &lora, name.as_deref())?;
+        out.log(format!("wrote PEFT adapter {} (rank {}, {} tensors)", args.out.display(), lora.config.rank, lora.layout.tensors.len()));
+        out.event(&Event::Info { key: "exported".into(), value: serde_json::json!({"format": "peft", "path": args.out}) });
+        return Ok(());
+    }
+    let mut m = load_any_model(&args.src, out)?;
+    out.log(format!("loaded {} ({})", args.src.display(), m.source));
+    if let Some(a) = &args.merge {
+        let lora = load_any_adapter(a, &m.params.config)?;
+        lora.merge_into(&mut m.params).with_context(|| format!("merging {}", a.display()))?;
+        out.log(format!("merged adapter {} (rank {}, scale {})", a.display(), lora.config.rank, lora.config.scale()));
+    }
+    if let Some(t) = &m.tokenizer {
+        match tokenizer_vocab(t) {
+            Ok(v) => check_vocab(&m, v, out)?,
+            Err(e) => out.log(format!("warning: cannot read the tokenizer: {e:#}")),
+        }
+    }
+    match args.format {
+        Format::Hf => {
+            let dtype = match args.dtype {
+                OutDtype::F32 => DType::F32,
+                OutDtype::F16 => DType::F16,
+                OutDtype::Bf16 => DType::BF16,
+                OutDtype::Q8_0 => bail!("--dtype q8_0 is for GGUF; a Hugging Face folder takes f32, f16 or bf16"),
+            };
+            write_hf(&args.out, &m, dtype, out)?;
+        }
+        Format::Gguf => {
+            let dtype = match args.dtype {
+                OutDtype::F32 => GgmlType::F32,
+                OutDtype::F16 => GgmlType::F16,
+                OutDtype::Q8_0 => GgmlType::Q8_0,
+                OutDtype::Bf16 => bail!("GGUF export takes --dtype f32, f16 or q8_0"),
+            };
+            let tok = gguf_tokenizer(&m)?;
+            if tok.is_none() {
+                out.log("warning: the model has no tokenizer; the GGUF will carry none (llama.cpp needs one)");
+            }
+            let name = args.src.file_stem().and_then(|s| s.to_str()).map(String::from);
+            let opts = gguf::WriteOptions { dtype, tokenizer: tok.as_ref(), chat_template: m.chat_template.as_deref(), name: name.as_deref() };
+            gguf::write(&args.out, &m.params, &opts)?;
+        }
+        Format::Llama2c => {
+            if args.dtype != OutDtype::F32 {
+                bail!("llama2.c export is f32 only (its legacy format)");
+            }
+            llama2c::write_model(&args.out, &m.params)?;
+            if let Some(t) = &m.tokenizer {
+                let tok_path = args.out.with_file_name("tokenizer.bin");
+                match llama2c::tokenizer_from_source(&m.path, t) {
+                    Ok(tb) => {
+                        llama2c::write_tokenizer(&tok_path, &tb)?;
+                        out.log(format!("wrote {}", tok_path.display()));
+                    }
+                    Err(e) => out.log(format!("warning: no tokenizer.bin: {e}")),
+                }
+            }
+        }
+        Format::Peft => unreachable!("handled above"),
+    }
+    out.log(format!("wrote {}", args.out.display()));
+    out.event(&Event::Info {
+        key: "exported".into(),
+        value: serde_json::json!({"format": format!("{:?}", args.format).to_lowercase(), "path": args.out, "params": m.params.data.len()}),
+    });
+    Ok(())
 }

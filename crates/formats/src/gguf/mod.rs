@@ -4,6 +4,7 @@
 pub mod quant;
 pub mod reader;
 pub mod writer;
+pub mod hf_tokenizer;
 
 use crate::assemble::{build_params, to_internal_rope};
 use crate::error::{FormatError, Result};

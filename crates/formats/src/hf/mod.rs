@@ -116,6 +116,9 @@ pub struct TokenizerConfig {
     pub add_eos: Option<bool>,
     pub bos_token: Option<String>,
     pub eos_token: Option<String>,
+    pub unk_token: Option<String>,
+    /// The GGUF pre-tokenizer name recorded when the model was imported from a GGUF.
+    pub gguf_pre: Option<String>,
 }
 
 fn token_text(v: Option<&Value>) -> Option<String> {
@@ -153,6 +156,8 @@ pub fn read_tokenizer_config(dir: &Path) -> Result<TokenizerConfig> {
         tc.add_eos = obj.get("add_eos_token").and_then(|b| b.as_bool());
         tc.bos_token = token_text(obj.get("bos_token"));
         tc.eos_token = token_text(obj.get("eos_token"));
+        tc.unk_token = token_text(obj.get("unk_token"));
+        tc.gguf_pre = obj.get("gguf_pre").and_then(|p| p.as_str()).map(String::from);
     }
     let jinja = dir.join("chat_template.jinja");
     if tc.chat_template.is_none() && jinja.is_file() {
@@ -242,6 +247,9 @@ pub struct SaveOptions {
     pub add_eos: Option<bool>,
     /// Written as is when present; otherwise a minimal one from the token ids.
     pub generation_config: Option<Value>,
+    pub unk_token: Option<String>,
+    /// Recorded in tokenizer_config.json so a later GGUF export can name the pre-tokenizer.
+    pub gguf_pre: Option<String>,
 }
 
 impl Default for SaveOptions {
@@ -258,6 +266,8 @@ impl Default for SaveOptions {
             add_bos: None,
             add_eos: None,
             generation_config: None,
+            unk_token: None,
+            gguf_pre: None,
         }
     }
 }
@@ -281,6 +291,14 @@ impl SaveOptions {
             add_bos: Some(m.add_bos),
             add_eos: Some(m.add_eos),
             generation_config: m.generation_config.clone(),
+            unk_token: match &m.tokenizer {
+                Some(TokenizerSource::Gguf { unk: Some(u), tokens, .. }) => tokens.get(*u as usize).cloned(),
+                _ => None,
+            },
+            gguf_pre: match &m.tokenizer {
+                Some(TokenizerSource::Gguf { pre, .. }) => pre.clone(),
+                _ => None,
+            },
         }
     }
 }
@@ -338,6 +356,12 @@ pub fn save_model(dir: &Path, params: &Params, opts: &SaveOptions) -> Result<()>
     }
     if let Some(t) = &opts.eos_token {
         tc.insert("eos_token".into(), json!(t));
+    }
+    if let Some(t) = &opts.unk_token {
+        tc.insert("unk_token".into(), json!(t));
+    }
+    if let Some(p) = &opts.gguf_pre {
+        tc.insert("gguf_pre".into(), json!(p));
     }
     write_json(&dir.join("tokenizer_config.json"), &Value::Object(tc))?;
     let gen = match &opts.generation_config {
