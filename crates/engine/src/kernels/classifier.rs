@@ -63,21 +63,17 @@ impl Classifier<'_> {
                     let t = t as usize;
                     let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
                     let target_logit = row[t];
-                    let mut sum = 0.0f64;
+                    for z in row.iter_mut() {
+                        *z -= max;
+                    }
+                    super::exp_in_place(row);
+                    let sum: f64 = row.chunks(1024).map(|c| c.iter().sum::<f32>() as f64).sum();
                     if backward {
-                        for z in row.iter_mut() {
-                            *z = (*z - max).exp();
-                            sum += *z as f64;
-                        }
                         let inv = (1.0 / sum) as f32;
                         for z in row.iter_mut() {
                             *z *= inv;
                         }
                         row[t] -= 1.0;
-                    } else {
-                        for z in row.iter() {
-                            sum += ((*z - max).exp()) as f64;
-                        }
                     }
                     *loss = max as f64 + sum.ln() - target_logit as f64;
                 });
