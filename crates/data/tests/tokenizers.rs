@@ -169,3 +169,16 @@ fn spm_exported_as_tokenizer_json_encodes_the_same() {
         assert_eq!(hf.decode(&ids), tok.decode(&ids), "{t:?}");
     }
 }
+
+#[test]
+fn from_formats_source_equals_from_path() {
+    let Some(gguf) = common::smollm_gguf() else { return };
+    let header = formats::gguf::read_header(&gguf).unwrap();
+    let source = formats::gguf::tokenizer(&header).unwrap().unwrap();
+    let a = Tokenizer::from_source(&source).unwrap();
+    let b = Tokenizer::from_path(&gguf).unwrap();
+    for text in ["The capital of France is", "x = 12345;\n\t🦙 ünïcödé  spaces"] {
+        assert_eq!(a.encode(text, false).unwrap(), b.encode(text, false).unwrap());
+    }
+    assert_eq!((a.bos_id(), a.eos_id()), (b.bos_id(), b.eos_id()));
+}

@@ -162,6 +162,45 @@ impl Tokenizer {
         gguf::build(vocab)
     }
 
+    /// A tokenizer from the formats crate's description of a model's tokenizer. A GGUF source
+    /// carries no chat template; set it with [`Tokenizer::set_chat_template`].
+    pub fn from_source(source: &formats::TokenizerSource) -> Result<Tokenizer> {
+        match source {
+            formats::TokenizerSource::HfJson(p) | formats::TokenizerSource::Llama2cBin(p) => {
+                Tokenizer::from_path(p)
+            }
+            formats::TokenizerSource::Gguf {
+                model,
+                pre,
+                tokens,
+                scores,
+                token_types,
+                merges,
+                bos,
+                eos,
+                unk,
+                pad,
+                add_bos,
+                add_eos,
+            } => gguf::build(&GgufVocab {
+                model: model.clone(),
+                pre: pre.clone(),
+                tokens: tokens.clone(),
+                scores: scores.clone(),
+                token_types: token_types.clone(),
+                merges: merges.clone(),
+                bos: *bos,
+                eos: *eos,
+                unk: *unk,
+                pad: *pad,
+                add_bos: *add_bos,
+                add_eos: *add_eos,
+                add_space_prefix: None,
+                chat_template: None,
+            }),
+        }
+    }
+
     pub fn kind(&self) -> TokenizerKind {
         match self.backend {
             Backend::Hf(_) => TokenizerKind::HuggingFace,
