@@ -4,7 +4,10 @@ use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(f) = formats::safetensors_io::SafetensorsFile::from_bytes(Path::new("fuzz.safetensors"), data.to_vec()) else {
+    let Ok(f) = formats::safetensors_io::SafetensorsFile::from_bytes(
+        Path::new("fuzz.safetensors"),
+        data.to_vec(),
+    ) else {
         return;
     };
     let _ = f.metadata();

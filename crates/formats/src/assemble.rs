@@ -31,8 +31,7 @@ pub(crate) fn build_params(
 pub(crate) fn rope_heads(name: &str, cfg: &ModelConfig) -> Option<usize> {
     if name.ends_with("self_attn.q_proj.weight") || name.ends_with("self_attn.q_proj.bias") {
         Some(cfg.n_heads)
-    } else if name.ends_with("self_attn.k_proj.weight") || name.ends_with("self_attn.k_proj.bias")
-    {
+    } else if name.ends_with("self_attn.k_proj.weight") || name.ends_with("self_attn.k_proj.bias") {
         Some(cfg.n_kv_heads)
     } else {
         None
@@ -48,7 +47,12 @@ pub(crate) fn to_internal_rope(name: &str, shape: &[usize], cfg: &ModelConfig, d
 }
 
 /// The tensor in the interleaved RoPE order that GGUF and llama2.c store (a copy).
-pub(crate) fn to_file_rope(name: &str, shape: &[usize], cfg: &ModelConfig, data: &[f32]) -> Vec<f32> {
+pub(crate) fn to_file_rope(
+    name: &str,
+    shape: &[usize],
+    cfg: &ModelConfig,
+    data: &[f32],
+) -> Vec<f32> {
     let mut out = data.to_vec();
     if let Some(heads) = rope_heads(name, cfg) {
         let cols = if shape.len() == 2 { shape[1] } else { 1 };

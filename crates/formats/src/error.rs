@@ -47,7 +47,11 @@ impl FormatError {
         }
     }
 
-    pub fn invalid(file: &Path, field: impl Into<String>, reason: impl Into<String>) -> FormatError {
+    pub fn invalid(
+        file: &Path,
+        field: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> FormatError {
         FormatError::Invalid {
             file: file.to_path_buf(),
             field: field.into(),

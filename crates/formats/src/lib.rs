@@ -16,4 +16,4 @@ mod assemble;
 mod model;
 
 pub use error::{FormatError, Result};
-pub use model::{load_model, detect_format, LoadedModel, ModelFormat, TokenizerSource};
+pub use model::{detect_format, load_model, LoadedModel, ModelFormat, TokenizerSource};

@@ -23,24 +23,39 @@ pub struct Header {
 }
 
 fn i32_at(b: &[u8], off: usize) -> Option<i32> {
-    b.get(off..off + 4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+    b.get(off..off + 4)
+        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
 }
 
 fn positive(file: &Path, field: &str, v: i32) -> Result<usize> {
     if v <= 0 {
-        return Err(FormatError::invalid(file, field, format!("{v} (must be positive)")));
+        return Err(FormatError::invalid(
+            file,
+            field,
+            format!("{v} (must be positive)"),
+        ));
     }
     Ok(v as usize)
 }
 
 /// Parses the header (the 7 int32 shape fields, after the magic and version if present).
 pub fn parse_header(file: &Path, b: &[u8]) -> Result<Header> {
-    let short = || FormatError::invalid(file, "header", format!("file is {} bytes, too short for a llama2.c header", b.len()));
+    let short = || {
+        FormatError::invalid(
+            file,
+            "header",
+            format!("file is {} bytes, too short for a llama2.c header", b.len()),
+        )
+    };
     let magic = i32_at(b, 0).ok_or_else(short)? as u32;
     let (version, base) = if magic == MAGIC_AK42 {
         let v = i32_at(b, 4).ok_or_else(short)?;
         if v != 1 && v != 2 {
-            return Err(FormatError::unsupported(file, "version", format!("{v} (versions 0, 1 and 2 are read)")));
+            return Err(FormatError::unsupported(
+                file,
+                "version",
+                format!("{v} (versions 0, 1 and 2 are read)"),
+            ));
         }
         if b.len() < V12_HEADER {
             return Err(short());
@@ -72,20 +87,30 @@ pub fn parse_header(file: &Path, b: &[u8]) -> Result<Header> {
         tied_embeddings: shared,
         qkv_bias: false,
     };
-    config.validate().map_err(|e| FormatError::config(file, e))?;
+    config
+        .validate()
+        .map_err(|e| FormatError::config(file, e))?;
     let group_size = if version == 2 {
         let g = positive(file, "group_size", i32_at(b, base + 29).ok_or_else(short)?)?;
         Some(g)
     } else {
         None
     };
-    Ok(Header { version, config, group_size })
+    Ok(Header {
+        version,
+        config,
+        group_size,
+    })
 }
 
 /// Tensors in file order (HF names), per version.
 fn tensor_order(h: &Header) -> Vec<String> {
     let c = &h.config;
-    let per_layer = |s: &str| (0..c.n_layers).map(|l| names::layer(l, s)).collect::<Vec<_>>();
+    let per_layer = |s: &str| {
+        (0..c.n_layers)
+            .map(|l| names::layer(l, s))
+            .collect::<Vec<_>>()
+    };
     let mut v: Vec<String> = Vec::new();
     if h.version == 0 {
         v.push(names::EMBED.into());
@@ -111,7 +136,15 @@ fn tensor_order(h: &Header) -> Vec<String> {
         if h.version == 1 {
             v.push(names::EMBED.into());
         }
-        let mats = [names::WQ, names::WK, names::WV, names::WO, names::W_GATE, names::W_DOWN, names::W_UP];
+        let mats = [
+            names::WQ,
+            names::WK,
+            names::WV,
+            names::WO,
+            names::W_GATE,
+            names::W_DOWN,
+            names::W_UP,
+        ];
         if h.version == 2 {
             v.push(names::EMBED.into());
         }
@@ -126,7 +159,11 @@ fn tensor_order(h: &Header) -> Vec<String> {
 }
 
 /// Where each tensor starts (name -> (byte offset, values)), checked against the file size.
-fn tensor_offsets(file: &Path, h: &Header, file_len: usize) -> Result<HashMap<String, (usize, usize)>> {
+fn tensor_offsets(
+    file: &Path,
+    h: &Header,
+    file_len: usize,
+) -> Result<HashMap<String, (usize, usize)>> {
     let cfg = &h.config;
     let layout = engine::ParamLayout::for_config(cfg);
     let mut offsets = HashMap::new();
@@ -143,7 +180,11 @@ fn tensor_offsets(file: &Path, h: &Header, file_len: usize) -> Result<HashMap<St
         let bytes = if h.version == 2 && spec.is_some_and(|t| t.shape.len() == 2) {
             let g = h.group_size.unwrap_or(1);
             if n % g != 0 {
-                return Err(FormatError::invalid(file, "group_size", format!("{g} does not divide {name} ({n} values)")));
+                return Err(FormatError::invalid(
+                    file,
+                    "group_size",
+                    format!("{g} does not divide {name} ({n} values)"),
+                ));
             }
             n as u64 + 4 * (n / g) as u64
         } else {
@@ -174,7 +215,11 @@ pub fn inspect_file(path: &Path) -> Result<Header> {
     let file = std::fs::File::open(path).map_err(|e| FormatError::io(path, e))?;
     let len = file.metadata().map_err(|e| FormatError::io(path, e))?.len();
     if len < 28 {
-        return Err(FormatError::invalid(path, "header", format!("file is {len} bytes, too short for a llama2.c header")));
+        return Err(FormatError::invalid(
+            path,
+            "header",
+            format!("file is {len} bytes, too short for a llama2.c header"),
+        ));
     }
     // SAFETY: read-only map of a regular file.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| FormatError::io(path, e))?;
@@ -187,25 +232,30 @@ pub fn parse_model(file: &Path, b: &[u8]) -> Result<(Params, Header)> {
     let cfg = &h.config;
     let offsets = tensor_offsets(file, &h, b.len())?;
     // The file size was checked against every tensor above.
-    let params = build_params(file, cfg, |_, _| Ok(()), |name, shape, out| {
-        let &(off, n) = offsets
-            .get(name)
-            .ok_or_else(|| FormatError::invalid(file, name, "tensor missing"))?;
-        let is_q8 = h.version == 2 && shape.len() == 2;
-        if is_q8 {
-            let g = h.group_size.unwrap_or(1);
-            let q = &b[off..off + n];
-            let scales = &b[off + n..off + n + 4 * (n / g)];
-            for (i, o) in out.iter_mut().enumerate() {
-                let s = &scales[4 * (i / g)..4 * (i / g) + 4];
-                *o = (q[i] as i8) as f32 * f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+    let params = build_params(
+        file,
+        cfg,
+        |_, _| Ok(()),
+        |name, shape, out| {
+            let &(off, n) = offsets
+                .get(name)
+                .ok_or_else(|| FormatError::invalid(file, name, "tensor missing"))?;
+            let is_q8 = h.version == 2 && shape.len() == 2;
+            if is_q8 {
+                let g = h.group_size.unwrap_or(1);
+                let q = &b[off..off + n];
+                let scales = &b[off + n..off + n + 4 * (n / g)];
+                for (i, o) in out.iter_mut().enumerate() {
+                    let s = &scales[4 * (i / g)..4 * (i / g) + 4];
+                    *o = (q[i] as i8) as f32 * f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+                }
+            } else {
+                f32s_from_le(&b[off..off + 4 * n], out);
             }
-        } else {
-            f32s_from_le(&b[off..off + 4 * n], out);
-        }
-        to_internal_rope(name, shape, cfg, out);
-        Ok(())
-    })?;
+            to_internal_rope(name, shape, cfg, out);
+            Ok(())
+        },
+    )?;
     Ok((params, h))
 }
 
@@ -223,7 +273,11 @@ pub fn load_model(path: &Path) -> Result<LoadedModel> {
     let file = std::fs::File::open(path).map_err(|e| FormatError::io(path, e))?;
     let len = file.metadata().map_err(|e| FormatError::io(path, e))?.len();
     if len < 28 {
-        return Err(FormatError::invalid(path, "header", format!("file is {len} bytes, too short for a llama2.c header")));
+        return Err(FormatError::invalid(
+            path,
+            "header",
+            format!("file is {len} bytes, too short for a llama2.c header"),
+        ));
     }
     // SAFETY: read-only map of a regular file.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| FormatError::io(path, e))?;
@@ -252,16 +306,34 @@ pub fn load_model(path: &Path) -> Result<LoadedModel> {
 /// Checks that llama2.c's fixed maths (theta 10000, eps 1e-5, no biases) can express `cfg`.
 pub fn check_expressible(file: &Path, cfg: &ModelConfig) -> Result<()> {
     if cfg.rope_theta != 10000.0 {
-        return Err(FormatError::unsupported(file, "rope_theta", format!("{} (llama2.c fixes it at 10000)", cfg.rope_theta)));
+        return Err(FormatError::unsupported(
+            file,
+            "rope_theta",
+            format!("{} (llama2.c fixes it at 10000)", cfg.rope_theta),
+        ));
     }
     if (cfg.norm_eps - 1e-5).abs() > 1e-12 {
-        return Err(FormatError::unsupported(file, "norm_eps", format!("{} (llama2.c fixes it at 1e-5)", cfg.norm_eps)));
+        return Err(FormatError::unsupported(
+            file,
+            "norm_eps",
+            format!("{} (llama2.c fixes it at 1e-5)", cfg.norm_eps),
+        ));
     }
     if cfg.qkv_bias {
-        return Err(FormatError::unsupported(file, "attention_bias", "llama2.c has no q/k/v biases"));
+        return Err(FormatError::unsupported(
+            file,
+            "attention_bias",
+            "llama2.c has no q/k/v biases",
+        ));
     }
-    if i32::try_from(cfg.vocab_size).is_err() || i32::try_from(cfg.dim.max(cfg.hidden_dim).max(cfg.max_seq_len)).is_err() {
-        return Err(FormatError::unsupported(file, "header", "sizes do not fit in int32"));
+    if i32::try_from(cfg.vocab_size).is_err()
+        || i32::try_from(cfg.dim.max(cfg.hidden_dim).max(cfg.max_seq_len)).is_err()
+    {
+        return Err(FormatError::unsupported(
+            file,
+            "header",
+            "sizes do not fit in int32",
+        ));
     }
     Ok(())
 }
@@ -270,17 +342,36 @@ pub fn check_expressible(file: &Path, cfg: &ModelConfig) -> Result<()> {
 pub fn model_bytes(file: &Path, params: &Params) -> Result<Vec<u8>> {
     let cfg = &params.config;
     check_expressible(file, cfg)?;
-    let vocab = if cfg.tied_embeddings { cfg.vocab_size as i32 } else { -(cfg.vocab_size as i32) };
-    let mut out = Vec::with_capacity(28 + 4 * (params.data.len() + cfg.max_seq_len * cfg.head_dim()));
-    for v in [cfg.dim as i32, cfg.hidden_dim as i32, cfg.n_layers as i32, cfg.n_heads as i32, cfg.n_kv_heads as i32, vocab, cfg.max_seq_len as i32] {
+    let vocab = if cfg.tied_embeddings {
+        cfg.vocab_size as i32
+    } else {
+        -(cfg.vocab_size as i32)
+    };
+    let mut out =
+        Vec::with_capacity(28 + 4 * (params.data.len() + cfg.max_seq_len * cfg.head_dim()));
+    for v in [
+        cfg.dim as i32,
+        cfg.hidden_dim as i32,
+        cfg.n_layers as i32,
+        cfg.n_heads as i32,
+        cfg.n_kv_heads as i32,
+        vocab,
+        cfg.max_seq_len as i32,
+    ] {
         out.extend_from_slice(&v.to_le_bytes());
     }
-    let h = Header { version: 0, config: cfg.clone(), group_size: None };
+    let h = Header {
+        version: 0,
+        config: cfg.clone(),
+        group_size: None,
+    };
     for name in tensor_order(&h) {
         if name == "freq_cis" {
             // cos then sin of pos * theta^(-2i/head_dim), as llama2.c's export writes them.
             let hs = cfg.head_dim();
-            let freqs: Vec<f64> = (0..hs / 2).map(|i| 1.0 / cfg.rope_theta.powf((2 * i) as f64 / hs as f64)).collect();
+            let freqs: Vec<f64> = (0..hs / 2)
+                .map(|i| 1.0 / cfg.rope_theta.powf((2 * i) as f64 / hs as f64))
+                .collect();
             for trig in [f64::cos, f64::sin] {
                 for pos in 0..cfg.max_seq_len {
                     for f in &freqs {
@@ -295,7 +386,8 @@ pub fn model_bytes(file: &Path, params: &Params) -> Result<Vec<u8>> {
             .find(&name)
             .ok_or_else(|| FormatError::invalid(file, &name, "tensor missing from the model"))?;
         let data = to_file_rope(&name, &spec.shape, cfg, &params.data[spec.range()]);
-        data.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+        data.iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
     }
     Ok(out)
 }
@@ -316,22 +408,44 @@ pub struct Llama2cTokenizer {
 }
 
 /// Parses `tokenizer.bin` bytes. Without `vocab_size`, reads entries until the end.
-pub fn parse_tokenizer(file: &Path, b: &[u8], vocab_size: Option<usize>) -> Result<Llama2cTokenizer> {
-    let max_len = i32_at(b, 0).ok_or_else(|| FormatError::invalid(file, "max_token_length", "file shorter than 4 bytes"))?;
+pub fn parse_tokenizer(
+    file: &Path,
+    b: &[u8],
+    vocab_size: Option<usize>,
+) -> Result<Llama2cTokenizer> {
+    let max_len = i32_at(b, 0).ok_or_else(|| {
+        FormatError::invalid(file, "max_token_length", "file shorter than 4 bytes")
+    })?;
     if max_len < 0 {
-        return Err(FormatError::invalid(file, "max_token_length", format!("{max_len} is negative")));
+        return Err(FormatError::invalid(
+            file,
+            "max_token_length",
+            format!("{max_len} is negative"),
+        ));
     }
     let mut pos = 4;
-    let mut t = Llama2cTokenizer { max_token_length: max_len as u32, scores: Vec::new(), pieces: Vec::new() };
+    let mut t = Llama2cTokenizer {
+        max_token_length: max_len as u32,
+        scores: Vec::new(),
+        pieces: Vec::new(),
+    };
     while vocab_size.map_or(pos < b.len(), |v| t.pieces.len() < v) {
         let i = t.pieces.len();
         let score = b
             .get(pos..pos + 4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .ok_or_else(|| FormatError::invalid(file, format!("token {i}"), "file ends before its score"))?;
-        let len = i32_at(b, pos + 4).ok_or_else(|| FormatError::invalid(file, format!("token {i}"), "file ends before its length"))?;
+            .ok_or_else(|| {
+                FormatError::invalid(file, format!("token {i}"), "file ends before its score")
+            })?;
+        let len = i32_at(b, pos + 4).ok_or_else(|| {
+            FormatError::invalid(file, format!("token {i}"), "file ends before its length")
+        })?;
         if len < 0 || len as usize > b.len() - (pos + 8) {
-            return Err(FormatError::invalid(file, format!("token {i} length"), format!("{len} does not fit in the rest of the file")));
+            return Err(FormatError::invalid(
+                file,
+                format!("token {i} length"),
+                format!("{len} does not fit in the rest of the file"),
+            ));
         }
         let piece = b[pos + 8..pos + 8 + len as usize].to_vec();
         pos += 8 + len as usize;
@@ -346,9 +460,15 @@ pub fn parse_tokenizer(file: &Path, b: &[u8], vocab_size: Option<usize>) -> Resu
 
 /// Reads a `tokenizer.bin` (bounded: a real one is well under 64 MiB).
 pub fn read_tokenizer(path: &Path, vocab_size: Option<usize>) -> Result<Llama2cTokenizer> {
-    let len = std::fs::metadata(path).map_err(|e| FormatError::io(path, e))?.len();
+    let len = std::fs::metadata(path)
+        .map_err(|e| FormatError::io(path, e))?
+        .len();
     if len > 64 << 20 {
-        return Err(FormatError::invalid(path, "size", format!("{len} bytes is too large for a tokenizer.bin")));
+        return Err(FormatError::invalid(
+            path,
+            "size",
+            format!("{len} bytes is too large for a tokenizer.bin"),
+        ));
     }
     let b = std::fs::read(path).map_err(|e| FormatError::io(path, e))?;
     parse_tokenizer(path, &b, vocab_size)
@@ -404,7 +524,8 @@ pub fn tokenizer_from_source(file: &Path, src: &TokenizerSource) -> Result<Llama
 /// Writes `tokenizer.bin`.
 pub fn write_tokenizer(path: &Path, t: &Llama2cTokenizer) -> Result<()> {
     let mut f = std::fs::File::create(path).map_err(|e| FormatError::io(path, e))?;
-    f.write_all(&tokenizer_bytes(t)).map_err(|e| FormatError::io(path, e))
+    f.write_all(&tokenizer_bytes(t))
+        .map_err(|e| FormatError::io(path, e))
 }
 
 #[cfg(test)]
@@ -439,16 +560,31 @@ mod tests {
         let c = &p.config;
         let mut hdr = Vec::new();
         hdr.extend_from_slice(&MAGIC_AK42.to_le_bytes());
-        for v in [1i32, c.dim as i32, c.hidden_dim as i32, c.n_layers as i32, c.n_heads as i32, c.n_kv_heads as i32, c.vocab_size as i32, c.max_seq_len as i32] {
+        for v in [
+            1i32,
+            c.dim as i32,
+            c.hidden_dim as i32,
+            c.n_layers as i32,
+            c.n_heads as i32,
+            c.n_kv_heads as i32,
+            c.vocab_size as i32,
+            c.max_seq_len as i32,
+        ] {
             hdr.extend_from_slice(&v.to_le_bytes());
         }
         hdr.push(0); // not shared
-        let order = tensor_order(&Header { version: 1, config: c.clone(), group_size: None });
+        let order = tensor_order(&Header {
+            version: 1,
+            config: c.clone(),
+            group_size: None,
+        });
         let mut b1 = hdr.clone();
         b1.resize(V12_HEADER, 0);
         for n in &order {
             let t = p.layout.find(n).unwrap();
-            to_file_rope(n, &t.shape, c, &p.data[t.range()]).iter().for_each(|x| b1.extend_from_slice(&x.to_le_bytes()));
+            to_file_rope(n, &t.shape, c, &p.data[t.range()])
+                .iter()
+                .for_each(|x| b1.extend_from_slice(&x.to_le_bytes()));
         }
         let (q, h) = parse_model(Path::new("v1.bin"), &b1).unwrap();
         assert_eq!(h.version, 1);
@@ -459,12 +595,17 @@ mod tests {
         b2[4..8].copy_from_slice(&2i32.to_le_bytes());
         b2.extend_from_slice(&32i32.to_le_bytes());
         b2.resize(V12_HEADER, 0);
-        let order = tensor_order(&Header { version: 2, config: c.clone(), group_size: Some(32) });
+        let order = tensor_order(&Header {
+            version: 2,
+            config: c.clone(),
+            group_size: Some(32),
+        });
         for n in &order {
             let t = p.layout.find(n).unwrap();
             let d = to_file_rope(n, &t.shape, c, &p.data[t.range()]);
             if t.shape.len() == 1 {
-                d.iter().for_each(|x| b2.extend_from_slice(&x.to_le_bytes()));
+                d.iter()
+                    .for_each(|x| b2.extend_from_slice(&x.to_le_bytes()));
                 continue;
             }
             let mut scales = Vec::new();
@@ -473,11 +614,18 @@ mod tests {
                 g.iter().for_each(|x| b2.push((x / s).round() as i8 as u8));
                 scales.push(s);
             }
-            scales.iter().for_each(|s| b2.extend_from_slice(&s.to_le_bytes()));
+            scales
+                .iter()
+                .for_each(|s| b2.extend_from_slice(&s.to_le_bytes()));
         }
         let (q, h) = parse_model(Path::new("v2.bin"), &b2).unwrap();
         assert_eq!(h.group_size, Some(32));
-        let max_err = q.data.iter().zip(&p.data).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let max_err = q
+            .data
+            .iter()
+            .zip(&p.data)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
         assert!(max_err < 0.5 / 127.0 + 1e-6, "{max_err}");
     }
 
@@ -502,15 +650,25 @@ mod tests {
 
     #[test]
     fn tokenizer_round_trip_and_corruption() {
-        let t = Llama2cTokenizer { max_token_length: 5, scores: vec![0.0, -1.5, 2.0], pieces: vec![b"<unk>".to_vec(), b"\n<s>\n".to_vec(), b" the".to_vec()] };
+        let t = Llama2cTokenizer {
+            max_token_length: 5,
+            scores: vec![0.0, -1.5, 2.0],
+            pieces: vec![b"<unk>".to_vec(), b"\n<s>\n".to_vec(), b" the".to_vec()],
+        };
         let b = tokenizer_bytes(&t);
         let f = Path::new("tokenizer.bin");
         assert_eq!(parse_tokenizer(f, &b, None).unwrap(), t);
         assert_eq!(parse_tokenizer(f, &b, Some(2)).unwrap().pieces.len(), 2);
-        assert!(parse_tokenizer(f, &b, Some(4)).unwrap_err().to_string().contains("token 3"));
+        assert!(parse_tokenizer(f, &b, Some(4))
+            .unwrap_err()
+            .to_string()
+            .contains("token 3"));
         let mut bad = b.clone();
         bad[8..12].copy_from_slice(&i32::MAX.to_le_bytes());
-        assert!(parse_tokenizer(f, &bad, None).unwrap_err().to_string().contains("token 0 length"));
+        assert!(parse_tokenizer(f, &bad, None)
+            .unwrap_err()
+            .to_string()
+            .contains("token 0 length"));
         assert!(parse_tokenizer(f, &b[..2], None).is_err());
     }
 }

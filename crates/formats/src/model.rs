@@ -95,7 +95,11 @@ pub fn detect_format(path: &Path) -> Result<ModelFormat> {
         let mut f = std::fs::File::open(path).map_err(|e| FormatError::io(path, e))?;
         let n = f.read(&mut magic).map_err(|e| FormatError::io(path, e))?;
         if n < 4 {
-            return Err(FormatError::invalid(path, "magic", "file shorter than 4 bytes"));
+            return Err(FormatError::invalid(
+                path,
+                "magic",
+                "file shorter than 4 bytes",
+            ));
         }
     }
     if &magic == b"GGUF" {
@@ -114,7 +118,10 @@ pub fn detect_format(path: &Path) -> Result<ModelFormat> {
         return Err(FormatError::invalid(
             path,
             "path",
-            format!("give the model folder ({}) rather than one of its files", dir.display()),
+            format!(
+                "give the model folder ({}) rather than one of its files",
+                dir.display()
+            ),
         ));
     }
     Ok(ModelFormat::Llama2c)

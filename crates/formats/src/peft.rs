@@ -40,7 +40,8 @@ pub fn save_adapter(dir: &Path, lora: &LoraParams, base_model_name: Option<&str>
         "revision": null,
     });
     let path = dir.join("adapter_config.json");
-    let text = serde_json::to_string_pretty(&cfg).map_err(|e| FormatError::json(&path, "write", e))?;
+    let text =
+        serde_json::to_string_pretty(&cfg).map_err(|e| FormatError::json(&path, "write", e))?;
     std::fs::write(&path, text + "\n").map_err(|e| FormatError::io(&path, e))?;
     let tensors = lora
         .layout
@@ -60,16 +61,33 @@ pub fn read_adapter_config(path: &Path) -> Result<LoraConfig> {
     let field = |k: &str| o.get(k).filter(|v| !v.is_null());
     match field("peft_type").and_then(|t| t.as_str()) {
         Some("LORA") => {}
-        other => return Err(FormatError::unsupported(path, "peft_type", format!("{other:?} (only LORA)"))),
+        other => {
+            return Err(FormatError::unsupported(
+                path,
+                "peft_type",
+                format!("{other:?} (only LORA)"),
+            ))
+        }
     }
     for flag in ["use_dora", "use_rslora", "fan_in_fan_out", "use_qalora"] {
         if field(flag).and_then(|b| b.as_bool()).unwrap_or(false) {
-            return Err(FormatError::unsupported(path, flag, "true (plain LoRA only)"));
+            return Err(FormatError::unsupported(
+                path,
+                flag,
+                "true (plain LoRA only)",
+            ));
         }
     }
     for pat in ["rank_pattern", "alpha_pattern"] {
-        if field(pat).and_then(|p| p.as_object()).is_some_and(|m| !m.is_empty()) {
-            return Err(FormatError::unsupported(path, pat, "per-module ranks or alphas"));
+        if field(pat)
+            .and_then(|p| p.as_object())
+            .is_some_and(|m| !m.is_empty())
+        {
+            return Err(FormatError::unsupported(
+                path,
+                pat,
+                "per-module ranks or alphas",
+            ));
         }
     }
     for k in ["layers_to_transform", "modules_to_save"] {
@@ -79,30 +97,55 @@ pub fn read_adapter_config(path: &Path) -> Result<LoraConfig> {
     }
     if let Some(b) = field("bias").and_then(|b| b.as_str()) {
         if b != "none" {
-            return Err(FormatError::unsupported(path, "bias", format!("\"{b}\" (only none)")));
+            return Err(FormatError::unsupported(
+                path,
+                "bias",
+                format!("\"{b}\" (only none)"),
+            ));
         }
     }
     let rank = field("r")
         .and_then(|r| r.as_u64())
         .filter(|&r| r > 0 && r <= 1 << 16)
-        .ok_or_else(|| FormatError::invalid(path, "r", "missing or not a positive integer"))? as usize;
+        .ok_or_else(|| FormatError::invalid(path, "r", "missing or not a positive integer"))?
+        as usize;
     let alpha = field("lora_alpha")
         .and_then(|a| a.as_f64())
         .ok_or_else(|| FormatError::invalid(path, "lora_alpha", "missing or not a number"))?;
-    let dropout = field("lora_dropout").and_then(|d| d.as_f64()).unwrap_or(0.0) as f32;
+    let dropout = field("lora_dropout")
+        .and_then(|d| d.as_f64())
+        .unwrap_or(0.0) as f32;
     let targets = match field("target_modules") {
         Some(Value::Array(a)) => a
             .iter()
             .map(|m| {
                 m.as_str()
                     .and_then(|s| s.parse::<LoraTarget>().ok())
-                    .ok_or_else(|| FormatError::unsupported(path, "target_modules", format!("{m} (q/k/v/o/gate/up/down _proj)")))
+                    .ok_or_else(|| {
+                        FormatError::unsupported(
+                            path,
+                            "target_modules",
+                            format!("{m} (q/k/v/o/gate/up/down _proj)"),
+                        )
+                    })
             })
             .collect::<Result<Vec<_>>>()?,
-        Some(other) => return Err(FormatError::unsupported(path, "target_modules", format!("{other} (a list of module names)"))),
+        Some(other) => {
+            return Err(FormatError::unsupported(
+                path,
+                "target_modules",
+                format!("{other} (a list of module names)"),
+            ))
+        }
         None => return Err(FormatError::invalid(path, "target_modules", "missing")),
     };
-    Ok(LoraConfig { rank, alpha, targets, dropout }.normalized())
+    Ok(LoraConfig {
+        rank,
+        alpha,
+        targets,
+        dropout,
+    }
+    .normalized())
 }
 
 /// Loads a PEFT adapter made for a model of shape `model`.
@@ -111,14 +154,19 @@ pub fn load_adapter(dir: &Path, model: &ModelConfig) -> Result<LoraParams> {
     let lc = read_adapter_config(&cfg_path)?;
     let st_path = dir.join("adapter_model.safetensors");
     let file = SafetensorsFile::open(&st_path)?;
-    let mut lora = LoraParams::zeros(model, &lc).map_err(|e| FormatError::invalid(&cfg_path, "adapter", e.to_string()))?;
+    let mut lora = LoraParams::zeros(model, &lc)
+        .map_err(|e| FormatError::invalid(&cfg_path, "adapter", e.to_string()))?;
     let layout = lora.layout.clone();
     for t in &layout.tensors {
         file.read_f32(&t.name, &t.shape, &mut lora.data[t.range()])?;
     }
     for (name, _, _) in file.entries()? {
         if layout.find(&name).is_none() {
-            return Err(FormatError::unsupported(&st_path, &name, "tensor outside the LoRA A/B matrices of adapter_config.json"));
+            return Err(FormatError::unsupported(
+                &st_path,
+                &name,
+                "tensor outside the LoRA A/B matrices of adapter_config.json",
+            ));
         }
     }
     Ok(lora)

@@ -60,7 +60,9 @@ impl SafetensorsFile {
         } else {
             // SAFETY: the map is read-only; a file truncated under us by another process
             // is outside what any reader can defend against (same as every mmap loader).
-            Bytes::Mapped(unsafe { memmap2::Mmap::map(&file) }.map_err(|e| FormatError::io(path, e))?)
+            Bytes::Mapped(
+                unsafe { memmap2::Mmap::map(&file) }.map_err(|e| FormatError::io(path, e))?,
+            )
         };
         let f = SafetensorsFile {
             path: path.to_path_buf(),
@@ -97,7 +99,13 @@ impl SafetensorsFile {
         let st = self.parse()?;
         let mut v: Vec<_> = st
             .iter()
-            .map(|(n, t)| (n.to_string(), format!("{:?}", t.dtype()), t.shape().to_vec()))
+            .map(|(n, t)| {
+                (
+                    n.to_string(),
+                    format!("{:?}", t.dtype()),
+                    t.shape().to_vec(),
+                )
+            })
             .collect();
         v.sort();
         Ok(v)
@@ -123,11 +131,19 @@ impl SafetensorsFile {
             return Err(FormatError::invalid(
                 &self.path,
                 name,
-                format!("shape {:?}, expected {:?} from config.json", t.shape(), shape),
+                format!(
+                    "shape {:?}, expected {:?} from config.json",
+                    t.shape(),
+                    shape
+                ),
             ));
         }
         if !matches!(t.dtype(), Dtype::F32 | Dtype::F16 | Dtype::BF16) {
-            return Err(FormatError::unsupported(&self.path, name, format!("dtype {:?} (f32, f16 and bf16 are read)", t.dtype())));
+            return Err(FormatError::unsupported(
+                &self.path,
+                name,
+                format!("dtype {:?} (f32, f16 and bf16 are read)", t.dtype()),
+            ));
         }
         Ok(())
     }
@@ -155,7 +171,13 @@ impl SafetensorsFile {
     }
 }
 
-fn convert_to_f32(file: &Path, name: &str, dtype: Dtype, data: &[u8], out: &mut [f32]) -> Result<()> {
+fn convert_to_f32(
+    file: &Path,
+    name: &str,
+    dtype: Dtype,
+    data: &[u8],
+    out: &mut [f32],
+) -> Result<()> {
     let size = match dtype {
         Dtype::F32 => 4,
         Dtype::F16 | Dtype::BF16 => 2,
@@ -171,7 +193,11 @@ fn convert_to_f32(file: &Path, name: &str, dtype: Dtype, data: &[u8], out: &mut 
         return Err(FormatError::invalid(
             file,
             name,
-            format!("{} data bytes for {} elements of {dtype:?}", data.len(), out.len()),
+            format!(
+                "{} data bytes for {} elements of {dtype:?}",
+                data.len(),
+                out.len()
+            ),
         ));
     }
     match dtype {
@@ -207,7 +233,10 @@ impl View for OutTensor<'_> {
     fn data(&self) -> Cow<'_, [u8]> {
         let mut out = Vec::with_capacity(self.data_len());
         match self.dtype {
-            DType::F32 => self.data.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            DType::F32 => self
+                .data
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
             DType::F16 => self
                 .data
                 .iter()
@@ -227,16 +256,9 @@ impl View for OutTensor<'_> {
 /// Writes `tensors` (name, shape, values) to `path` in `dtype`, with `{"format":"pt"}` metadata
 /// so that transformers accepts the file.
 pub fn write(path: &Path, tensors: Vec<(String, Vec<usize>, &[f32])>, dtype: DType) -> Result<()> {
-    let views = tensors.into_iter().map(|(name, shape, data)| {
-        (
-            name,
-            OutTensor {
-                shape,
-                data,
-                dtype,
-            },
-        )
-    });
+    let views = tensors
+        .into_iter()
+        .map(|(name, shape, data)| (name, OutTensor { shape, data, dtype }));
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
     safetensors::tensor::serialize_to_file(views, Some(meta), path)
         .map_err(|e| FormatError::invalid(path, "write", e.to_string()))

@@ -5,13 +5,15 @@ mod common;
 use common::*;
 use formats::gguf::{self, GgmlType, WriteOptions};
 use formats::{load_model, TokenizerSource};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Writes `bytes` to `dir/name` and returns the error loading it gives.
 fn load_err(dir: &Path, name: &str, bytes: &[u8]) -> String {
     let p = dir.join(name);
     std::fs::write(&p, bytes).unwrap();
-    let e = load_model(&p).err().unwrap_or_else(|| panic!("{name} loaded"));
+    let e = load_model(&p)
+        .err()
+        .unwrap_or_else(|| panic!("{name} loaded"));
     let msg = e.to_string();
     assert!(msg.contains(name), "error does not name the file: {msg}");
     msg
@@ -45,7 +47,17 @@ fn tiny_gguf(shared: &Path) -> Vec<u8> {
         add_eos: None,
     };
     let p = tmp("tiny-gguf").join("t.gguf");
-    gguf::write(&p, &m.params, &WriteOptions { dtype: GgmlType::Q8_0, tokenizer: Some(&tok), chat_template: Some("{{x}}"), name: None }).unwrap();
+    gguf::write(
+        &p,
+        &m.params,
+        &WriteOptions {
+            dtype: GgmlType::Q8_0,
+            tokenizer: Some(&tok),
+            chat_template: Some("{{x}}"),
+            name: None,
+        },
+    )
+    .unwrap();
     std::fs::read(&p).unwrap()
 }
 
@@ -61,43 +73,80 @@ fn corrupt_gguf_headers() {
     };
     assert!(load_err(&dir, "magic.gguf", &set(0, b"GGUX")).contains("magic"));
     assert!(load_err(&dir, "version.gguf", &set(4, &1u32.to_le_bytes())).contains("version"));
-    assert!(load_err(&dir, "ntensors.gguf", &set(8, &u64::MAX.to_le_bytes())).contains("tensor_count"));
-    assert!(load_err(&dir, "nkv.gguf", &set(16, &(1u64 << 40).to_le_bytes())).contains("metadata_kv_count"));
-    assert!(load_err(&dir, "keylen.gguf", &set(24, &(u64::MAX - 3).to_le_bytes())).contains("metadata key #0"));
+    assert!(
+        load_err(&dir, "ntensors.gguf", &set(8, &u64::MAX.to_le_bytes())).contains("tensor_count")
+    );
+    assert!(
+        load_err(&dir, "nkv.gguf", &set(16, &(1u64 << 40).to_le_bytes()))
+            .contains("metadata_kv_count")
+    );
+    assert!(
+        load_err(&dir, "keylen.gguf", &set(24, &(u64::MAX - 3).to_le_bytes()))
+            .contains("metadata key #0")
+    );
     // Tensor info of token_embd.weight: n_dims u32, dims u64 x2, type u32, offset u64.
     let ti = after_str(&good, "token_embd.weight");
     assert!(load_err(&dir, "ndims.gguf", &set(ti, &9u32.to_le_bytes())).contains("dimensions"));
     let e = load_err(&dir, "dim.gguf", &set(ti + 4, &(1u64 << 62).to_le_bytes()));
     assert!(e.contains("token_embd.weight"), "{e}");
     let e = load_err(&dir, "qtype.gguf", &set(ti + 20, &99u32.to_le_bytes()));
-    assert!(e.contains("token_embd.weight type") && e.contains("99"), "{e}");
-    let e = load_err(&dir, "offset.gguf", &set(ti + 24, &(1u64 << 50).to_le_bytes()));
+    assert!(
+        e.contains("token_embd.weight type") && e.contains("99"),
+        "{e}"
+    );
+    let e = load_err(
+        &dir,
+        "offset.gguf",
+        &set(ti + 24, &(1u64 << 50).to_le_bytes()),
+    );
     assert!(e.contains("token_embd.weight offset"), "{e}");
     let e = load_err(&dir, "misaligned.gguf", &set(ti + 24, &3u64.to_le_bytes()));
     assert!(e.contains("alignment"), "{e}");
     // A vocabulary that disagrees with the embedding.
     let vs = after_str(&good, "llama.vocab_size");
     let e = load_err(&dir, "vocab.gguf", &set(vs + 4, &511u32.to_le_bytes()));
-    assert!(e.contains("tokenizer.ggml.tokens") && e.contains("511"), "{e}");
+    assert!(
+        e.contains("tokenizer.ggml.tokens") && e.contains("511"),
+        "{e}"
+    );
     // An embedding dimension the tensors do not have: caught before allocating.
     let el = after_str(&good, "llama.embedding_length");
     let e = load_err(&dir, "embd.gguf", &set(el + 4, &4096u32.to_le_bytes()));
-    assert!(e.contains("dims") || e.contains("llama.rope.dimension_count"), "{e}");
+    assert!(
+        e.contains("dims") || e.contains("llama.rope.dimension_count"),
+        "{e}"
+    );
     // A token array claiming more entries than the file holds.
     let tk = after_str(&good, "tokenizer.ggml.tokens");
-    let e = load_err(&dir, "tokens.gguf", &set(tk + 8, &(1u64 << 40).to_le_bytes()));
-    assert!(e.contains("tokenizer.ggml.tokens") && e.contains("does not fit"), "{e}");
+    let e = load_err(
+        &dir,
+        "tokens.gguf",
+        &set(tk + 8, &(1u64 << 40).to_le_bytes()),
+    );
+    assert!(
+        e.contains("tokenizer.ggml.tokens") && e.contains("does not fit"),
+        "{e}"
+    );
     // Unknown metadata value type.
     let e = load_err(&dir, "vtype.gguf", &set(tk, &77u32.to_le_bytes()));
-    assert!(e.contains("tokenizer.ggml.tokens") && e.contains("unknown value type"), "{e}");
+    assert!(
+        e.contains("tokenizer.ggml.tokens") && e.contains("unknown value type"),
+        "{e}"
+    );
     // Wrong architecture.
     let ar = after_str(&good, "general.architecture");
     let e = load_err(&dir, "arch.gguf", &set(ar + 12, b"gemma"));
     assert!(e.contains("general.architecture"), "{e}");
     // Every truncation point in the header and some in the data.
     let header_end = after_str(&good, "output_norm.weight") + 40;
-    for cut in (0..header_end).step_by(7).chain((header_end..good.len()).step_by(9973)) {
-        let e = gguf::parse_model(Path::new("cut.gguf"), &good[..cut]).err().unwrap().to_string();
+    for cut in (0..header_end)
+        .step_by(7)
+        .chain((header_end..good.len()).step_by(9973))
+    {
+        let e = gguf::parse_model(Path::new("cut.gguf"), &good[..cut])
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("cut.gguf"), "cut at {cut}: {e}");
     }
 }
@@ -108,10 +157,16 @@ fn truncated_real_gguf() {
     let path = shared.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
     use std::io::Read;
     let mut head = vec![0u8; 3 << 20];
-    std::fs::File::open(&path).unwrap().read_exact(&mut head).unwrap();
+    std::fs::File::open(&path)
+        .unwrap()
+        .read_exact(&mut head)
+        .unwrap();
     let dir = tmp("corrupt-smol");
     let e = load_err(&dir, "smol-head.gguf", &head);
-    assert!(e.contains("token_embd.weight") && e.contains("truncated"), "{e}");
+    assert!(
+        e.contains("token_embd.weight") && e.contains("truncated"),
+        "{e}"
+    );
     // The header alone still describes the model (what `info` reads).
     let h = gguf::parse_header(Path::new("x"), &head);
     assert!(h.is_err());
@@ -125,8 +180,11 @@ fn copy_folder(src: &Path, dst: &Path) {
     }
 }
 
-fn hf_err(dir: &PathBuf) -> String {
-    load_model(dir).err().map(|e| e.to_string()).unwrap_or_else(|| panic!("{} loaded", dir.display()))
+fn hf_err(dir: &Path) -> String {
+    load_model(dir)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_else(|| panic!("{} loaded", dir.display()))
 }
 
 #[test]
@@ -146,15 +204,32 @@ fn corrupt_hf_folders() {
     assert!(e.contains("config.json") && e.contains("JSON"), "{e}");
     // vocab in config.json disagrees with the embedding
     let d = fresh("vocab");
-    std::fs::write(d.join("config.json"), cfg_text.replace("\"vocab_size\": 512", "\"vocab_size\": 1024")).unwrap();
+    std::fs::write(
+        d.join("config.json"),
+        cfg_text.replace("\"vocab_size\": 512", "\"vocab_size\": 1024"),
+    )
+    .unwrap();
     let e = hf_err(&d);
-    assert!(e.contains("model.safetensors") && e.contains("model.embed_tokens.weight") && e.contains("shape"), "{e}");
+    assert!(
+        e.contains("model.safetensors")
+            && e.contains("model.embed_tokens.weight")
+            && e.contains("shape"),
+        "{e}"
+    );
     let d = fresh("heads");
-    std::fs::write(d.join("config.json"), cfg_text.replace("\"num_key_value_heads\": 2", "\"num_key_value_heads\": 3")).unwrap();
+    std::fs::write(
+        d.join("config.json"),
+        cfg_text.replace("\"num_key_value_heads\": 2", "\"num_key_value_heads\": 3"),
+    )
+    .unwrap();
     let e = hf_err(&d);
     assert!(e.contains("config.json") && e.contains("n_kv_heads"), "{e}");
     let d = fresh("huge");
-    std::fs::write(d.join("config.json"), cfg_text.replace("\"hidden_size\": 64", "\"hidden_size\": 60000")).unwrap();
+    std::fs::write(
+        d.join("config.json"),
+        cfg_text.replace("\"hidden_size\": 64", "\"hidden_size\": 60000"),
+    )
+    .unwrap();
     let e = hf_err(&d);
     assert!(e.contains("hidden_size") || e.contains("head_dim"), "{e}");
     // safetensors: header length absurd, truncated data, header JSON broken
@@ -176,14 +251,24 @@ fn corrupt_hf_folders() {
         let d = fresh(name);
         std::fs::write(d.join("model.safetensors"), bytes).unwrap();
         let e = hf_err(&d);
-        assert!(e.contains("model.safetensors") && e.contains("header"), "{name}: {e}");
+        assert!(
+            e.contains("model.safetensors") && e.contains("header"),
+            "{name}: {e}"
+        );
     }
     // A shard name that climbs out of the folder.
     let d = fresh("index");
     std::fs::remove_file(d.join("model.safetensors")).unwrap();
-    std::fs::write(d.join("model.safetensors.index.json"), r#"{"weight_map":{"lm_head.weight":"../../etc/passwd"}}"#).unwrap();
+    std::fs::write(
+        d.join("model.safetensors.index.json"),
+        r#"{"weight_map":{"lm_head.weight":"../../etc/passwd"}}"#,
+    )
+    .unwrap();
     let e = hf_err(&d);
-    assert!(e.contains("model.safetensors.index.json") && e.contains("weight_map.lm_head.weight"), "{e}");
+    assert!(
+        e.contains("model.safetensors.index.json") && e.contains("weight_map.lm_head.weight"),
+        "{e}"
+    );
     // No weights at all.
     let d = fresh("noweights");
     std::fs::remove_file(d.join("model.safetensors")).unwrap();
@@ -211,6 +296,8 @@ fn corrupt_llama2c_files() {
     let tok = std::fs::read(shared.join("data/stories260K/tok512.bin")).unwrap();
     let p = dir.join("tok512.bin");
     std::fs::write(&p, &tok[..tok.len() / 2]).unwrap();
-    let e = formats::llama2c::read_tokenizer(&p, Some(512)).unwrap_err().to_string();
+    let e = formats::llama2c::read_tokenizer(&p, Some(512))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("tok512.bin") && e.contains("token"), "{e}");
 }

@@ -28,7 +28,13 @@ impl Rng {
 /// inserted/removed run. `hot` bytes at the front (the header) are hit most of the time.
 fn mutate(rng: &mut Rng, src: &[u8], hot: usize) -> Vec<u8> {
     let mut b = src.to_vec();
-    let pos = |rng: &mut Rng, len: usize| if rng.below(4) > 0 { rng.below(hot.min(len)) } else { rng.below(len) };
+    let pos = |rng: &mut Rng, len: usize| {
+        if rng.below(4) > 0 {
+            rng.below(hot.min(len))
+        } else {
+            rng.below(len)
+        }
+    };
     for _ in 0..1 + rng.below(3) {
         if b.is_empty() {
             break;
@@ -39,7 +45,17 @@ fn mutate(rng: &mut Rng, src: &[u8], hot: usize) -> Vec<u8> {
                 b[p] ^= 1 << rng.below(8);
             }
             1 | 2 => {
-                let edges: [u64; 9] = [0, 1, 0x7f, 0xff, 0xffff, 0x7fff_ffff, 0xffff_ffff, 1 << 40, u64::MAX];
+                let edges: [u64; 9] = [
+                    0,
+                    1,
+                    0x7f,
+                    0xff,
+                    0xffff,
+                    0x7fff_ffff,
+                    0xffff_ffff,
+                    1 << 40,
+                    u64::MAX,
+                ];
                 let v = edges[rng.below(edges.len())].to_le_bytes();
                 let w = [1, 2, 4, 8][rng.below(4)];
                 let p = pos(rng, b.len());
@@ -67,7 +83,10 @@ fn mutate(rng: &mut Rng, src: &[u8], hot: usize) -> Vec<u8> {
 
 fn check(name: &str, r: Result<(), formats::FormatError>) {
     if let Err(e) = r {
-        assert!(e.to_string().contains(name), "error does not name {name}: {e}");
+        assert!(
+            e.to_string().contains(name),
+            "error does not name {name}: {e}"
+        );
     }
 }
 
@@ -75,7 +94,10 @@ fn check(name: &str, r: Result<(), formats::FormatError>) {
 fn random_mutations_never_panic() {
     let Some(shared) = shared() else { return };
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let rounds: usize = std::env::var("NF_MUTATION_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(400);
+    let rounds: usize = std::env::var("NF_MUTATION_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(400);
 
     // GGUF: a small Q8_0 file with a vocabulary, written from a real fixture.
     let m = formats::load_model(&shared.join("fixtures/tiny-llama-tied/model")).unwrap();
@@ -94,12 +116,25 @@ fn random_mutations_never_panic() {
         add_eos: None,
     };
     let p = tmp("mutation").join("m.gguf");
-    gguf::write(&p, &m.params, &WriteOptions { dtype: GgmlType::Q8_0, tokenizer: Some(&tok), chat_template: Some("{{ messages }}"), name: None }).unwrap();
+    gguf::write(
+        &p,
+        &m.params,
+        &WriteOptions {
+            dtype: GgmlType::Q8_0,
+            tokenizer: Some(&tok),
+            chat_template: Some("{{ messages }}"),
+            name: None,
+        },
+    )
+    .unwrap();
     let gguf_bytes = std::fs::read(&p).unwrap();
     let header = gguf_bytes.len().min(16 << 10);
     for _ in 0..rounds {
         let b = mutate(&mut rng, &gguf_bytes, header);
-        check("fuzz.gguf", gguf::parse_model(Path::new("fuzz.gguf"), &b).map(|_| ()));
+        check(
+            "fuzz.gguf",
+            gguf::parse_model(Path::new("fuzz.gguf"), &b).map(|_| ()),
+        );
     }
 
     // safetensors: the fixture's model file.
@@ -120,12 +155,21 @@ fn random_mutations_never_panic() {
     let model = std::fs::read(shared.join("data/stories260K/stories260K.bin")).unwrap();
     for _ in 0..rounds {
         let b = mutate(&mut rng, &model, 28);
-        check("fuzz.bin", llama2c::parse_model(Path::new("fuzz.bin"), &b).map(|_| ()));
+        check(
+            "fuzz.bin",
+            llama2c::parse_model(Path::new("fuzz.bin"), &b).map(|_| ()),
+        );
     }
     let tokb = std::fs::read(shared.join("data/stories260K/tok512.bin")).unwrap();
     for _ in 0..rounds {
         let b = mutate(&mut rng, &tokb, tokb.len());
-        check("tokenizer.bin", llama2c::parse_tokenizer(Path::new("tokenizer.bin"), &b, None).map(|_| ()));
-        check("tokenizer.bin", llama2c::parse_tokenizer(Path::new("tokenizer.bin"), &b, Some(512)).map(|_| ()));
+        check(
+            "tokenizer.bin",
+            llama2c::parse_tokenizer(Path::new("tokenizer.bin"), &b, None).map(|_| ()),
+        );
+        check(
+            "tokenizer.bin",
+            llama2c::parse_tokenizer(Path::new("tokenizer.bin"), &b, Some(512)).map(|_| ()),
+        );
     }
 }

@@ -56,24 +56,43 @@ pub enum CheckpointContents {
 
 /// A checkpoint's weights with the model shape (and LoRA settings) from its trainer state,
 /// plus the base model path the run started from, if it recorded one.
-pub fn open_checkpoint(dir: &Path) -> anyhow::Result<(CheckpointContents, ModelConfig, Option<PathBuf>, u64)> {
+pub fn open_checkpoint(
+    dir: &Path,
+) -> anyhow::Result<(CheckpointContents, ModelConfig, Option<PathBuf>, u64)> {
     let c = Checkpoint::open(dir)?;
     let state = &c.state;
-    let model: ModelConfig = serde_json::from_value(state.get("model").cloned().unwrap_or_default())
-        .with_context(|| format!("{}: trainer state has no usable `model` shape", dir.display()))?;
+    let model: ModelConfig = serde_json::from_value(
+        state.get("model").cloned().unwrap_or_default(),
+    )
+    .with_context(|| {
+        format!(
+            "{}: trainer state has no usable `model` shape",
+            dir.display()
+        )
+    })?;
     let tc = state.get("config");
-    let base = tc.and_then(|t| t.get("model")).and_then(|m| m.as_str()).map(PathBuf::from);
-    let rank = tc.and_then(|t| t.get("lora_rank")).and_then(|r| r.as_u64()).unwrap_or(0) as usize;
+    let base = tc
+        .and_then(|t| t.get("model"))
+        .and_then(|m| m.as_str())
+        .map(PathBuf::from);
+    let rank = tc
+        .and_then(|t| t.get("lora_rank"))
+        .and_then(|r| r.as_u64())
+        .unwrap_or(0) as usize;
     let w = c.tensors("weights")?;
     if rank == 0 {
-        let mut p = Params::zeros(&model).with_context(|| format!("{}: model shape", dir.display()))?;
+        let mut p =
+            Params::zeros(&model).with_context(|| format!("{}: model shape", dir.display()))?;
         let layout = p.layout.clone();
         for t in &layout.tensors {
             w.read_f32(&t.name, &t.shape, &mut p.data[t.range()])?;
         }
         return Ok((CheckpointContents::Model(p), model, base, c.step));
     }
-    let targets_text = tc.and_then(|t| t.get("lora_targets")).and_then(|r| r.as_str()).unwrap_or("");
+    let targets_text = tc
+        .and_then(|t| t.get("lora_targets"))
+        .and_then(|r| r.as_str())
+        .unwrap_or("");
     let targets = targets_text
         .split(',')
         .filter(|s| !s.trim().is_empty())
@@ -82,11 +101,18 @@ pub fn open_checkpoint(dir: &Path) -> anyhow::Result<(CheckpointContents, ModelC
         .with_context(|| format!("{}: lora_targets {targets_text:?}", dir.display()))?;
     let lc = LoraConfig {
         rank,
-        alpha: tc.and_then(|t| t.get("lora_alpha")).and_then(|r| r.as_f64()).unwrap_or(2.0 * rank as f64),
+        alpha: tc
+            .and_then(|t| t.get("lora_alpha"))
+            .and_then(|r| r.as_f64())
+            .unwrap_or(2.0 * rank as f64),
         targets,
-        dropout: tc.and_then(|t| t.get("lora_dropout")).and_then(|r| r.as_f64()).unwrap_or(0.0) as f32,
+        dropout: tc
+            .and_then(|t| t.get("lora_dropout"))
+            .and_then(|r| r.as_f64())
+            .unwrap_or(0.0) as f32,
     };
-    let mut l = LoraParams::zeros(&model, &lc).with_context(|| format!("{}: LoRA settings", dir.display()))?;
+    let mut l = LoraParams::zeros(&model, &lc)
+        .with_context(|| format!("{}: LoRA settings", dir.display()))?;
     let layout = l.layout.clone();
     for t in &layout.tensors {
         w.read_f32(&t.name, &t.shape, &mut l.data[t.range()])?;
@@ -104,7 +130,8 @@ pub fn load_any_model(src: &Path, out: &Output) -> anyhow::Result<LoadedModel> {
         };
         out.log(format!("checkpoint {} (step {step})", src.display()));
         let mut m = match base.as_deref().filter(|b| b.exists()) {
-            Some(b) => formats::load_model(b).with_context(|| format!("base model {} of the checkpoint", b.display()))?,
+            Some(b) => formats::load_model(b)
+                .with_context(|| format!("base model {} of the checkpoint", b.display()))?,
             None => LoadedModel {
                 params: params.clone(),
                 tokenizer: None,
@@ -123,7 +150,11 @@ pub fn load_any_model(src: &Path, out: &Output) -> anyhow::Result<LoadedModel> {
             },
         };
         if m.params.config != model {
-            bail!("{}: the checkpoint's model shape differs from its base model {}", src.display(), m.path.display());
+            bail!(
+                "{}: the checkpoint's model shape differs from its base model {}",
+                src.display(),
+                m.path.display()
+            );
         }
         m.params = params;
         m.source = format!("checkpoint step {step}");
@@ -137,10 +168,16 @@ pub fn load_any_adapter(path: &Path, cfg: &ModelConfig) -> anyhow::Result<LoraPa
     if path.join("trainer_state.json").is_file() {
         let (contents, model, _, _) = open_checkpoint(path)?;
         let CheckpointContents::Adapter(l) = contents else {
-            bail!("{}: a full-model checkpoint, not an adapter", path.display());
+            bail!(
+                "{}: a full-model checkpoint, not an adapter",
+                path.display()
+            );
         };
         if &model != cfg {
-            bail!("{}: adapter made for a model of another shape", path.display());
+            bail!(
+                "{}: adapter made for a model of another shape",
+                path.display()
+            );
         }
         return Ok(l);
     }
@@ -148,14 +185,20 @@ pub fn load_any_adapter(path: &Path, cfg: &ModelConfig) -> anyhow::Result<LoraPa
 }
 
 /// The tokenizer's vocabulary size, checked against the model's embedding rows.
-pub fn check_vocab(m: &LoadedModel, tokenizer_vocab: Option<usize>, out: &Output) -> anyhow::Result<()> {
+pub fn check_vocab(
+    m: &LoadedModel,
+    tokenizer_vocab: Option<usize>,
+    out: &Output,
+) -> anyhow::Result<()> {
     let v = m.params.config.vocab_size;
     match tokenizer_vocab {
         Some(t) if t > v => bail!(
             "{}: the tokenizer has {t} tokens but the model's embedding has only {v} rows",
             m.path.display()
         ),
-        Some(t) if t < v => out.log(format!("note: tokenizer has {t} tokens, model vocab is {v} (padding rows are unused)")),
+        Some(t) if t < v => out.log(format!(
+            "note: tokenizer has {t} tokens, model vocab is {v} (padding rows are unused)"
+        )),
         _ => {}
     }
     Ok(())
@@ -186,7 +229,11 @@ fn gguf_tokenizer(m: &LoadedModel) -> anyhow::Result<Option<TokenizerSource>> {
                 unk_token: tc.unk_token,
                 pre: tc.gguf_pre,
             };
-            Some(gguf::hf_tokenizer::from_tokenizer_json(p, m.params.config.vocab_size, &sp)?)
+            Some(gguf::hf_tokenizer::from_tokenizer_json(
+                p,
+                m.params.config.vocab_size,
+                &sp,
+            )?)
         }
         Some(TokenizerSource::Llama2cBin(p)) => {
             let t = llama2c::read_tokenizer(p, Some(m.params.config.vocab_size))?;
@@ -234,9 +281,13 @@ fn tokenizer_json_for(m: &LoadedModel) -> anyhow::Result<hf::TokenizerJson> {
     Ok(match &m.tokenizer {
         None => hf::TokenizerJson::None,
         Some(TokenizerSource::HfJson(p)) => hf::TokenizerJson::Copy(p.clone()),
-        Some(TokenizerSource::Llama2cBin(p)) => hf::TokenizerJson::Text(data::Tokenizer::from_path(p)?.to_tokenizer_json()?),
+        Some(TokenizerSource::Llama2cBin(p)) => {
+            hf::TokenizerJson::Text(data::Tokenizer::from_path(p)?.to_tokenizer_json()?)
+        }
         // The data crate builds the tokenizer from the GGUF's own metadata.
-        Some(TokenizerSource::Gguf { .. }) => hf::TokenizerJson::Text(data::Tokenizer::from_path(&m.path)?.to_tokenizer_json()?),
+        Some(TokenizerSource::Gguf { .. }) => {
+            hf::TokenizerJson::Text(data::Tokenizer::from_path(&m.path)?.to_tokenizer_json()?)
+        }
     })
 }
 
@@ -263,7 +314,10 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
         let (lora, base) = if args.src.join("trainer_state.json").is_file() {
             let (c, _, base, _) = open_checkpoint(&args.src)?;
             let CheckpointContents::Adapter(l) = c else {
-                bail!("{}: a full-model checkpoint has no adapter to export", args.src.display());
+                bail!(
+                    "{}: a full-model checkpoint has no adapter to export",
+                    args.src.display()
+                );
             };
             (l, base)
         } else {
@@ -275,16 +329,30 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
         };
         let name = base.as_ref().map(|b| b.display().to_string());
         peft::save_adapter(&args.out, &lora, name.as_deref())?;
-        out.log(format!("wrote PEFT adapter {} (rank {}, {} tensors)", args.out.display(), lora.config.rank, lora.layout.tensors.len()));
-        out.event(&Event::Info { key: "exported".into(), value: serde_json::json!({"format": "peft", "path": args.out}) });
+        out.log(format!(
+            "wrote PEFT adapter {} (rank {}, {} tensors)",
+            args.out.display(),
+            lora.config.rank,
+            lora.layout.tensors.len()
+        ));
+        out.event(&Event::Info {
+            key: "exported".into(),
+            value: serde_json::json!({"format": "peft", "path": args.out}),
+        });
         return Ok(());
     }
     let mut m = load_any_model(&args.src, out)?;
     out.log(format!("loaded {} ({})", args.src.display(), m.source));
     if let Some(a) = &args.merge {
         let lora = load_any_adapter(a, &m.params.config)?;
-        lora.merge_into(&mut m.params).with_context(|| format!("merging {}", a.display()))?;
-        out.log(format!("merged adapter {} (rank {}, scale {})", a.display(), lora.config.rank, lora.config.scale()));
+        lora.merge_into(&mut m.params)
+            .with_context(|| format!("merging {}", a.display()))?;
+        out.log(format!(
+            "merged adapter {} (rank {}, scale {})",
+            a.display(),
+            lora.config.rank,
+            lora.config.scale()
+        ));
     }
     if let Some(t) = &m.tokenizer {
         match tokenizer_vocab(t) {
@@ -298,7 +366,9 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
                 OutDtype::F32 => DType::F32,
                 OutDtype::F16 => DType::F16,
                 OutDtype::Bf16 => DType::BF16,
-                OutDtype::Q8_0 => bail!("--dtype q8_0 is for GGUF; a Hugging Face folder takes f32, f16 or bf16"),
+                OutDtype::Q8_0 => {
+                    bail!("--dtype q8_0 is for GGUF; a Hugging Face folder takes f32, f16 or bf16")
+                }
             };
             write_hf(&args.out, &m, dtype, out)?;
         }
@@ -313,8 +383,17 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
             if tok.is_none() {
                 out.log("warning: the model has no tokenizer; the GGUF will carry none (llama.cpp needs one)");
             }
-            let name = args.src.file_stem().and_then(|s| s.to_str()).map(String::from);
-            let opts = gguf::WriteOptions { dtype, tokenizer: tok.as_ref(), chat_template: m.chat_template.as_deref(), name: name.as_deref() };
+            let name = args
+                .src
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .map(String::from);
+            let opts = gguf::WriteOptions {
+                dtype,
+                tokenizer: tok.as_ref(),
+                chat_template: m.chat_template.as_deref(),
+                name: name.as_deref(),
+            };
             gguf::write(&args.out, &m.params, &opts)?;
         }
         Format::Llama2c => {

@@ -33,11 +33,21 @@ pub struct Args {
 
 pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
     if args.out.join("config.json").exists() && !args.force {
-        bail!("{} already holds a model (config.json); pass --force to replace it", args.out.display());
+        bail!(
+            "{} already holds a model (config.json); pass --force to replace it",
+            args.out.display()
+        );
     }
-    out.event(&Event::Phase { phase: "loading".into() });
+    out.event(&Event::Phase {
+        phase: "loading".into(),
+    });
     let m = formats::load_model(&args.src)?;
-    out.log(format!("loaded {} ({}, {} parameters)", args.src.display(), m.source, m.params.data.len()));
+    out.log(format!(
+        "loaded {} ({}, {} parameters)",
+        args.src.display(),
+        m.source,
+        m.params.data.len()
+    ));
     match &m.tokenizer {
         Some(t) => check_vocab(&m, tokenizer_vocab(t)?, out)?,
         None => out.log("warning: no tokenizer found with this model; the folder will have none"),
@@ -47,14 +57,20 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
         StoreDtype::F16 => DType::F16,
         StoreDtype::Bf16 => DType::BF16,
     };
-    out.event(&Event::Phase { phase: "saving".into() });
+    out.event(&Event::Phase {
+        phase: "saving".into(),
+    });
     write_hf(&args.out, &m, dtype, out)?;
     let has_tok = args.out.join("tokenizer.json").is_file();
     out.log(format!(
         "wrote {} ({}{})",
         args.out.display(),
         dtype.name(),
-        if has_tok { ", with tokenizer.json" } else { ", no tokenizer" }
+        if has_tok {
+            ", with tokenizer.json"
+        } else {
+            ", no tokenizer"
+        }
     ));
     out.event(&Event::Info {
         key: "imported".into(),

@@ -49,7 +49,10 @@ fn tokenizer_facts(f: &mut Facts, path: &Path) {
         Ok(t) => {
             f.add("tokenizer", format!("{:?} ({})", t.kind(), path.display()));
             f.add("tokenizer_vocab", t.vocab_size());
-            let name = |id: Option<u32>| id.map(|i| json!({"id": i, "text": t.id_to_piece(i)})).unwrap_or(Value::Null);
+            let name = |id: Option<u32>| {
+                id.map(|i| json!({"id": i, "text": t.id_to_piece(i)}))
+                    .unwrap_or(Value::Null)
+            };
             f.add("bos", name(t.bos_id()));
             f.add("eos", name(t.eos_id()));
             f.add("add_bos", t.add_bos());
@@ -76,16 +79,58 @@ fn gguf_facts(f: &mut Facts, path: &Path) -> anyhow::Result<()> {
         }
     }
     f.add("tensors", h.tensors.len());
-    f.add("tensor_types", types.iter().map(|(t, c)| format!("{t}×{c}")).collect::<Vec<_>>().join(" "));
-    f.add("tensor_bytes", h.tensors.iter().map(|t| t.n_bytes).sum::<u64>());
-    f.add("tokenizer", format!("gguf {} (pre {})", s("tokenizer.ggml.model"), s("tokenizer.ggml.pre")));
-    f.add("tokenizer_vocab", h.get("tokenizer.ggml.tokens").and_then(|t| t.as_array()).map(|a| a.len()).unwrap_or(0));
-    f.add("merges", h.get("tokenizer.ggml.merges").and_then(|t| t.as_array()).map(|a| a.len()).unwrap_or(0));
+    f.add(
+        "tensor_types",
+        types
+            .iter()
+            .map(|(t, c)| format!("{t}×{c}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+    f.add(
+        "tensor_bytes",
+        h.tensors.iter().map(|t| t.n_bytes).sum::<u64>(),
+    );
+    f.add(
+        "tokenizer",
+        format!(
+            "gguf {} (pre {})",
+            s("tokenizer.ggml.model"),
+            s("tokenizer.ggml.pre")
+        ),
+    );
+    f.add(
+        "tokenizer_vocab",
+        h.get("tokenizer.ggml.tokens")
+            .and_then(|t| t.as_array())
+            .map(|a| a.len())
+            .unwrap_or(0),
+    );
+    f.add(
+        "merges",
+        h.get("tokenizer.ggml.merges")
+            .and_then(|t| t.as_array())
+            .map(|a| a.len())
+            .unwrap_or(0),
+    );
     let tokens = h.get("tokenizer.ggml.tokens").and_then(|t| t.as_array());
-    for (k, key) in [("bos", "bos_token_id"), ("eos", "eos_token_id"), ("unk", "unknown_token_id"), ("pad", "padding_token_id")] {
-        let id = h.get(&format!("tokenizer.ggml.{key}")).and_then(|v| v.as_u64());
-        let text = id.and_then(|i| tokens.and_then(|t| t.get(i as usize))).and_then(|t| t.as_str());
-        f.add(k, id.map(|i| json!({"id": i, "text": text})).unwrap_or(Value::Null));
+    for (k, key) in [
+        ("bos", "bos_token_id"),
+        ("eos", "eos_token_id"),
+        ("unk", "unknown_token_id"),
+        ("pad", "padding_token_id"),
+    ] {
+        let id = h
+            .get(&format!("tokenizer.ggml.{key}"))
+            .and_then(|v| v.as_u64());
+        let text = id
+            .and_then(|i| tokens.and_then(|t| t.get(i as usize)))
+            .and_then(|t| t.as_str());
+        f.add(
+            k,
+            id.map(|i| json!({"id": i, "text": text}))
+                .unwrap_or(Value::Null),
+        );
     }
     f.add("add_bos", s("tokenizer.ggml.add_bos_token"));
     f.add("chat_template", h.get("tokenizer.chat_template").is_some());
@@ -94,7 +139,8 @@ fn gguf_facts(f: &mut Facts, path: &Path) -> anyhow::Result<()> {
 
 fn hf_facts(f: &mut Facts, dir: &Path) -> anyhow::Result<()> {
     let cfg_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&cfg_path).with_context(|| cfg_path.display().to_string())?;
+    let text =
+        std::fs::read_to_string(&cfg_path).with_context(|| cfg_path.display().to_string())?;
     let (c, extras) = hf::parse_config(&cfg_path, &text)?;
     f.add("format", "hf folder");
     model_facts(f, &c);
@@ -143,14 +189,35 @@ fn adapter_facts(f: &mut Facts, dir: &Path) -> anyhow::Result<()> {
     f.add("rank", lc.rank);
     f.add("alpha", lc.alpha);
     f.add("scale", lc.scale());
-    f.add("targets", lc.targets.iter().map(|t| t.short()).collect::<Vec<_>>().join(","));
-    let st = formats::safetensors_io::SafetensorsFile::open(&dir.join("adapter_model.safetensors"))?;
+    f.add(
+        "targets",
+        lc.targets
+            .iter()
+            .map(|t| t.short())
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    let st =
+        formats::safetensors_io::SafetensorsFile::open(&dir.join("adapter_model.safetensors"))?;
     let entries = st.entries()?;
     f.add("tensors", entries.len());
-    f.add("params", entries.iter().map(|(_, _, s)| s.iter().product::<usize>()).sum::<usize>());
+    f.add(
+        "params",
+        entries
+            .iter()
+            .map(|(_, _, s)| s.iter().product::<usize>())
+            .sum::<usize>(),
+    );
     let layers = entries
         .iter()
-        .filter_map(|(n, _, _)| n.split(".layers.").nth(1)?.split('.').next()?.parse::<usize>().ok())
+        .filter_map(|(n, _, _)| {
+            n.split(".layers.")
+                .nth(1)?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
         .max()
         .map(|l| l + 1);
     f.add("layers", layers);
@@ -168,7 +235,15 @@ fn checkpoint_facts(f: &mut Facts, dir: &Path) -> anyhow::Result<()> {
             f.add("trains", "lora adapter");
             f.add("rank", l.config.rank);
             f.add("alpha", l.config.alpha);
-            f.add("targets", l.config.targets.iter().map(|t| t.short()).collect::<Vec<_>>().join(","));
+            f.add(
+                "targets",
+                l.config
+                    .targets
+                    .iter()
+                    .map(|t| t.short())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
             f.add("adapter_params", l.data.len());
         }
     }
@@ -179,7 +254,14 @@ fn checkpoint_facts(f: &mut Facts, dir: &Path) -> anyhow::Result<()> {
 fn llama2c_facts(f: &mut Facts, path: &Path) -> anyhow::Result<()> {
     match llama2c::inspect_file(path) {
         Ok(h) => {
-            f.add("format", format!("llama2.c v{}{}", h.version, if h.version == 2 { " (Q8_0)" } else { " (f32)" }));
+            f.add(
+                "format",
+                format!(
+                    "llama2.c v{}{}",
+                    h.version,
+                    if h.version == 2 { " (Q8_0)" } else { " (f32)" }
+                ),
+            );
             model_facts(f, &h.config);
             match llama2c::find_tokenizer(path, h.config.vocab_size) {
                 Some(t) => tokenizer_facts(f, &t),
@@ -190,7 +272,12 @@ fn llama2c_facts(f: &mut Facts, path: &Path) -> anyhow::Result<()> {
         Err(model_err) => {
             // Not a model: maybe a tokenizer.bin.
             match llama2c::read_tokenizer(path, None) {
-                Ok(t) if t.pieces.len() > 3 && t.pieces.iter().all(|p| p.len() <= t.max_token_length as usize) => {
+                Ok(t)
+                    if t.pieces.len() > 3
+                        && t.pieces
+                            .iter()
+                            .all(|p| p.len() <= t.max_token_length as usize) =>
+                {
                     f.add("format", "llama2.c tokenizer.bin");
                     f.add("max_token_length", t.max_token_length);
                     tokenizer_facts(f, path);
@@ -204,7 +291,8 @@ fn llama2c_facts(f: &mut Facts, path: &Path) -> anyhow::Result<()> {
 
 fn dataset_facts(f: &mut Facts, dir: &Path) -> anyhow::Result<()> {
     let p = dir.join("manifest.json");
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(&p)?).with_context(|| p.display().to_string())?;
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&p)?)
+        .with_context(|| p.display().to_string())?;
     f.add("format", "token dataset");
     if let Some(o) = v.as_object() {
         for (k, v) in o {
@@ -235,11 +323,16 @@ fn collect(path: &Path) -> anyhow::Result<Facts> {
             f.add("latest", c.dir.display().to_string());
             checkpoint_facts(&mut f, &c.dir)?;
         } else {
-            bail!("{}: no config.json, adapter_config.json, trainer_state.json or manifest.json here", path.display());
+            bail!(
+                "{}: no config.json, adapter_config.json, trainer_state.json or manifest.json here",
+                path.display()
+            );
         }
         return Ok(f);
     }
-    let len = std::fs::metadata(path).with_context(|| path.display().to_string())?.len();
+    let len = std::fs::metadata(path)
+        .with_context(|| path.display().to_string())?
+        .len();
     f.add("file_bytes", len);
     match formats::detect_format(path) {
         Ok(formats::ModelFormat::Gguf) => gguf_facts(&mut f, path)?,

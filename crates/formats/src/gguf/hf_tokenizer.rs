@@ -38,20 +38,38 @@ fn merge_text(path: &Path, i: usize, m: &Value) -> Result<String> {
         Value::String(s) => Ok(s.clone()),
         Value::Array(pair) if pair.len() == 2 => match (pair[0].as_str(), pair[1].as_str()) {
             (Some(a), Some(b)) => Ok(format!("{a} {b}")),
-            _ => Err(FormatError::invalid(path, format!("model.merges[{i}]"), "not two strings")),
+            _ => Err(FormatError::invalid(
+                path,
+                format!("model.merges[{i}]"),
+                "not two strings",
+            )),
         },
-        _ => Err(FormatError::invalid(path, format!("model.merges[{i}]"), "neither \"a b\" nor [a, b]")),
+        _ => Err(FormatError::invalid(
+            path,
+            format!("model.merges[{i}]"),
+            "neither \"a b\" nor [a, b]",
+        )),
     }
 }
 
 /// Converts `tokenizer.json` at `path` (vocabulary padded to `vocab_size` if the model's
 /// embedding has more rows than the tokenizer has tokens).
-pub fn from_tokenizer_json(path: &Path, vocab_size: usize, sp: &Specials) -> Result<TokenizerSource> {
+pub fn from_tokenizer_json(
+    path: &Path,
+    vocab_size: usize,
+    sp: &Specials,
+) -> Result<TokenizerSource> {
     let v = crate::hf::read_json(path)?;
-    let model = v.get("model").ok_or_else(|| FormatError::invalid(path, "model", "missing"))?;
+    let model = v
+        .get("model")
+        .ok_or_else(|| FormatError::invalid(path, "model", "missing"))?;
     let ty = model.get("type").and_then(|t| t.as_str()).unwrap_or("");
     if ty != "BPE" {
-        return Err(FormatError::unsupported(path, "model.type", format!("\"{ty}\" (GGUF export handles BPE tokenizers)")));
+        return Err(FormatError::unsupported(
+            path,
+            "model.type",
+            format!("\"{ty}\" (GGUF export handles BPE tokenizers)"),
+        ));
     }
     let vocab = model
         .get("vocab")
@@ -62,20 +80,34 @@ pub fn from_tokenizer_json(path: &Path, vocab_size: usize, sp: &Specials) -> Res
         let slot = usize::try_from(id)
             .ok()
             .and_then(|i| tokens.get_mut(i))
-            .ok_or_else(|| FormatError::invalid(path, field, format!("token id {id} outside the model's {vocab_size} rows")))?;
+            .ok_or_else(|| {
+                FormatError::invalid(
+                    path,
+                    field,
+                    format!("token id {id} outside the model's {vocab_size} rows"),
+                )
+            })?;
         *slot = Some(text.to_string());
         Ok(())
     };
     for (text, id) in vocab {
-        let id = id.as_u64().ok_or_else(|| FormatError::invalid(path, format!("model.vocab.{text}"), "id is not an integer"))?;
+        let id = id.as_u64().ok_or_else(|| {
+            FormatError::invalid(path, format!("model.vocab.{text}"), "id is not an integer")
+        })?;
         put("model.vocab", id, text)?;
     }
     let mut types = vec![NORMAL; vocab_size];
     if let Some(added) = v.get("added_tokens").and_then(|a| a.as_array()) {
         for (i, t) in added.iter().enumerate() {
             let field = format!("added_tokens[{i}]");
-            let id = t.get("id").and_then(|x| x.as_u64()).ok_or_else(|| FormatError::invalid(path, &field, "no id"))?;
-            let content = t.get("content").and_then(|x| x.as_str()).ok_or_else(|| FormatError::invalid(path, &field, "no content"))?;
+            let id = t
+                .get("id")
+                .and_then(|x| x.as_u64())
+                .ok_or_else(|| FormatError::invalid(path, &field, "no id"))?;
+            let content = t
+                .get("content")
+                .and_then(|x| x.as_str())
+                .ok_or_else(|| FormatError::invalid(path, &field, "no content"))?;
             put(&field, id, content)?;
             let special = t.get("special").and_then(|x| x.as_bool()).unwrap_or(false);
             types[id as usize] = if special { CONTROL } else { USER_DEFINED };
@@ -84,7 +116,12 @@ pub fn from_tokenizer_json(path: &Path, vocab_size: usize, sp: &Specials) -> Res
     let merges = model
         .get("merges")
         .and_then(|m| m.as_array())
-        .map(|a| a.iter().enumerate().map(|(i, m)| merge_text(path, i, m)).collect::<Result<Vec<_>>>())
+        .map(|a| {
+            a.iter()
+                .enumerate()
+                .map(|(i, m)| merge_text(path, i, m))
+                .collect::<Result<Vec<_>>>()
+        })
         .transpose()?
         .unwrap_or_default();
     // Padding rows of the embedding without a token get placeholder names, as llama.cpp does.
@@ -98,8 +135,13 @@ pub fn from_tokenizer_json(path: &Path, vocab_size: usize, sp: &Specials) -> Res
             })
         })
         .collect();
-    let byte_level = v.get("pre_tokenizer").is_some_and(|p| p.to_string().contains("\"ByteLevel\""));
-    let byte_fallback = model.get("byte_fallback").and_then(|b| b.as_bool()).unwrap_or(false);
+    let byte_level = v
+        .get("pre_tokenizer")
+        .is_some_and(|p| p.to_string().contains("\"ByteLevel\""));
+    let byte_fallback = model
+        .get("byte_fallback")
+        .and_then(|b| b.as_bool())
+        .unwrap_or(false);
     let unk = model
         .get("unk_token")
         .and_then(|u| u.as_str())
@@ -130,7 +172,11 @@ pub fn from_tokenizer_json(path: &Path, vocab_size: usize, sp: &Specials) -> Res
         ));
     }
     // SentencePiece-style: scores from merge ranks, byte pieces typed BYTE.
-    let index: HashMap<&str, usize> = tokens.iter().enumerate().map(|(i, t)| (t.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.as_str(), i))
+        .collect();
     let floor = -(merges.len() as f32) - 1.0;
     let mut scores = vec![floor; tokens.len()];
     for (rank, m) in merges.iter().enumerate() {

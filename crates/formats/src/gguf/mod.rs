@@ -1,10 +1,10 @@
 //! GGUF files (llama.cpp, Ollama): reading (all common quantizations, dequantized to f32)
 //! and writing (F32, F16, Q8_0) with the full tokenizer, chat template and special tokens.
 
+pub mod hf_tokenizer;
 pub mod quant;
 pub mod reader;
 pub mod writer;
-pub mod hf_tokenizer;
 
 use crate::assemble::{build_params, to_internal_rope};
 use crate::error::{FormatError, Result};
@@ -51,7 +51,13 @@ fn meta_usize(h: &GgufHeader, key: &str) -> Result<Option<usize>> {
             .as_u64()
             .and_then(|n| usize::try_from(n).ok())
             .map(Some)
-            .ok_or_else(|| FormatError::invalid(&h.path, key, format!("{} is not a non-negative integer", v.describe()))),
+            .ok_or_else(|| {
+                FormatError::invalid(
+                    &h.path,
+                    key,
+                    format!("{} is not a non-negative integer", v.describe()),
+                )
+            }),
     }
 }
 
@@ -62,27 +68,27 @@ fn req_usize(h: &GgufHeader, key: &str) -> Result<usize> {
 fn meta_f64(h: &GgufHeader, key: &str) -> Result<Option<f64>> {
     match h.get(key) {
         None => Ok(None),
-        Some(v) => v
-            .as_f64()
-            .map(Some)
-            .ok_or_else(|| FormatError::invalid(&h.path, key, format!("{} is not a number", v.describe()))),
+        Some(v) => v.as_f64().map(Some).ok_or_else(|| {
+            FormatError::invalid(&h.path, key, format!("{} is not a number", v.describe()))
+        }),
     }
 }
 
 fn meta_u32(h: &GgufHeader, key: &str) -> Result<Option<u32>> {
     Ok(match meta_usize(h, key)? {
         None => None,
-        Some(v) => Some(u32::try_from(v).map_err(|_| FormatError::invalid(&h.path, key, "too large"))?),
+        Some(v) => {
+            Some(u32::try_from(v).map_err(|_| FormatError::invalid(&h.path, key, "too large"))?)
+        }
     })
 }
 
 fn meta_bool(h: &GgufHeader, key: &str) -> Result<Option<bool>> {
     match h.get(key) {
         None => Ok(None),
-        Some(v) => v
-            .as_bool()
-            .map(Some)
-            .ok_or_else(|| FormatError::invalid(&h.path, key, format!("{} is not a bool", v.describe()))),
+        Some(v) => v.as_bool().map(Some).ok_or_else(|| {
+            FormatError::invalid(&h.path, key, format!("{} is not a bool", v.describe()))
+        }),
     }
 }
 
@@ -96,14 +102,28 @@ fn meta_str<'a>(h: &'a GgufHeader, key: &str) -> Result<Option<&'a str>> {
     }
 }
 
-fn meta_array<T>(h: &GgufHeader, key: &str, conv: impl Fn(&Value) -> Option<T>) -> Result<Option<Vec<T>>> {
+fn meta_array<T>(
+    h: &GgufHeader,
+    key: &str,
+    conv: impl Fn(&Value) -> Option<T>,
+) -> Result<Option<Vec<T>>> {
     match h.get(key) {
         None => Ok(None),
         Some(v) => {
-            let a = v.as_array().ok_or_else(|| FormatError::invalid(&h.path, key, "not an array"))?;
+            let a = v
+                .as_array()
+                .ok_or_else(|| FormatError::invalid(&h.path, key, "not an array"))?;
             a.iter()
                 .enumerate()
-                .map(|(i, x)| conv(x).ok_or_else(|| FormatError::invalid(&h.path, format!("{key}[{i}]"), format!("unexpected value {}", x.describe()))))
+                .map(|(i, x)| {
+                    conv(x).ok_or_else(|| {
+                        FormatError::invalid(
+                            &h.path,
+                            format!("{key}[{i}]"),
+                            format!("unexpected value {}", x.describe()),
+                        )
+                    })
+                })
                 .collect::<Result<Vec<T>>>()
                 .map(Some)
         }
@@ -112,13 +132,22 @@ fn meta_array<T>(h: &GgufHeader, key: &str, conv: impl Fn(&Value) -> Option<T>) 
 
 /// The model shape from `llama.*` metadata, checked against the tensors.
 pub fn model_config(h: &GgufHeader) -> Result<ModelConfig> {
-    let arch = meta_str(h, "general.architecture")?.ok_or_else(|| FormatError::invalid(&h.path, "general.architecture", "missing"))?;
+    let arch = meta_str(h, "general.architecture")?
+        .ok_or_else(|| FormatError::invalid(&h.path, "general.architecture", "missing"))?;
     if arch != "llama" {
-        return Err(FormatError::unsupported(&h.path, "general.architecture", format!("\"{arch}\" (only llama)")));
+        return Err(FormatError::unsupported(
+            &h.path,
+            "general.architecture",
+            format!("\"{arch}\" (only llama)"),
+        ));
     }
     if let Some(t) = meta_str(h, "llama.rope.scaling.type")? {
         if t != "none" {
-            return Err(FormatError::unsupported(&h.path, "llama.rope.scaling.type", format!("\"{t}\" (only plain RoPE)")));
+            return Err(FormatError::unsupported(
+                &h.path,
+                "llama.rope.scaling.type",
+                format!("\"{t}\" (only plain RoPE)"),
+            ));
         }
     }
     let dim = req_usize(h, "llama.embedding_length")?;
@@ -143,10 +172,15 @@ pub fn model_config(h: &GgufHeader) -> Result<ModelConfig> {
         tied_embeddings: h.tensor("output.weight").is_none(),
         qkv_bias: h.tensor("blk.0.attn_q.bias").is_some(),
     };
-    cfg.validate().map_err(|e| FormatError::config(&h.path, e))?;
+    cfg.validate()
+        .map_err(|e| FormatError::config(&h.path, e))?;
     if let Some(rd) = meta_usize(h, "llama.rope.dimension_count")? {
         if rd != cfg.head_dim() {
-            return Err(FormatError::unsupported(&h.path, "llama.rope.dimension_count", format!("{rd} (partial rotary; head dim is {})", cfg.head_dim())));
+            return Err(FormatError::unsupported(
+                &h.path,
+                "llama.rope.dimension_count",
+                format!("{rd} (partial rotary; head dim is {})", cfg.head_dim()),
+            ));
         }
     }
     if let Some(tokens) = h.get("tokenizer.ggml.tokens").and_then(|t| t.as_array()) {
@@ -154,7 +188,11 @@ pub fn model_config(h: &GgufHeader) -> Result<ModelConfig> {
             return Err(FormatError::invalid(
                 &h.path,
                 "tokenizer.ggml.tokens",
-                format!("{} tokens but the embedding has {} rows", tokens.len(), cfg.vocab_size),
+                format!(
+                    "{} tokens but the embedding has {} rows",
+                    tokens.len(),
+                    cfg.vocab_size
+                ),
             ));
         }
     }
@@ -170,20 +208,33 @@ pub fn tokenizer(h: &GgufHeader) -> Result<Option<TokenizerSource>> {
         .ok_or_else(|| FormatError::invalid(&h.path, "tokenizer.ggml.tokens", "missing"))?;
     let n = tokens.len();
     let scores = meta_array(h, "tokenizer.ggml.scores", |v| v.as_f64().map(|x| x as f32))?;
-    let token_types = meta_array(h, "tokenizer.ggml.token_type", |v| v.as_i64().and_then(|x| i32::try_from(x).ok()))?;
+    let token_types = meta_array(h, "tokenizer.ggml.token_type", |v| {
+        v.as_i64().and_then(|x| i32::try_from(x).ok())
+    })?;
     for (key, len) in [
         ("tokenizer.ggml.scores", scores.as_ref().map(|s| s.len())),
-        ("tokenizer.ggml.token_type", token_types.as_ref().map(|s| s.len())),
+        (
+            "tokenizer.ggml.token_type",
+            token_types.as_ref().map(|s| s.len()),
+        ),
     ] {
         if let Some(len) = len {
             if len != n {
-                return Err(FormatError::invalid(&h.path, key, format!("{len} entries for {n} tokens")));
+                return Err(FormatError::invalid(
+                    &h.path,
+                    key,
+                    format!("{len} entries for {n} tokens"),
+                ));
             }
         }
     }
     let id = |key: &str| -> Result<Option<u32>> {
         match meta_u32(h, key)? {
-            Some(i) if i as usize >= n => Err(FormatError::invalid(&h.path, key, format!("id {i} outside the {n} tokens"))),
+            Some(i) if i as usize >= n => Err(FormatError::invalid(
+                &h.path,
+                key,
+                format!("id {i} outside the {n} tokens"),
+            )),
             other => Ok(other),
         }
     };
@@ -212,8 +263,11 @@ fn type_summary(h: &GgufHeader) -> String {
             None => counts.push((t.ggml_type, 1)),
         }
     }
-    counts.sort_by(|a, b| b.1.cmp(&a.1));
-    let mut s = counts.first().map(|c| c.0.name().to_string()).unwrap_or_default();
+    counts.sort_by_key(|c| std::cmp::Reverse(c.1));
+    let mut s = counts
+        .first()
+        .map(|c| c.0.name().to_string())
+        .unwrap_or_default();
     for (t, _) in counts.iter().skip(1) {
         s.push_str(&format!(" +{}", t.name()));
     }
@@ -225,26 +279,55 @@ pub fn parse_model(path: &Path, b: &[u8]) -> Result<LoadedModel> {
     let h = parse_header(path, b)?;
     let cfg = model_config(&h)?;
     let find = |name: &str, shape: &[usize]| -> Result<&TensorInfo> {
-        let gname = gguf_name(name).ok_or_else(|| FormatError::invalid(path, name, "no GGUF name"))?;
-        let t = h.tensor(&gname).ok_or_else(|| FormatError::invalid(path, &gname, "tensor missing"))?;
+        let gname =
+            gguf_name(name).ok_or_else(|| FormatError::invalid(path, name, "no GGUF name"))?;
+        let t = h
+            .tensor(&gname)
+            .ok_or_else(|| FormatError::invalid(path, &gname, "tensor missing"))?;
         // GGUF lists dims innermost first: [in, out] for a [out, in] matrix.
         let want: Vec<u64> = shape.iter().rev().map(|&d| d as u64).collect();
         if t.dims != want {
-            return Err(FormatError::invalid(path, &gname, format!("dims {:?}, expected {:?} from the metadata", t.dims, want)));
+            return Err(FormatError::invalid(
+                path,
+                &gname,
+                format!("dims {:?}, expected {:?} from the metadata", t.dims, want),
+            ));
         }
         Ok(t)
     };
-    let params = build_params(path, &cfg, |name, shape| find(name, shape).map(|_| ()), |name, shape, out| {
-        let t = find(name, shape)?;
-        reader::read_tensor_f32(&h, b, t, out)?;
-        to_internal_rope(name, shape, &cfg, out);
-        Ok(())
-    })?;
+    let params = build_params(
+        path,
+        &cfg,
+        |name, shape| find(name, shape).map(|_| ()),
+        |name, shape, out| {
+            let t = find(name, shape)?;
+            reader::read_tensor_f32(&h, b, t, out)?;
+            to_internal_rope(name, shape, &cfg, out);
+            Ok(())
+        },
+    )?;
     let tokenizer = tokenizer(&h)?;
     let (bos, eos, pad, add_bos, add_eos, bos_t, eos_t) = match &tokenizer {
-        Some(TokenizerSource::Gguf { model, tokens, bos, eos, pad, add_bos, add_eos, .. }) => {
+        Some(TokenizerSource::Gguf {
+            model,
+            tokens,
+            bos,
+            eos,
+            pad,
+            add_bos,
+            add_eos,
+            ..
+        }) => {
             let text = |id: &Option<u32>| id.and_then(|i| tokens.get(i as usize).cloned());
-            (*bos, *eos, *pad, add_bos.unwrap_or(model == "llama"), add_eos.unwrap_or(false), text(bos), text(eos))
+            (
+                *bos,
+                *eos,
+                *pad,
+                add_bos.unwrap_or(model == "llama"),
+                add_eos.unwrap_or(false),
+                text(bos),
+                text(eos),
+            )
         }
         _ => (None, None, None, false, false, None, None),
     };
@@ -277,7 +360,11 @@ pub fn map_file(path: &Path) -> Result<memmap2::Mmap> {
     let file = std::fs::File::open(path).map_err(|e| FormatError::io(path, e))?;
     let len = file.metadata().map_err(|e| FormatError::io(path, e))?.len();
     if len < 24 {
-        return Err(FormatError::invalid(path, "header", format!("file is {len} bytes, too short for GGUF")));
+        return Err(FormatError::invalid(
+            path,
+            "header",
+            format!("file is {len} bytes, too short for GGUF"),
+        ));
     }
     // SAFETY: read-only map of a regular file.
     unsafe { memmap2::Mmap::map(&file) }.map_err(|e| FormatError::io(path, e))

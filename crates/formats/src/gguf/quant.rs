@@ -76,7 +76,9 @@ impl GgmlType {
     pub fn block_len(self) -> usize {
         match self {
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 1,
-            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 => 32,
+            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 => {
+                32
+            }
             GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => QK_K,
         }
     }
@@ -100,7 +102,7 @@ impl GgmlType {
     /// Bytes for `n` values, or None if `n` is not a whole number of blocks.
     pub fn bytes_for(self, n: u64) -> Option<u64> {
         let bl = self.block_len() as u64;
-        if n % bl != 0 {
+        if !n.is_multiple_of(bl) {
             return None;
         }
         (n / bl).checked_mul(self.block_bytes() as u64)
@@ -256,8 +258,12 @@ fn block_q6_k(b: &[u8], o: &mut [f32]) {
 pub fn quantize(t: GgmlType, src: &[f32]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(t.bytes_for(src.len() as u64)? as usize);
     match t {
-        GgmlType::F32 => src.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        GgmlType::F16 => src.iter().for_each(|x| out.extend_from_slice(&f16::from_f32(*x).to_le_bytes())),
+        GgmlType::F32 => src
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        GgmlType::F16 => src
+            .iter()
+            .for_each(|x| out.extend_from_slice(&f16::from_f32(*x).to_le_bytes())),
         GgmlType::BF16 => src
             .iter()
             .for_each(|x| out.extend_from_slice(&half::bf16::from_f32(*x).to_le_bytes())),
@@ -267,7 +273,8 @@ pub fn quantize(t: GgmlType, src: &[f32]) -> Option<Vec<u8>> {
                 let d = amax / 127.0;
                 let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
                 out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
-                blk.iter().for_each(|x| out.push((x * inv).round().clamp(-127.0, 127.0) as i8 as u8));
+                blk.iter()
+                    .for_each(|x| out.push((x * inv).round().clamp(-127.0, 127.0) as i8 as u8));
             }
         }
         _ => return None,
@@ -285,7 +292,9 @@ mod tests {
 
     #[test]
     fn q8_0_round_trip() {
-        let src: Vec<f32> = (0..64).map(|i| ((i * 37) % 23) as f32 / 7.0 - 1.5).collect();
+        let src: Vec<f32> = (0..64)
+            .map(|i| ((i * 37) % 23) as f32 / 7.0 - 1.5)
+            .collect();
         let q = quantize(GgmlType::Q8_0, &src).unwrap();
         assert_eq!(q.len(), 68);
         let mut back = vec![0.0; 64];

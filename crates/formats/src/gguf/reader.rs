@@ -142,13 +142,21 @@ const MAX_ARRAY: u64 = 1 << 22;
 
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize, field: &str) -> Result<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.b.len()).ok_or_else(|| {
-            FormatError::invalid(
-                self.path,
-                field,
-                format!("needs {n} bytes at offset {} but the file ends at {} (truncated?)", self.pos, self.b.len()),
-            )
-        })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.b.len())
+            .ok_or_else(|| {
+                FormatError::invalid(
+                    self.path,
+                    field,
+                    format!(
+                        "needs {n} bytes at offset {} but the file ends at {} (truncated?)",
+                        self.pos,
+                        self.b.len()
+                    ),
+                )
+            })?;
         let s = &self.b[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -176,10 +184,18 @@ impl<'a> Cursor<'a> {
     fn string(&mut self, f: &str) -> Result<String> {
         let n = self.u64(f)?;
         if n > MAX_STRING || n > self.remaining() {
-            return Err(FormatError::invalid(self.path, f, format!("string length {n} exceeds the {} bytes left", self.remaining())));
+            return Err(FormatError::invalid(
+                self.path,
+                f,
+                format!(
+                    "string length {n} exceeds the {} bytes left",
+                    self.remaining()
+                ),
+            ));
         }
         let b = self.take(n as usize, f)?;
-        String::from_utf8(b.to_vec()).map_err(|_| FormatError::invalid(self.path, f, "string is not UTF-8"))
+        String::from_utf8(b.to_vec())
+            .map_err(|_| FormatError::invalid(self.path, f, "string is not UTF-8"))
     }
 
     fn value(&mut self, ty: u32, f: &str, depth: u32) -> Result<Value> {
@@ -211,7 +227,14 @@ impl<'a> Cursor<'a> {
                     _ => 8,
                 };
                 if n > MAX_ARRAY || n.checked_mul(min).is_none_or(|b| b > self.remaining()) {
-                    return Err(FormatError::invalid(self.path, f, format!("array of {n} values does not fit in the {} bytes left", self.remaining())));
+                    return Err(FormatError::invalid(
+                        self.path,
+                        f,
+                        format!(
+                            "array of {n} values does not fit in the {} bytes left",
+                            self.remaining()
+                        ),
+                    ));
                 }
                 let mut v = Vec::with_capacity(n as usize);
                 for _ in 0..n {
@@ -222,7 +245,13 @@ impl<'a> Cursor<'a> {
             10 => Value::U64(self.u64(f)?),
             11 => Value::I64(self.u64(f)? as i64),
             12 => Value::F64(f64::from_bits(self.u64(f)?)),
-            t => return Err(FormatError::invalid(self.path, f, format!("unknown value type {t}"))),
+            t => {
+                return Err(FormatError::invalid(
+                    self.path,
+                    f,
+                    format!("unknown value type {t}"),
+                ))
+            }
         })
     }
 }
@@ -232,20 +261,36 @@ pub fn parse_header(path: &Path, b: &[u8]) -> Result<GgufHeader> {
     let mut c = Cursor { b, pos: 0, path };
     let magic = c.take(4, "magic")?;
     if magic != b"GGUF" {
-        return Err(FormatError::invalid(path, "magic", format!("expected \"GGUF\", found {magic:02x?}")));
+        return Err(FormatError::invalid(
+            path,
+            "magic",
+            format!("expected \"GGUF\", found {magic:02x?}"),
+        ));
     }
     let version = c.u32("version")?;
     if version != 2 && version != 3 {
-        return Err(FormatError::unsupported(path, "version", format!("{version} (GGUF v2 and v3 are read)")));
+        return Err(FormatError::unsupported(
+            path,
+            "version",
+            format!("{version} (GGUF v2 and v3 are read)"),
+        ));
     }
     let n_tensors = c.u64("tensor_count")?;
     let n_kv = c.u64("metadata_kv_count")?;
     // A key-value pair takes at least 12 bytes, a tensor info at least 24.
     if n_kv.checked_mul(12).is_none_or(|x| x > c.remaining()) {
-        return Err(FormatError::invalid(path, "metadata_kv_count", format!("{n_kv} does not fit in the file")));
+        return Err(FormatError::invalid(
+            path,
+            "metadata_kv_count",
+            format!("{n_kv} does not fit in the file"),
+        ));
     }
     if n_tensors.checked_mul(24).is_none_or(|x| x > c.remaining()) {
-        return Err(FormatError::invalid(path, "tensor_count", format!("{n_tensors} does not fit in the file")));
+        return Err(FormatError::invalid(
+            path,
+            "tensor_count",
+            format!("{n_tensors} does not fit in the file"),
+        ));
     }
     let mut metadata = BTreeMap::new();
     for i in 0..n_kv {
@@ -258,7 +303,13 @@ pub fn parse_header(path: &Path, b: &[u8]) -> Result<GgufHeader> {
         None => 32,
         Some(v) => match v.as_u64() {
             Some(a) if a > 0 && a <= 1 << 20 && a.is_power_of_two() => a,
-            _ => return Err(FormatError::invalid(path, "general.alignment", format!("{v:?} is not a power of two up to 1 MiB"))),
+            _ => {
+                return Err(FormatError::invalid(
+                    path,
+                    "general.alignment",
+                    format!("{v:?} is not a power of two up to 1 MiB"),
+                ))
+            }
         },
     };
     let mut tensors = Vec::with_capacity(n_tensors as usize);
@@ -266,7 +317,11 @@ pub fn parse_header(path: &Path, b: &[u8]) -> Result<GgufHeader> {
         let name = c.string(&format!("tensor #{i} name"))?;
         let nd = c.u32(&name)?;
         if nd == 0 || nd > MAX_DIMS {
-            return Err(FormatError::invalid(path, &name, format!("{nd} dimensions (1 to {MAX_DIMS} allowed)")));
+            return Err(FormatError::invalid(
+                path,
+                &name,
+                format!("{nd} dimensions (1 to {MAX_DIMS} allowed)"),
+            ));
         }
         let mut dims = Vec::with_capacity(nd as usize);
         let mut n_elements: u64 = 1;
@@ -282,44 +337,88 @@ pub fn parse_header(path: &Path, b: &[u8]) -> Result<GgufHeader> {
         }
         let tid = c.u32(&name)?;
         let ggml_type = GgmlType::from_id(tid).ok_or_else(|| {
-            FormatError::unsupported(path, format!("{name} type"), format!("ggml type {tid} (read: F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q5_K Q6_K)"))
+            FormatError::unsupported(
+                path,
+                format!("{name} type"),
+                format!(
+                    "ggml type {tid} (read: F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q5_K Q6_K)"
+                ),
+            )
         })?;
         let offset = c.u64(&name)?;
         if offset % alignment != 0 {
-            return Err(FormatError::invalid(path, format!("{name} offset"), format!("{offset} is not a multiple of the alignment {alignment}")));
+            return Err(FormatError::invalid(
+                path,
+                format!("{name} offset"),
+                format!("{offset} is not a multiple of the alignment {alignment}"),
+            ));
         }
         if dims[0] % ggml_type.block_len() as u64 != 0 {
-            return Err(FormatError::invalid(path, &name, format!("row length {} is not a whole number of {} blocks", dims[0], ggml_type.name())));
+            return Err(FormatError::invalid(
+                path,
+                &name,
+                format!(
+                    "row length {} is not a whole number of {} blocks",
+                    dims[0],
+                    ggml_type.name()
+                ),
+            ));
         }
         let n_bytes = ggml_type
             .bytes_for(n_elements)
             .ok_or_else(|| FormatError::invalid(path, &name, "size overflows"))?;
-        tensors.push(TensorInfo { name, dims, ggml_type, offset, n_elements, n_bytes });
+        tensors.push(TensorInfo {
+            name,
+            dims,
+            ggml_type,
+            offset,
+            n_elements,
+            n_bytes,
+        });
     }
     let data_offset = (c.pos as u64).div_ceil(alignment) * alignment;
     for t in &tensors {
-        let end = data_offset.checked_add(t.offset).and_then(|s| s.checked_add(t.n_bytes));
+        let end = data_offset
+            .checked_add(t.offset)
+            .and_then(|s| s.checked_add(t.n_bytes));
         if end.is_none_or(|e| e > b.len() as u64) {
             return Err(FormatError::invalid(
                 path,
                 format!("{} offset", t.name),
-                format!("data at {}+{} ({} bytes) runs past the end of the file ({} bytes)", data_offset, t.offset, t.n_bytes, b.len()),
+                format!(
+                    "data at {}+{} ({} bytes) runs past the end of the file ({} bytes)",
+                    data_offset,
+                    t.offset,
+                    t.n_bytes,
+                    b.len()
+                ),
             ));
         }
     }
-    Ok(GgufHeader { path: path.to_path_buf(), version, metadata, tensors, data_offset, alignment })
+    Ok(GgufHeader {
+        path: path.to_path_buf(),
+        version,
+        metadata,
+        tensors,
+        data_offset,
+        alignment,
+    })
 }
 
 /// Dequantized values of tensor `t` from the whole-file bytes `b` (extent checked by
 /// `parse_header`; checked again here for headers built by hand).
 pub fn read_tensor_f32(h: &GgufHeader, b: &[u8], t: &TensorInfo, out: &mut [f32]) -> Result<()> {
     if out.len() as u64 != t.n_elements {
-        return Err(FormatError::invalid(&h.path, &t.name, format!("{} values, expected {}", t.n_elements, out.len())));
+        return Err(FormatError::invalid(
+            &h.path,
+            &t.name,
+            format!("{} values, expected {}", t.n_elements, out.len()),
+        ));
     }
     let start = (h.data_offset + t.offset) as usize;
-    let src = b
-        .get(start..start + t.n_bytes as usize)
-        .ok_or_else(|| FormatError::invalid(&h.path, &t.name, "data runs past the end of the file"))?;
+    let src = b.get(start..start + t.n_bytes as usize).ok_or_else(|| {
+        FormatError::invalid(&h.path, &t.name, "data runs past the end of the file")
+    })?;
     super::quant::dequantize(t.ggml_type, src, out);
     Ok(())
 }

@@ -82,49 +82,122 @@ fn metadata(path: &Path, params: &Params, opts: &WriteOptions) -> Result<Vec<(St
         GgmlType::F32 => 0,
         GgmlType::F16 => 1,
         GgmlType::Q8_0 => 7,
-        other => return Err(FormatError::unsupported(path, "dtype", format!("{} (GGUF output is F32, F16 or Q8_0)", other.name()))),
+        other => {
+            return Err(FormatError::unsupported(
+                path,
+                "dtype",
+                format!("{} (GGUF output is F32, F16 or Q8_0)", other.name()),
+            ))
+        }
     };
     let mut kv: Vec<(String, Value)> = vec![
         ("general.architecture".into(), Value::String("llama".into())),
-        ("general.name".into(), Value::String(opts.name.unwrap_or("neuralforge").into())),
+        (
+            "general.name".into(),
+            Value::String(opts.name.unwrap_or("neuralforge").into()),
+        ),
         ("general.file_type".into(), Value::U32(file_type)),
         ("general.alignment".into(), Value::U32(ALIGN as u32)),
-        ("llama.context_length".into(), u32v(path, "llama.context_length", c.max_seq_len)?),
-        ("llama.embedding_length".into(), u32v(path, "llama.embedding_length", c.dim)?),
-        ("llama.block_count".into(), u32v(path, "llama.block_count", c.n_layers)?),
-        ("llama.feed_forward_length".into(), u32v(path, "llama.feed_forward_length", c.hidden_dim)?),
-        ("llama.attention.head_count".into(), u32v(path, "llama.attention.head_count", c.n_heads)?),
-        ("llama.attention.head_count_kv".into(), u32v(path, "llama.attention.head_count_kv", c.n_kv_heads)?),
-        ("llama.rope.freq_base".into(), Value::F32(c.rope_theta as f32)),
-        ("llama.rope.dimension_count".into(), u32v(path, "llama.rope.dimension_count", c.head_dim())?),
-        ("llama.attention.layer_norm_rms_epsilon".into(), Value::F32(c.norm_eps as f32)),
-        ("llama.vocab_size".into(), u32v(path, "llama.vocab_size", c.vocab_size)?),
+        (
+            "llama.context_length".into(),
+            u32v(path, "llama.context_length", c.max_seq_len)?,
+        ),
+        (
+            "llama.embedding_length".into(),
+            u32v(path, "llama.embedding_length", c.dim)?,
+        ),
+        (
+            "llama.block_count".into(),
+            u32v(path, "llama.block_count", c.n_layers)?,
+        ),
+        (
+            "llama.feed_forward_length".into(),
+            u32v(path, "llama.feed_forward_length", c.hidden_dim)?,
+        ),
+        (
+            "llama.attention.head_count".into(),
+            u32v(path, "llama.attention.head_count", c.n_heads)?,
+        ),
+        (
+            "llama.attention.head_count_kv".into(),
+            u32v(path, "llama.attention.head_count_kv", c.n_kv_heads)?,
+        ),
+        (
+            "llama.rope.freq_base".into(),
+            Value::F32(c.rope_theta as f32),
+        ),
+        (
+            "llama.rope.dimension_count".into(),
+            u32v(path, "llama.rope.dimension_count", c.head_dim())?,
+        ),
+        (
+            "llama.attention.layer_norm_rms_epsilon".into(),
+            Value::F32(c.norm_eps as f32),
+        ),
+        (
+            "llama.vocab_size".into(),
+            u32v(path, "llama.vocab_size", c.vocab_size)?,
+        ),
     ];
     match opts.tokenizer {
         None => {}
-        Some(TokenizerSource::Gguf { model, pre, tokens, scores, token_types, merges, bos, eos, unk, pad, add_bos, add_eos }) => {
+        Some(TokenizerSource::Gguf {
+            model,
+            pre,
+            tokens,
+            scores,
+            token_types,
+            merges,
+            bos,
+            eos,
+            unk,
+            pad,
+            add_bos,
+            add_eos,
+        }) => {
             if tokens.len() != c.vocab_size {
                 return Err(FormatError::invalid(
                     path,
                     "tokenizer.ggml.tokens",
-                    format!("the tokenizer has {} tokens but the model's vocab_size is {}", tokens.len(), c.vocab_size),
+                    format!(
+                        "the tokenizer has {} tokens but the model's vocab_size is {}",
+                        tokens.len(),
+                        c.vocab_size
+                    ),
                 ));
             }
             kv.push(("tokenizer.ggml.model".into(), Value::String(model.clone())));
             if let Some(p) = pre {
                 kv.push(("tokenizer.ggml.pre".into(), Value::String(p.clone())));
             }
-            kv.push(("tokenizer.ggml.tokens".into(), Value::Array(tokens.iter().map(|t| Value::String(t.clone())).collect())));
+            kv.push((
+                "tokenizer.ggml.tokens".into(),
+                Value::Array(tokens.iter().map(|t| Value::String(t.clone())).collect()),
+            ));
             if let Some(s) = scores {
-                kv.push(("tokenizer.ggml.scores".into(), Value::Array(s.iter().map(|x| Value::F32(*x)).collect())));
+                kv.push((
+                    "tokenizer.ggml.scores".into(),
+                    Value::Array(s.iter().map(|x| Value::F32(*x)).collect()),
+                ));
             }
             if let Some(t) = token_types {
-                kv.push(("tokenizer.ggml.token_type".into(), Value::Array(t.iter().map(|x| Value::I32(*x)).collect())));
+                kv.push((
+                    "tokenizer.ggml.token_type".into(),
+                    Value::Array(t.iter().map(|x| Value::I32(*x)).collect()),
+                ));
             }
             if let Some(m) = merges {
-                kv.push(("tokenizer.ggml.merges".into(), Value::Array(m.iter().map(|x| Value::String(x.clone())).collect())));
+                kv.push((
+                    "tokenizer.ggml.merges".into(),
+                    Value::Array(m.iter().map(|x| Value::String(x.clone())).collect()),
+                ));
             }
-            for (key, id) in [("bos_token_id", bos), ("eos_token_id", eos), ("unknown_token_id", unk), ("padding_token_id", pad)] {
+            for (key, id) in [
+                ("bos_token_id", bos),
+                ("eos_token_id", eos),
+                ("unknown_token_id", unk),
+                ("padding_token_id", pad),
+            ] {
                 if let Some(id) = id {
                     kv.push((format!("tokenizer.ggml.{key}"), Value::U32(*id)));
                 }
@@ -139,7 +212,10 @@ fn metadata(path: &Path, params: &Params, opts: &WriteOptions) -> Result<Vec<(St
             return Err(FormatError::unsupported(
                 path,
                 "tokenizer",
-                format!("{} must be converted to a GGUF vocabulary first (gguf::hf_tokenizer)", other.kind()),
+                format!(
+                    "{} must be converted to a GGUF vocabulary first (gguf::hf_tokenizer)",
+                    other.kind()
+                ),
             ))
         }
     }
@@ -164,19 +240,31 @@ pub fn write(path: &Path, params: &Params, opts: &WriteOptions) -> Result<()> {
     let mut tensors = Vec::new();
     let mut offset = 0u64;
     for spec in &params.layout.tensors {
-        let name = super::gguf_name(&spec.name)
-            .ok_or_else(|| FormatError::invalid(path, &spec.name, "no GGUF name for this tensor"))?;
+        let name = super::gguf_name(&spec.name).ok_or_else(|| {
+            FormatError::invalid(path, &spec.name, "no GGUF name for this tensor")
+        })?;
         let data = to_file_rope(&spec.name, &spec.shape, cfg, &params.data[spec.range()]);
         let cols = *spec.shape.last().unwrap_or(&1);
         let ty = if spec.shape.len() < 2 || (opts.dtype == GgmlType::Q8_0 && cols % 32 != 0) {
             // Norms and biases stay F32; rows that are not whole Q8_0 blocks fall back to F16.
-            if spec.shape.len() < 2 { GgmlType::F32 } else { GgmlType::F16 }
+            if spec.shape.len() < 2 {
+                GgmlType::F32
+            } else {
+                GgmlType::F16
+            }
         } else {
             opts.dtype
         };
-        let bytes = quantize(ty, &data).ok_or_else(|| FormatError::invalid(path, &name, "cannot quantize"))?;
+        let bytes = quantize(ty, &data)
+            .ok_or_else(|| FormatError::invalid(path, &name, "cannot quantize"))?;
         let dims = spec.shape.iter().rev().map(|&d| d as u64).collect();
-        tensors.push(Out { name, dims, ty, offset, bytes });
+        tensors.push(Out {
+            name,
+            dims,
+            ty,
+            offset,
+            bytes,
+        });
         let len = tensors.last().map(|t| t.bytes.len() as u64).unwrap_or(0);
         offset += len.div_ceil(ALIGN) * ALIGN;
     }
@@ -193,7 +281,9 @@ pub fn write(path: &Path, params: &Params, opts: &WriteOptions) -> Result<()> {
     for t in &tensors {
         put_str(&mut head, &t.name);
         head.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
-        t.dims.iter().for_each(|d| head.extend_from_slice(&d.to_le_bytes()));
+        t.dims
+            .iter()
+            .for_each(|d| head.extend_from_slice(&d.to_le_bytes()));
         head.extend_from_slice(&t.ty.id().to_le_bytes());
         head.extend_from_slice(&t.offset.to_le_bytes());
     }

@@ -15,7 +15,9 @@ fn get_usize(file: &Path, obj: &Map<String, Value>, key: &str) -> Result<Option<
             .as_u64()
             .and_then(|n| usize::try_from(n).ok())
             .map(Some)
-            .ok_or_else(|| FormatError::invalid(file, key, format!("{v} is not a non-negative integer"))),
+            .ok_or_else(|| {
+                FormatError::invalid(file, key, format!("{v} is not a non-negative integer"))
+            }),
     }
 }
 
@@ -83,15 +85,26 @@ pub fn parse_config(file: &Path, text: &str) -> Result<(ModelConfig, HfExtras)> 
     }
     if let Some(act) = obj.get("hidden_act").and_then(|a| a.as_str()) {
         if act != "silu" {
-            return Err(FormatError::unsupported(file, "hidden_act", format!("\"{act}\" (only silu)")));
+            return Err(FormatError::unsupported(
+                file,
+                "hidden_act",
+                format!("\"{act}\" (only silu)"),
+            ));
         }
     }
     if get_bool(file, obj, "mlp_bias")?.unwrap_or(false) {
-        return Err(FormatError::unsupported(file, "mlp_bias", "true (no MLP biases in our model)"));
+        return Err(FormatError::unsupported(
+            file,
+            "mlp_bias",
+            "true (no MLP biases in our model)",
+        ));
     }
     let dim = req_usize(file, obj, "hidden_size")?;
     let n_heads = req_usize(file, obj, "num_attention_heads")?;
-    let model_type = obj.get("model_type").and_then(|t| t.as_str()).unwrap_or("llama");
+    let model_type = obj
+        .get("model_type")
+        .and_then(|t| t.as_str())
+        .unwrap_or("llama");
     let rope = obj.get("rope_parameters").and_then(|r| r.as_object());
     let rope_theta = match get_f64(file, obj, "rope_theta")? {
         Some(t) => t,
@@ -102,14 +115,22 @@ pub fn parse_config(file: &Path, text: &str) -> Result<(ModelConfig, HfExtras)> 
     };
     for (key, scaling) in [
         ("rope_scaling", obj.get("rope_scaling")),
-        ("rope_parameters.rope_type", rope.and_then(|r| r.get("rope_type"))),
+        (
+            "rope_parameters.rope_type",
+            rope.and_then(|r| r.get("rope_type")),
+        ),
     ] {
         match scaling {
             None | Some(Value::Null) => {}
             Some(Value::String(s)) if s == "default" => {}
-            Some(Value::Object(m)) if m.get("rope_type").and_then(|t| t.as_str()) == Some("default") => {}
+            Some(Value::Object(m))
+                if m.get("rope_type").and_then(|t| t.as_str()) == Some("default") => {}
             Some(other) => {
-                return Err(FormatError::unsupported(file, key, format!("{other} (only plain RoPE)")))
+                return Err(FormatError::unsupported(
+                    file,
+                    key,
+                    format!("{other} (only plain RoPE)"),
+                ))
             }
         }
     }
@@ -131,7 +152,9 @@ pub fn parse_config(file: &Path, text: &str) -> Result<(ModelConfig, HfExtras)> 
             return Err(FormatError::unsupported(
                 file,
                 "head_dim",
-                format!("{hd} with {n_heads} heads and hidden_size {dim} (must be hidden_size / heads)"),
+                format!(
+                    "{hd} with {n_heads} heads and hidden_size {dim} (must be hidden_size / heads)"
+                ),
             ));
         }
     }
@@ -200,7 +223,8 @@ mod tests {
         assert_eq!(c.rope_theta, 5000.0);
         assert_eq!(c.n_kv_heads, 4);
         assert!(!c.tied_embeddings);
-        let (c, _) = parse(r#","rope_parameters":{"rope_theta":100000.0,"rope_type":"default"}"#).unwrap();
+        let (c, _) =
+            parse(r#","rope_parameters":{"rope_theta":100000.0,"rope_type":"default"}"#).unwrap();
         assert_eq!(c.rope_theta, 100000.0);
         let (c, e) = parse(r#","eos_token_id":[2,7],"tie_word_embeddings":true"#).unwrap();
         assert!(c.tied_embeddings);
@@ -209,7 +233,8 @@ mod tests {
 
     #[test]
     fn written_config_reads_back() {
-        let (c, e) = parse(r#","num_key_value_heads":2,"bos_token_id":1,"eos_token_id":2"#).unwrap();
+        let (c, e) =
+            parse(r#","num_key_value_heads":2,"bos_token_id":1,"eos_token_id":2"#).unwrap();
         let text = config_json(&c, &e, "float32").to_string();
         let (c2, e2) = parse_config(Path::new("c"), &text).unwrap();
         assert_eq!(c, c2);
@@ -218,11 +243,17 @@ mod tests {
 
     #[test]
     fn bad_configs_name_the_field() {
-        let e = parse(r#","num_key_value_heads":3"#).unwrap_err().to_string();
+        let e = parse(r#","num_key_value_heads":3"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("n_kv_heads"), "{e}");
-        let e = parse(r#","rope_scaling":{"rope_type":"llama3","factor":8.0}"#).unwrap_err().to_string();
+        let e = parse(r#","rope_scaling":{"rope_type":"llama3","factor":8.0}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("rope_scaling"), "{e}");
-        let e = parse_config(Path::new("config.json"), "{\"hidden_size\": 64,").unwrap_err().to_string();
+        let e = parse_config(Path::new("config.json"), "{\"hidden_size\": 64,")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("config.json") && e.contains("JSON"), "{e}");
         let e = parse(r#","vocab_size":-1"#).unwrap_err().to_string();
         assert!(e.contains("vocab_size"), "{e}");

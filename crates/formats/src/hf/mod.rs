@@ -17,9 +17,15 @@ use std::path::{Path, PathBuf};
 const MAX_JSON_BYTES: u64 = 64 << 20;
 
 pub(crate) fn read_json(path: &Path) -> Result<Value> {
-    let len = std::fs::metadata(path).map_err(|e| FormatError::io(path, e))?.len();
+    let len = std::fs::metadata(path)
+        .map_err(|e| FormatError::io(path, e))?
+        .len();
     if len > MAX_JSON_BYTES {
-        return Err(FormatError::invalid(path, "size", format!("{len} bytes is too large for a JSON side file")));
+        return Err(FormatError::invalid(
+            path,
+            "size",
+            format!("{len} bytes is too large for a JSON side file"),
+        ));
     }
     let text = std::fs::read_to_string(path).map_err(|e| FormatError::io(path, e))?;
     serde_json::from_str(&text).map_err(|e| FormatError::json(path, "file", e))
@@ -61,16 +67,22 @@ impl Shards {
         let wm = v
             .get("weight_map")
             .and_then(|w| w.as_object())
-            .ok_or_else(|| FormatError::invalid(&index, "weight_map", "missing or not an object"))?;
+            .ok_or_else(|| {
+                FormatError::invalid(&index, "weight_map", "missing or not an object")
+            })?;
         let mut names: Vec<String> = Vec::new();
         let mut map = HashMap::new();
         for (tensor, file) in wm {
-            let file = file
-                .as_str()
-                .ok_or_else(|| FormatError::invalid(&index, format!("weight_map.{tensor}"), "not a file name"))?;
+            let file = file.as_str().ok_or_else(|| {
+                FormatError::invalid(&index, format!("weight_map.{tensor}"), "not a file name")
+            })?;
             // Shards must sit in the folder itself: no paths that climb out of it.
             if file.contains('/') || file.contains('\\') || file.starts_with('.') {
-                return Err(FormatError::invalid(&index, format!("weight_map.{tensor}"), format!("bad shard name {file:?}")));
+                return Err(FormatError::invalid(
+                    &index,
+                    format!("weight_map.{tensor}"),
+                    format!("bad shard name {file:?}"),
+                ));
             }
             let i = match names.iter().position(|n| n == file) {
                 Some(i) => i,
@@ -85,7 +97,10 @@ impl Shards {
             .iter()
             .map(|n| SafetensorsFile::open(&dir.join(n)))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Shards { files, map: Some(map) })
+        Ok(Shards {
+            files,
+            map: Some(map),
+        })
     }
 
     fn file_of(&self, name: &str) -> Option<&SafetensorsFile> {
@@ -149,7 +164,11 @@ pub fn read_tokenizer_config(dir: &Path) -> Result<TokenizerConfig> {
                 .and_then(|t| t.as_str())
                 .map(String::from),
             Some(other) => {
-                return Err(FormatError::invalid(&path, "chat_template", format!("unexpected value {other}")))
+                return Err(FormatError::invalid(
+                    &path,
+                    "chat_template",
+                    format!("unexpected value {other}"),
+                ))
             }
         };
         tc.add_bos = obj.get("add_bos_token").and_then(|b| b.as_bool());
@@ -157,11 +176,15 @@ pub fn read_tokenizer_config(dir: &Path) -> Result<TokenizerConfig> {
         tc.bos_token = token_text(obj.get("bos_token"));
         tc.eos_token = token_text(obj.get("eos_token"));
         tc.unk_token = token_text(obj.get("unk_token"));
-        tc.gguf_pre = obj.get("gguf_pre").and_then(|p| p.as_str()).map(String::from);
+        tc.gguf_pre = obj
+            .get("gguf_pre")
+            .and_then(|p| p.as_str())
+            .map(String::from);
     }
     let jinja = dir.join("chat_template.jinja");
     if tc.chat_template.is_none() && jinja.is_file() {
-        tc.chat_template = Some(std::fs::read_to_string(&jinja).map_err(|e| FormatError::io(&jinja, e))?);
+        tc.chat_template =
+            Some(std::fs::read_to_string(&jinja).map_err(|e| FormatError::io(&jinja, e))?);
     }
     Ok(tc)
 }
@@ -179,7 +202,13 @@ pub fn load_model(dir: &Path) -> Result<LoadedModel> {
     let (cfg, extras) = parse_config(&cfg_path, &text)?;
     let shards = Shards::open(dir)?;
     let file_of = |name: &str| {
-        shards.file_of(name).ok_or_else(|| FormatError::invalid(dir, name, "tensor missing from model.safetensors.index.json"))
+        shards.file_of(name).ok_or_else(|| {
+            FormatError::invalid(
+                dir,
+                name,
+                "tensor missing from model.safetensors.index.json",
+            )
+        })
     };
     let params = build_params(
         dir,
@@ -188,7 +217,9 @@ pub fn load_model(dir: &Path) -> Result<LoadedModel> {
         |name, shape, out| file_of(name)?.read_f32(name, shape, out),
     )?;
     let tok_path = dir.join("tokenizer.json");
-    let tokenizer = tok_path.is_file().then(|| TokenizerSource::HfJson(tok_path.clone()));
+    let tokenizer = tok_path
+        .is_file()
+        .then(|| TokenizerSource::HfJson(tok_path.clone()));
     let tc = read_tokenizer_config(dir)?;
     let generation_config = read_json_opt(&dir.join("generation_config.json"))?;
     let mut eos = extras.eos_token_ids.clone();
@@ -292,7 +323,11 @@ impl SaveOptions {
             add_eos: Some(m.add_eos),
             generation_config: m.generation_config.clone(),
             unk_token: match &m.tokenizer {
-                Some(TokenizerSource::Gguf { unk: Some(u), tokens, .. }) => tokens.get(*u as usize).cloned(),
+                Some(TokenizerSource::Gguf {
+                    unk: Some(u),
+                    tokens,
+                    ..
+                }) => tokens.get(*u as usize).cloned(),
                 _ => None,
             },
             gguf_pre: match &m.tokenizer {
@@ -328,8 +363,15 @@ pub fn save_model(dir: &Path, params: &Params, opts: &SaveOptions) -> Result<()>
         eos_token_ids: opts.eos_token_ids.clone(),
         pad_token_id: opts.pad_token_id,
     };
-    write_json(&dir.join("config.json"), &config_json(&params.config, &extras, opts.dtype.name()))?;
-    safetensors_io::write(&dir.join("model.safetensors"), named_tensors(params), opts.dtype)?;
+    write_json(
+        &dir.join("config.json"),
+        &config_json(&params.config, &extras, opts.dtype.name()),
+    )?;
+    safetensors_io::write(
+        &dir.join("model.safetensors"),
+        named_tensors(params),
+        opts.dtype,
+    )?;
     let tok = dir.join("tokenizer.json");
     match &opts.tokenizer_json {
         TokenizerJson::None => {}
