@@ -172,13 +172,80 @@ fn spm_exported_as_tokenizer_json_encodes_the_same() {
 
 #[test]
 fn from_formats_source_equals_from_path() {
-    let Some(gguf) = common::smollm_gguf() else { return };
+    let Some(gguf) = common::smollm_gguf() else {
+        return;
+    };
     let header = formats::gguf::read_header(&gguf).unwrap();
     let source = formats::gguf::tokenizer(&header).unwrap().unwrap();
     let a = Tokenizer::from_source(&source).unwrap();
     let b = Tokenizer::from_path(&gguf).unwrap();
-    for text in ["The capital of France is", "x = 12345;\n\t🦙 ünïcödé  spaces"] {
-        assert_eq!(a.encode(text, false).unwrap(), b.encode(text, false).unwrap());
+    for text in [
+        "The capital of France is",
+        "x = 12345;\n\t🦙 ünïcödé  spaces",
+    ] {
+        assert_eq!(
+            a.encode(text, false).unwrap(),
+            b.encode(text, false).unwrap()
+        );
     }
     assert_eq!((a.bos_id(), a.eos_id()), (b.bos_id(), b.eos_id()));
+}
+
+/// 114 strings (spaces, newlines, digits, unicode, emoji, code, special-token text) encoded by
+/// sentencepiece and by transformers' GGUF tokenizer (tests/fixtures/gen_reference_strings.py).
+#[test]
+fn many_strings_match_reference_implementations() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let fixture = read_json(&std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/reference_strings.json"
+    )));
+    let strings: Vec<&str> = fixture["strings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    let mut cases = vec![
+        ("llama2", shared.join("data/llama2_tokenizer/tokenizer.bin")),
+        ("tok512", shared.join("data/stories260K/tok512.bin")),
+    ];
+    if let Some(g) = common::smollm_gguf() {
+        cases.push(("smollm2", g));
+    }
+    for (name, path) in cases {
+        let tok = Tokenizer::from_path(&path).unwrap();
+        // The tokenizer.json export must agree too.
+        let dir = common::temp_dir(&format!("many-{name}"));
+        tok.save(&dir).unwrap();
+        let exported = Tokenizer::from_path(&dir.join("tokenizer.json")).unwrap();
+        let expected = fixture[name].as_array().unwrap();
+        assert_eq!(expected.len(), strings.len());
+        for (s, want) in strings.iter().zip(expected) {
+            // tok512.model asks sentencepiece to collapse runs of spaces and strip them at the
+            // ends (remove_extra_whitespaces); tokenizer.bin cannot say so and llama2.c does not.
+            let extra_spaces = s.starts_with(' ') || s.ends_with(' ') || s.contains("  ");
+            if name == "tok512" && extra_spaces {
+                continue;
+            }
+            let want = ids(want);
+            assert_eq!(tok.encode(s, false).unwrap(), want, "{name}: {s:?}");
+            // Exported SentencePiece models split "<s>" as a special token (HF behaviour).
+            if !(name != "smollm2"
+                && (s.contains("<s>") || s.contains("</s>") || s.contains("<unk>")))
+            {
+                assert_eq!(
+                    exported.encode(s, false).unwrap(),
+                    want,
+                    "{name} exported: {s:?}"
+                );
+            }
+            let decoded = tok.decode(&want);
+            if name == "smollm2" || !s.starts_with(' ') {
+                assert_eq!(decoded, *s, "{name} decode: {s:?}");
+            }
+        }
+    }
 }
