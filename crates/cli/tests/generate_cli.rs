@@ -1,0 +1,277 @@
+//! `neuralforge generate` end to end: the NDJSON stream, greedy text equal to the references,
+//! tokenization of the reference prompts, seeded sampling, stop strings, multi-byte characters.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn shared() -> Option<PathBuf> {
+    let dir = std::env::var_os("NEURALFORGE_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")));
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        println!("skipped: shared data not found");
+        None
+    }
+}
+
+/// Runs `generate --json` and returns (token ids, token texts, generate_done event).
+fn generate_json(args: &[&str]) -> (Vec<u32>, Vec<String>, serde_json::Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_neuralforge"))
+        .arg("generate")
+        .arg("--json")
+        .args(args)
+        .output()
+        .expect("run neuralforge");
+    let stdout = String::from_utf8(out.stdout).expect("stdout is UTF-8");
+    assert!(
+        out.status.success(),
+        "generate failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (mut ids, mut texts, mut done) = (Vec::new(), Vec::new(), None);
+    for line in stdout.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("every line is JSON");
+        match v["type"].as_str() {
+            Some("token") => {
+                ids.push(v["token_id"].as_u64().expect("token_id") as u32);
+                texts.push(v["text"].as_str().expect("text").to_string());
+            }
+            Some("generate_done") => done = Some(v),
+            Some(_) => {}
+            None => panic!("event without type: {line}"),
+        }
+    }
+    (ids, texts, done.expect("a generate_done event"))
+}
+
+fn smollm2(shared: &std::path::Path) -> String {
+    shared
+        .join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn stories260k_greedy_text_equals_llama2c() {
+    let Some(shared) = shared() else { return };
+    let dir = shared.join("data/stories260K");
+    let model = dir.join("stories260K.bin").display().to_string();
+    let (ids, texts, done) =
+        generate_json(&["--model", &model, "--temp", "0", "--max-tokens", "200"]);
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("expected_greedy_t0_n200_ids.json")).expect("ids"),
+    )
+    .expect("JSON");
+    let want: Vec<u32> = expected["ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .skip(1) // BOS
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect();
+    assert_eq!(ids, want);
+    let want_text =
+        std::fs::read_to_string(dir.join("expected_greedy_t0_n200.txt")).expect("expected text");
+    assert_eq!(texts.concat(), want_text);
+    assert_eq!(done["tokens"], 200);
+    assert!(done["total_ms"].as_f64().expect("total_ms") > 0.0);
+}
+
+#[test]
+fn smollm2_prompt_ids_and_greedy_continuation_equal_transformers() {
+    let Some(shared) = shared() else { return };
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(shared.join("fixtures/smollm2/reference.json")).expect("ref"),
+    )
+    .expect("JSON");
+    let gguf = shared.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let model = formats::load_model(&gguf).expect("load");
+    let tok = data::Tokenizer::from_path(&gguf).expect("tokenizer");
+    let p = &reference["prompts"][0];
+    let prompt = p["prompt"].as_str().expect("prompt");
+    let want_prompt: Vec<u32> = p["token_ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect();
+    assert_eq!(
+        tok.encode(prompt, model.add_bos).expect("encode"),
+        want_prompt
+    );
+    let want: Vec<u32> = p["greedy_ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect();
+    // The reference runs 32 steps without stopping; we stop at EOS (<|im_end|>), so we
+    // compare up to it.
+    let eos = want.iter().position(|&t| model.eos_token_ids.contains(&t));
+    let upto = eos.unwrap_or(want.len());
+    let (ids, texts, _) = generate_json(&[
+        "--model",
+        &smollm2(&shared),
+        "--prompt",
+        prompt,
+        "--temp",
+        "0",
+        "--max-tokens",
+        "32",
+    ]);
+    assert_eq!(ids, want[..upto]);
+    assert_eq!(texts.concat(), tok.decode(&want[..upto]));
+    for p in reference["prompts"].as_array().expect("prompts") {
+        let ids: Vec<u32> = p["token_ids"]
+            .as_array()
+            .expect("ids")
+            .iter()
+            .map(|x| x.as_u64().expect("id") as u32)
+            .collect();
+        let text = p["prompt"].as_str().expect("prompt");
+        assert_eq!(
+            tok.encode(text, model.add_bos).expect("encode"),
+            ids,
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn multibyte_characters_split_across_tokens_arrive_whole() {
+    let Some(shared) = shared() else { return };
+    let gguf = shared.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let tok = data::Tokenizer::from_path(&gguf).expect("tokenizer");
+    // SmolLM2 continues this with 🎉, which its byte-level vocabulary spells in 3 tokens.
+    let (ids, texts, _) = generate_json(&[
+        "--model",
+        &smollm2(&shared),
+        "--prompt",
+        "Emoji party: 🎉🎉",
+        "--temp",
+        "0",
+        "--max-tokens",
+        "9",
+    ]);
+    let joined = texts.concat();
+    assert_eq!(joined, tok.decode(&ids));
+    assert!(joined.contains('🎉'), "{joined:?}");
+    assert!(
+        texts.iter().any(|t| t.is_empty()),
+        "some token carried only part of a character"
+    );
+    assert!(!joined.contains('\u{FFFD}'));
+}
+
+#[test]
+fn seeded_sampling_repeats_and_stop_strings_cut() {
+    let Some(shared) = shared() else { return };
+    let model = shared
+        .join("data/stories260K/stories260K.bin")
+        .display()
+        .to_string();
+    let run = |seed: &str| {
+        generate_json(&[
+            "--model",
+            &model,
+            "--temp",
+            "1.0",
+            "--top-k",
+            "40",
+            "--top-p",
+            "0.9",
+            "--min-p",
+            "0.02",
+            "--repeat-penalty",
+            "1.1",
+            "--seed",
+            seed,
+            "--max-tokens",
+            "60",
+        ])
+    };
+    let (a, ta, _) = run("11");
+    let (b, _, _) = run("11");
+    let (c, _, _) = run("12");
+    assert_eq!(a, b, "same seed, same tokens");
+    assert_ne!(a, c, "another seed, other tokens");
+    // Stop at the first occurrence of a word the seeded run produced.
+    let text = ta.concat();
+    let word = text
+        .split_whitespace()
+        .nth(3)
+        .expect("a few words")
+        .to_string();
+    let at = text.find(&word).expect("word in text");
+    let (_, ts, done) = generate_json(&[
+        "--model",
+        &model,
+        "--temp",
+        "1.0",
+        "--top-k",
+        "40",
+        "--top-p",
+        "0.9",
+        "--min-p",
+        "0.02",
+        "--repeat-penalty",
+        "1.1",
+        "--seed",
+        "11",
+        "--max-tokens",
+        "60",
+        "--stop",
+        &word,
+    ]);
+    assert_eq!(ts.concat(), text[..at]);
+    assert!(done["tokens"].as_u64().expect("tokens") < 60);
+}
+
+#[test]
+fn chat_mode_applies_the_template() {
+    let Some(shared) = shared() else { return };
+    let (ids, texts, _) = generate_json(&[
+        "--model",
+        &smollm2(&shared),
+        "--chat",
+        "--system",
+        "You are a helpful assistant.",
+        "--prompt",
+        "What is the capital of France?",
+        "--temp",
+        "0",
+        "--max-tokens",
+        "20",
+    ]);
+    assert!(!ids.is_empty());
+    assert!(texts.concat().contains("Paris"), "{:?}", texts.concat());
+}
+
+#[test]
+fn bad_flags_are_clear_errors() {
+    let Some(shared) = shared() else { return };
+    let model = shared
+        .join("data/stories260K/stories260K.bin")
+        .display()
+        .to_string();
+    for (args, needle) in [
+        (
+            vec!["--model", "/nonexistent/model.gguf"],
+            "/nonexistent/model.gguf",
+        ),
+        (vec!["--model", &model, "--top-p", "0"], "top_p"),
+        (vec!["--model", &model, "--temp=-1"], "temperature"),
+        (vec!["--model", &model, "--ctx", "100000"], "--ctx"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_neuralforge"))
+            .arg("generate")
+            .args(&args)
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "{args:?} should fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
