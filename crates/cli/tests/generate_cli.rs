@@ -275,3 +275,60 @@ fn bad_flags_are_clear_errors() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+/// `--adapter` merges a PEFT adapter: the CLI's greedy tokens equal those of the engine run on
+/// base + merged adapter, and differ from the base model's.
+#[test]
+fn adapter_is_merged_before_generating() {
+    let Some(shared) = shared() else { return };
+    let fixture = shared.join("fixtures/tiny-llama");
+    let model_dir = fixture.join("model");
+    let adapter = fixture.join("lora_after");
+    // The fixture has no tokenizer; stories260K's 512-token vocabulary fits its 512 ids.
+    let tokenizer = shared.join("data/stories260K/tok512.bin");
+    let (m, a, t) = (
+        model_dir.display().to_string(),
+        adapter.display().to_string(),
+        tokenizer.display().to_string(),
+    );
+    let common = [
+        "--tokenizer",
+        &t,
+        "--prompt",
+        "Once upon a time",
+        "--temp",
+        "0",
+        "--max-tokens",
+        "12",
+    ];
+    let mut with: Vec<&str> = vec!["--model", &m, "--adapter", &a];
+    with.extend(common);
+    let mut without: Vec<&str> = vec!["--model", &m];
+    without.extend(common);
+    let (ids_adapter, _, _) = generate_json(&with);
+    let (ids_base, _, _) = generate_json(&without);
+
+    let mut model = formats::load_model(&model_dir).expect("load");
+    let lora = formats::peft::load_adapter(&adapter, &model.params.config).expect("adapter");
+    lora.merge_into(&mut model.params).expect("merge");
+    let tok = data::Tokenizer::from_path(&tokenizer).expect("tokenizer");
+    let prompt = tok.encode("Once upon a time", true).expect("encode");
+    let mut s = engine::infer::InferenceSession::new(&model.params, 64).expect("session");
+    let mut sampler =
+        engine::infer::Sampler::new(engine::infer::SamplerConfig::greedy()).expect("sampler");
+    let opts = engine::infer::GenerateOptions {
+        max_tokens: 12,
+        eos_ids: model
+            .eos_token_ids
+            .iter()
+            .copied()
+            .chain(tok.eos_id())
+            .collect(),
+    };
+    let (want, _) = engine::infer::generate(&mut s, &mut sampler, &prompt, &opts, |_| {
+        std::ops::ControlFlow::Continue(())
+    })
+    .expect("generate");
+    assert_eq!(ids_adapter, want);
+    assert_ne!(ids_adapter, ids_base, "the adapter changes nothing?");
+}

@@ -131,8 +131,14 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
         chat(&args, &model, &tokenizer, &mut sampler, &opts, out)
     } else {
         let prompt = args.prompt.as_deref().unwrap_or("");
+        // A --tokenizer brings its own BOS rule; otherwise the model file's rule applies.
+        let add_bos = if args.tokenizer.is_some() {
+            tokenizer.add_bos()
+        } else {
+            model.add_bos
+        };
         let mut ids = tokenizer
-            .encode(prompt, model.add_bos)
+            .encode(prompt, add_bos)
             .context("encoding --prompt")?;
         if ids.is_empty() {
             // An empty prompt starts from BOS, as llama2.c does.
