@@ -20,7 +20,9 @@ fn token_file(dir: &Path, n: usize) -> PathBuf {
     let mut x: u64 = 12345;
     let mut bytes = Vec::with_capacity(n * 2);
     for i in 0..n {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let t = if (x >> 60) == 0 {
             (x >> 33) % 512
         } else {
@@ -101,14 +103,33 @@ const REQUIRED: &[(&str, &[&str])] = &[
     (
         "init",
         &[
-            "params", "layers", "dim", "hidden", "heads", "seq", "vocab", "timestamp", "protocol",
-            "device", "threads", "trainable_params", "mode",
+            "params",
+            "layers",
+            "dim",
+            "hidden",
+            "heads",
+            "seq",
+            "vocab",
+            "timestamp",
+            "protocol",
+            "device",
+            "threads",
+            "trainable_params",
+            "mode",
         ],
     ),
     ("phase", &["phase"]),
     (
         "step",
-        &["step", "total", "loss", "lr", "ms", "tokens_per_s", "gflops"],
+        &[
+            "step",
+            "total",
+            "loss",
+            "lr",
+            "ms",
+            "tokens_per_s",
+            "gflops",
+        ],
     ),
     (
         "batch",
@@ -153,7 +174,10 @@ fn ndjson_stream_and_run_folder() {
     assert!(count("checkpoint") >= 4);
     let init = events.iter().find(|e| e["type"] == "init").unwrap();
     assert_eq!(init["mode"], "pretrain");
-    assert!(init["device"].as_str().unwrap().starts_with("cpu (1 threads"));
+    assert!(init["device"]
+        .as_str()
+        .unwrap()
+        .starts_with("cpu (1 threads"));
     let done = events.last().unwrap();
     assert_eq!(done["type"], "done");
     assert_eq!(done["total_steps"], 8);
@@ -225,7 +249,11 @@ fn resume_after_kill_9_repeats_the_exact_loss_sequence() {
     assert!((2..=7).contains(&from), "{restart}");
     let after = batch_losses(&resumed);
     assert_eq!(after.len() as u64, steps - from);
-    assert_eq!(after[..], reference[from as usize..], "resumed losses differ");
+    assert_eq!(
+        after[..],
+        reference[from as usize..],
+        "resumed losses differ"
+    );
     std::fs::remove_dir_all(&d).unwrap();
 }
 

@@ -73,7 +73,11 @@ fn finite_in(flag: &str, v: f64, lo: f64, hi: f64, rule: &str) -> anyhow::Result
     }
 }
 
-fn at_least<T: PartialOrd + std::fmt::Display + Copy>(flag: &str, v: T, lo: T) -> anyhow::Result<T> {
+fn at_least<T: PartialOrd + std::fmt::Display + Copy>(
+    flag: &str,
+    v: T,
+    lo: T,
+) -> anyhow::Result<T> {
     if v >= lo {
         Ok(v)
     } else {
@@ -175,9 +179,19 @@ impl TrainConfig {
         })?;
         let token_dtype = s.token_dtype.clone().unwrap_or_else(|| "u16".into());
         if !["u16", "u32"].contains(&token_dtype.as_str()) {
-            return Err(bad("token-dtype", format!("{token_dtype:?}"), "one of: u16, u32"));
+            return Err(bad(
+                "token-dtype",
+                format!("{token_dtype:?}"),
+                "one of: u16, u32",
+            ));
         }
-        let val_split = finite_in("val-split", s.val_split.unwrap_or(0.0), 0.0, 0.5, "in [0, 0.5]")?;
+        let val_split = finite_in(
+            "val-split",
+            s.val_split.unwrap_or(0.0),
+            0.0,
+            0.5,
+            "in [0, 0.5]",
+        )?;
         if s.val_data.is_some() && val_split > 0.0 {
             return Err(bad(
                 "val-split",
@@ -205,14 +219,24 @@ impl TrainConfig {
             10.0,
             "a finite number in (0, 10]",
         )?;
-        let lr_min = finite_in("lr-min", s.lr_min.unwrap_or(lr / 10.0), 0.0, lr, "in [0, --lr]")?;
+        let lr_min = finite_in(
+            "lr-min",
+            s.lr_min.unwrap_or(lr / 10.0),
+            0.0,
+            lr,
+            "in [0, --lr]",
+        )?;
         let warmup = s.warmup.unwrap_or((steps / 20).min(100));
         if warmup > steps {
             return Err(bad("warmup", warmup, &format!("at most --steps ({steps})")));
         }
         let schedule = s.schedule.clone().unwrap_or_else(|| "cosine".into());
         schedule.parse::<ScheduleKind>().map_err(|_| {
-            bad("schedule", format!("{schedule:?}"), "one of: cosine, linear, constant")
+            bad(
+                "schedule",
+                format!("{schedule:?}"),
+                "one of: cosine, linear, constant",
+            )
         })?;
         let weight_decay = finite_in(
             "weight-decay",
@@ -222,7 +246,13 @@ impl TrainConfig {
             "a finite number in [0, 10]",
         )?;
         let beta1 = finite_in("beta1", s.beta1.unwrap_or(0.9), 0.0, 0.999_999, "in [0, 1)")?;
-        let beta2 = finite_in("beta2", s.beta2.unwrap_or(0.95), 0.0, 0.999_999_9, "in [0, 1)")?;
+        let beta2 = finite_in(
+            "beta2",
+            s.beta2.unwrap_or(0.95),
+            0.0,
+            0.999_999_9,
+            "in [0, 1)",
+        )?;
         let eps = finite_in("eps", s.eps.unwrap_or(1e-8), 1e-30, 1.0, "in (0, 1]")?;
         let grad_clip = finite_in(
             "grad-clip",
@@ -258,9 +288,18 @@ impl TrainConfig {
         }
         let lora_targets = s.lora_targets.clone().unwrap_or_else(|| "q,v".into());
         let parsed = parse_lora_targets(&lora_targets)?;
-        let lora_targets = parsed.iter().map(|t| t.short()).collect::<Vec<_>>().join(",");
-        let lora_dropout =
-            finite_in("lora-dropout", s.lora_dropout.unwrap_or(0.0), 0.0, 0.99, "in [0, 0.99]")?;
+        let lora_targets = parsed
+            .iter()
+            .map(|t| t.short())
+            .collect::<Vec<_>>()
+            .join(",");
+        let lora_dropout = finite_in(
+            "lora-dropout",
+            s.lora_dropout.unwrap_or(0.0),
+            0.0,
+            0.99,
+            "in [0, 0.99]",
+        )?;
         Ok(TrainConfig {
             model,
             init,
@@ -372,19 +411,52 @@ impl TrainConfig {
     /// must keep them. Returns a description of the first difference.
     pub fn incompatibility(&self, saved: &TrainConfig) -> Option<String> {
         let pairs: [(&str, String, String); 9] = [
-            ("model", format!("{:?}", saved.model), format!("{:?}", self.model)),
-            ("init", format!("{:?}", saved.init), format!("{:?}", self.init)),
-            ("seq-len", saved.seq_len.to_string(), self.seq_len.to_string()),
-            ("batch-size", saved.batch_size.to_string(), self.batch_size.to_string()),
+            (
+                "model",
+                format!("{:?}", saved.model),
+                format!("{:?}", self.model),
+            ),
+            (
+                "init",
+                format!("{:?}", saved.init),
+                format!("{:?}", self.init),
+            ),
+            (
+                "seq-len",
+                saved.seq_len.to_string(),
+                self.seq_len.to_string(),
+            ),
+            (
+                "batch-size",
+                saved.batch_size.to_string(),
+                self.batch_size.to_string(),
+            ),
             ("accum", saved.accum.to_string(), self.accum.to_string()),
-            ("data-order", saved.data_order.clone(), self.data_order.clone()),
-            ("lora-rank", saved.lora_rank.to_string(), self.lora_rank.to_string()),
-            ("lora-targets", saved.lora_targets.clone(), self.lora_targets.clone()),
-            ("lora-alpha", saved.lora_alpha.to_string(), self.lora_alpha.to_string()),
+            (
+                "data-order",
+                saved.data_order.clone(),
+                self.data_order.clone(),
+            ),
+            (
+                "lora-rank",
+                saved.lora_rank.to_string(),
+                self.lora_rank.to_string(),
+            ),
+            (
+                "lora-targets",
+                saved.lora_targets.clone(),
+                self.lora_targets.clone(),
+            ),
+            (
+                "lora-alpha",
+                saved.lora_alpha.to_string(),
+                self.lora_alpha.to_string(),
+            ),
         ];
-        pairs.into_iter().find(|(_, a, b)| a != b).map(|(k, a, b)| {
-            format!("--{k} is {b} but the checkpoint was trained with {a}")
-        })
+        pairs
+            .into_iter()
+            .find(|(_, a, b)| a != b)
+            .map(|(k, a, b)| format!("--{k} is {b} but the checkpoint was trained with {a}"))
     }
 }
 

@@ -137,7 +137,11 @@ fn encode_jsonl(path: &Path, text: &str, tok: &dyn Encode) -> anyhow::Result<Tok
     }
     let all_targets = !mask.contains(&0);
     Ok(TokenData {
-        source: format!("{} tokens from {} ({rows} rows)", tokens.len(), path.display()),
+        source: format!(
+            "{} tokens from {} ({rows} rows)",
+            tokens.len(),
+            path.display()
+        ),
         mask: if all_targets { None } else { Some(mask) },
         tokens,
     })
@@ -150,6 +154,25 @@ fn need_tokenizer<'a>(path: &Path, tok: Option<&'a dyn Encode>) -> anyhow::Resul
             path.display()
         ))
     })
+}
+
+/// Loads `path` as a token stream and checks every id against `vocab`. For an ingested
+/// folder, `split` picks "train" or "val" (None when that split is empty).
+pub fn load_split(
+    path: &Path,
+    split: &str,
+    token_dtype: &str,
+    tok: Option<&dyn Encode>,
+    vocab: usize,
+) -> anyhow::Result<Option<TokenData>> {
+    if path.is_dir() {
+        let Some(data) = super::dataset::load_ingested(path, split)? else {
+            return Ok(None);
+        };
+        check(path, &data, vocab)?;
+        return Ok(Some(data));
+    }
+    load(path, token_dtype, tok, vocab).map(Some)
 }
 
 /// Loads `path` as a token stream and checks every id against `vocab`.
@@ -168,7 +191,8 @@ pub fn load(
         .unwrap_or("")
         .to_ascii_lowercase();
     let data = if meta.is_dir() {
-        super::dataset::load_ingested(path)?
+        super::dataset::load_ingested(path, "train")?
+            .ok_or_else(|| data_err(format!("{}: the train split is empty", path.display())))?
     } else if ext == "txt" || ext == "md" {
         let tok = need_tokenizer(path, tok)?;
         let text = std::fs::read_to_string(path)
@@ -187,8 +211,8 @@ pub fn load(
         }
     } else if ext == "jsonl" {
         let tok = need_tokenizer(path, tok)?;
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         encode_jsonl(path, &text, tok)?
     } else {
         let tokens = read_raw_tokens(path, token_dtype)?;
@@ -202,6 +226,11 @@ pub fn load(
             mask: None,
         }
     };
+    check(path, &data, vocab)?;
+    Ok(data)
+}
+
+fn check(path: &Path, data: &TokenData, vocab: usize) -> anyhow::Result<()> {
     if let Some((pos, id)) = data
         .tokens
         .iter()
@@ -223,7 +252,7 @@ pub fn load(
             )));
         }
     }
-    Ok(data)
+    Ok(())
 }
 
 impl TokenData {

@@ -1,6 +1,7 @@
 //! The training run: loop, checkpoints, resume, signals, progress (used by `cmd::train`).
 
 pub mod config;
+pub mod corpus;
 pub mod data_source;
 pub mod dataset;
 pub mod events;
@@ -89,13 +90,16 @@ fn resolve(flags: &Settings) -> anyhow::Result<(TrainConfig, bool)> {
     let Some(resume) = &flags.resume else {
         return Ok((TrainConfig::resolve(&file.overlaid(flags))?, false));
     };
-    let run_dir = resume.clone().or_else(|| flags.out.clone()).ok_or_else(|| {
-        Coded::new(
-            "invalid_argument",
-            config::EXIT_USAGE,
-            "--resume needs a run folder: --resume RUN_DIR (or --out RUN_DIR)",
-        )
-    })?;
+    let run_dir = resume
+        .clone()
+        .or_else(|| flags.out.clone())
+        .ok_or_else(|| {
+            Coded::new(
+                "invalid_argument",
+                config::EXIT_USAGE,
+                "--resume needs a run folder: --resume RUN_DIR (or --out RUN_DIR)",
+            )
+        })?;
     let saved_path = run_dir.join("config.toml");
     let text = std::fs::read_to_string(&saved_path).map_err(|e| {
         state::ckpt_err(format!(
@@ -247,7 +251,11 @@ impl Trainer {
         let lora = match &lora_cfg {
             Some(l) => {
                 l.validate(&shape).map_err(|e| {
-                    Coded::new("invalid_argument", config::EXIT_USAGE, format!("--lora-*: {e}"))
+                    Coded::new(
+                        "invalid_argument",
+                        config::EXIT_USAGE,
+                        format!("--lora-*: {e}"),
+                    )
                 })?;
                 let mut rng = Rng::new(cfg.seed ^ 0x10AA_10AA);
                 Some(LoraParams::init(&shape, l, &mut rng)?)
@@ -261,8 +269,30 @@ impl Trainer {
         let enc_ref = enc.as_ref().map(|e| e as &dyn data_source::Encode);
         let mut train = data_source::load(&cfg.data, &cfg.token_dtype, enc_ref, shape.vocab_size)?;
         let val = match (&cfg.val_data, cfg.val_split > 0.0) {
-            (Some(p), _) => Some(data_source::load(p, &cfg.token_dtype, enc_ref, shape.vocab_size)?),
+            (Some(p), _) => {
+                // An ingested folder given as validation data: its val split, else its train.
+                let v =
+                    data_source::load_split(p, "val", &cfg.token_dtype, enc_ref, shape.vocab_size)?;
+                match v {
+                    Some(v) => Some(v),
+                    None => data_source::load_split(
+                        p,
+                        "train",
+                        &cfg.token_dtype,
+                        enc_ref,
+                        shape.vocab_size,
+                    )?,
+                }
+            }
             (None, true) => Some(train.split_tail(cfg.val_split)),
+            // An ingested training folder brings its own val split.
+            (None, false) if cfg.data.is_dir() => data_source::load_split(
+                &cfg.data,
+                "val",
+                &cfg.token_dtype,
+                enc_ref,
+                shape.vocab_size,
+            )?,
             _ => None,
         };
         let data_err = |what: &str, e: data::windows::WindowError| -> anyhow::Error {
@@ -631,7 +661,11 @@ impl Trainer {
                 });
             }
             let loss = sum.mean();
-            let scale = if sum.count > 0 { 1.0 / sum.count as f32 } else { 0.0 };
+            let scale = if sum.count > 0 {
+                1.0 / sum.count as f32
+            } else {
+                0.0
+            };
             self.grads.iter_mut().for_each(|g| *g *= scale);
             let norm = if self.cfg.grad_clip > 0.0 {
                 clip_grad_norm(&mut self.grads, self.cfg.grad_clip)
@@ -740,10 +774,11 @@ impl Trainer {
         ev.emit(&Event::Phase {
             phase: "saving".into(),
         });
-        let final_dir = self
-            .cfg
-            .out
-            .join(if self.lora.is_some() { "adapter" } else { "model" });
+        let final_dir = self.cfg.out.join(if self.lora.is_some() {
+            "adapter"
+        } else {
+            "model"
+        });
         self.save_model(&final_dir)?;
         ev.finish();
         ev.log(format!("saved {}", final_dir.display()));

@@ -26,8 +26,7 @@ fn model_err(msg: String) -> anyhow::Error {
 }
 
 fn load_tokenizer(path: &std::path::Path) -> anyhow::Result<Tokenizer> {
-    Tokenizer::from_path(path)
-        .map_err(|e| model_err(format!("tokenizer {}: {e}", path.display())))
+    Tokenizer::from_path(path).map_err(|e| model_err(format!("tokenizer {}: {e}", path.display())))
 }
 
 /// Loads or initialises the model of `cfg` and its tokenizer, and checks they fit together.
@@ -49,7 +48,10 @@ pub fn setup(cfg: &TrainConfig) -> anyhow::Result<ModelSetup> {
             .as_ref()
             .ok_or_else(|| model_err("no --model or --init".into()))?;
         if !path.exists() {
-            return Err(model_err(format!("model {} does not exist", path.display())));
+            return Err(model_err(format!(
+                "model {} does not exist",
+                path.display()
+            )));
         }
         let loaded = formats::load_model(path)
             .map_err(|e| model_err(format!("cannot load model {}: {e}", path.display())))?;

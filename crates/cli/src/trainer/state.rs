@@ -97,16 +97,15 @@ pub fn restore_tensors(
     adam: &mut AdamW,
     adam_t: u64,
 ) -> anyhow::Result<()> {
-    let w = c
-        .tensors("weights")
-        .map_err(|e| ckpt_err(format!("{e}")))?;
+    let w = c.tensors("weights").map_err(|e| ckpt_err(format!("{e}")))?;
     for t in &layout.tensors {
         let r = t.range();
-        w.read_f32(&t.name, &t.shape, &mut weights[r]).map_err(|e| {
-            ckpt_err(format!(
-                "checkpoint does not fit this model/LoRA shape: {e}"
-            ))
-        })?;
+        w.read_f32(&t.name, &t.shape, &mut weights[r])
+            .map_err(|e| {
+                ckpt_err(format!(
+                    "checkpoint does not fit this model/LoRA shape: {e}"
+                ))
+            })?;
     }
     let names = w.entries().map_err(|e| ckpt_err(format!("{e}")))?;
     if names.len() != layout.tensors.len() {
