@@ -367,15 +367,17 @@ pub fn model_bytes(file: &Path, params: &Params) -> Result<Vec<u8>> {
     };
     for name in tensor_order(&h) {
         if name == "freq_cis" {
-            // cos then sin of pos * theta^(-2i/head_dim), as llama2.c's export writes them.
+            // cos then sin of pos * theta^(-2i/head_dim), in f32 as llama2.c's (PyTorch)
+            // export computes them; run.c never reads these tables.
             let hs = cfg.head_dim();
-            let freqs: Vec<f64> = (0..hs / 2)
-                .map(|i| 1.0 / cfg.rope_theta.powf((2 * i) as f64 / hs as f64))
+            let theta = cfg.rope_theta as f32;
+            let freqs: Vec<f32> = (0..hs / 2)
+                .map(|i| 1.0 / theta.powf((2 * i) as f32 / hs as f32))
                 .collect();
-            for trig in [f64::cos, f64::sin] {
+            for trig in [f32::cos, f32::sin] {
                 for pos in 0..cfg.max_seq_len {
                     for f in &freqs {
-                        out.extend_from_slice(&(trig(pos as f64 * f) as f32).to_le_bytes());
+                        out.extend_from_slice(&trig(pos as f32 * f).to_le_bytes());
                     }
                 }
             }

@@ -26,7 +26,7 @@ fn smollm2_q4_1_gguf() {
         (576, 1536, 30, 9, 3, 49152, 8192)
     );
     assert_eq!(c.rope_theta, 100000.0);
-    assert!((c.norm_eps - 1e-5).abs() < 1e-9);
+    assert_eq!(c.norm_eps, 1e-5);
     assert!(c.tied_embeddings && !c.qkv_bias);
     assert_eq!(m.params.data.len(), 134_515_008);
     assert_eq!(m.source, "gguf v3 Q4_1 +F32 +Q8_0");

@@ -401,14 +401,21 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
                 bail!("llama2.c export is f32 only (its legacy format)");
             }
             llama2c::write_model(&args.out, &m.params)?;
-            if let Some(t) = &m.tokenizer {
+            // llama2.c's tokenizer.bin: copied from a llama2.c source, else converted from
+            // a SentencePiece-style vocabulary (GGUF "llama", or tokenizer.json with byte fallback).
+            let converted = match &m.tokenizer {
+                None => None,
+                Some(t @ TokenizerSource::Llama2cBin(_)) => Some(Ok(t.clone())),
+                Some(_) => gguf_tokenizer(&m).transpose(),
+            };
+            if let Some(src) = converted {
                 let tok_path = args.out.with_file_name("tokenizer.bin");
-                match llama2c::tokenizer_from_source(&m.path, t) {
+                match src.and_then(|t| Ok(llama2c::tokenizer_from_source(&m.path, &t)?)) {
                     Ok(tb) => {
                         llama2c::write_tokenizer(&tok_path, &tb)?;
                         out.log(format!("wrote {}", tok_path.display()));
                     }
-                    Err(e) => out.log(format!("warning: no tokenizer.bin: {e}")),
+                    Err(e) => out.log(format!("warning: no tokenizer.bin: {e:#}")),
                 }
             }
         }

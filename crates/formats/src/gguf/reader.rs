@@ -49,7 +49,9 @@ impl Value {
     }
     pub fn as_f64(&self) -> Option<f64> {
         match *self {
-            Value::F32(v) => Some(v as f64),
+            // The shortest decimal that reads back as this f32 (1e-5, not 9.99999974e-6):
+            // what the file's writer meant, so HF -> GGUF -> HF keeps config.json values.
+            Value::F32(v) => v.to_string().parse().ok(),
             Value::F64(v) => Some(v),
             _ => self.as_i64().map(|v| v as f64),
         }

@@ -1,0 +1,262 @@
+//! `neuralforge import`, `export` and `info` end to end on real files: weights survive every
+//! path bitwise (f32), the tokenizer travels along, `--merge` folds an adapter in, and bad
+//! input fails with a message naming the file.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn shared() -> Option<PathBuf> {
+    let dir = std::env::var("NEURALFORGE_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")));
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        println!("skipped: shared data not found");
+        None
+    }
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("nf-cli-formats-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Runs the binary; returns (success, stdout, stderr).
+fn nf(args: &[&str]) -> (bool, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_neuralforge"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into(),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
+}
+
+fn ok(args: &[&str]) -> String {
+    let (success, stdout, stderr) = nf(args);
+    assert!(success, "neuralforge {args:?} failed: {stderr}");
+    stdout
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn llama2c_import_export_is_bitwise_and_keeps_the_tokenizer() {
+    let Some(shared) = shared() else { return };
+    let src = shared.join("data/stories260K/stories260K.bin");
+    let d = tmp("l2c");
+    let folder = d.join("model");
+    ok(&["import", s(&src), "--out", s(&folder)]);
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
+        assert!(folder.join(f).is_file(), "{f} missing");
+    }
+    // Importing over an existing model needs --force.
+    let (success, _, err) = nf(&["import", s(&src), "--out", s(&folder)]);
+    assert!(!success && err.contains("--force"), "{err}");
+    // Back to llama2.c: every weight byte equals the original file's.
+    let out = d.join("back/model.bin");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    ok(&[
+        "export",
+        s(&folder),
+        "--format",
+        "llama2c",
+        "--out",
+        s(&out),
+    ]);
+    let (a, b) = (std::fs::read(&src).unwrap(), std::fs::read(&out).unwrap());
+    assert_eq!(a.len(), b.len());
+    let weights_end = 28 + 4 * 260_032;
+    assert!(
+        a[..weights_end] == b[..weights_end],
+        "weights differ after import/export"
+    );
+    // The tokenizer made the trip through tokenizer.json with identical pieces.
+    let (ta, tb) = (
+        std::fs::read(shared.join("data/stories260K/tok512.bin")).unwrap(),
+        std::fs::read(out.with_file_name("tokenizer.bin")).unwrap(),
+    );
+    let pieces = |b: &[u8]| {
+        let mut v = Vec::new();
+        let mut p = 4;
+        while p < b.len() {
+            let l = i32::from_le_bytes(b[p + 4..p + 8].try_into().unwrap()) as usize;
+            v.push(b[p + 8..p + 8 + l].to_vec());
+            p += 8 + l;
+        }
+        v
+    };
+    assert_eq!(pieces(&ta), pieces(&tb));
+    // info --json on the folder.
+    let info = ok(&["info", s(&folder), "--json"]);
+    assert!(info.contains(r#""key":"vocab","value":512"#), "{info}");
+    assert!(
+        info.contains(r#""key":"tokenizer_vocab","value":512"#),
+        "{info}"
+    );
+}
+
+#[test]
+fn hf_to_gguf_to_hf_is_bitwise() {
+    let Some(shared) = shared() else { return };
+    let src = shared.join("fixtures/tiny-llama/model");
+    let d = tmp("gguf");
+    let g = d.join("m.gguf");
+    ok(&["export", s(&src), "--format", "gguf", "--out", s(&g)]);
+    let info = ok(&["info", s(&g), "--json"]);
+    assert!(info.contains(r#""key":"kv_heads","value":2"#), "{info}");
+    let back = d.join("back");
+    ok(&["import", s(&g), "--out", s(&back)]);
+    let a = formats::load_model(&src).unwrap();
+    let b = formats::load_model(&back).unwrap();
+    assert_eq!(a.params.config, b.params.config);
+    assert!(
+        a.params.data == b.params.data,
+        "HF -> GGUF -> HF not bitwise"
+    );
+    // Q8_0 and f16 GGUF, bf16 folder: accepted; bad combinations refused.
+    ok(&[
+        "export",
+        s(&src),
+        "--format",
+        "gguf",
+        "--dtype",
+        "q8_0",
+        "--out",
+        s(&g),
+    ]);
+    ok(&[
+        "export",
+        s(&src),
+        "--format",
+        "hf",
+        "--dtype",
+        "bf16",
+        "--out",
+        s(&d.join("bf16")),
+    ]);
+    let (success, _, err) = nf(&[
+        "export",
+        s(&src),
+        "--format",
+        "hf",
+        "--dtype",
+        "q8_0",
+        "--out",
+        s(&d.join("x")),
+    ]);
+    assert!(!success && err.contains("q8_0"), "{err}");
+}
+
+#[test]
+fn merge_folds_the_adapter_into_the_weights() {
+    let Some(shared) = shared() else { return };
+    let base = shared.join("fixtures/tiny-llama/model");
+    let adapter = shared.join("fixtures/tiny-llama/lora_after");
+    let d = tmp("merge");
+    let out = d.join("merged");
+    ok(&[
+        "export",
+        s(&base),
+        "--format",
+        "hf",
+        "--merge",
+        s(&adapter),
+        "--out",
+        s(&out),
+    ]);
+    let b = formats::load_model(&base).unwrap();
+    let m = formats::load_model(&out).unwrap();
+    let a =
+        formats::safetensors_io::SafetensorsFile::open(&adapter.join("adapter_model.safetensors"))
+            .unwrap();
+    // W' = W + (alpha / r) * B A, checked by a plain loop for one projection.
+    let name = "model.layers.1.self_attn.v_proj.weight";
+    let (_, la) = a
+        .read_any_f32("base_model.model.model.layers.1.self_attn.v_proj.lora_A.weight")
+        .unwrap();
+    let (_, lb) = a
+        .read_any_f32("base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight")
+        .unwrap();
+    let (w0, w1) = (b.params.get(name).unwrap(), m.params.get(name).unwrap());
+    let (out_f, in_f, r) = (32, 64, 4);
+    let mut max_err = 0f32;
+    let mut max_delta = 0f32;
+    for o in 0..out_f {
+        for i in 0..in_f {
+            let delta: f32 = (0..r)
+                .map(|k| lb[o * r + k] * la[k * in_f + i])
+                .sum::<f32>()
+                * 2.0;
+            max_err = max_err.max((w0[o * in_f + i] + delta - w1[o * in_f + i]).abs());
+            max_delta = max_delta.max(delta.abs());
+        }
+    }
+    assert!(
+        max_delta > 1e-4,
+        "the adapter changes nothing ({max_delta})"
+    );
+    assert!(max_err < 1e-6, "merge error {max_err}");
+    // Untouched tensors stay bitwise.
+    assert_eq!(
+        b.params.get("model.layers.1.mlp.up_proj.weight"),
+        m.params.get("model.layers.1.mlp.up_proj.weight")
+    );
+    // An adapter for another shape is refused.
+    let (success, _, err) = nf(&[
+        "export",
+        s(&shared.join("fixtures/tiny-llama-tied/model")),
+        "--format",
+        "hf",
+        "--merge",
+        s(&adapter),
+        "--out",
+        s(&d.join("bad")),
+    ]);
+    assert!(
+        !success && err.contains("adapter_model.safetensors"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_input_names_the_file() {
+    let Some(shared) = shared() else { return };
+    let d = tmp("bad");
+    let f = d.join("broken.gguf");
+    std::fs::write(&f, b"GGUF\x03\x00\x00\x00garbage").unwrap();
+    for cmd in [
+        vec!["info", s(&f)],
+        vec!["import", s(&f), "--out", s(&d.join("o"))],
+        vec!["export", s(&f), "--format", "hf", "--out", s(&d.join("o2"))],
+    ] {
+        let (success, _, err) = nf(&cmd);
+        assert!(!success, "{cmd:?} succeeded");
+        assert!(err.contains("broken.gguf"), "{cmd:?}: {err}");
+    }
+    let (success, out, _) = nf(&["info", s(&f), "--json"]);
+    assert!(!success && out.contains(r#""type":"error""#), "{out}");
+    // llama2.c export of a model llama2.c cannot express (rope theta 100000).
+    let (success, _, err) = nf(&[
+        "export",
+        s(&shared.join("fixtures/tiny-llama-tied/model")),
+        "--format",
+        "llama2c",
+        "--out",
+        s(&d.join("m.bin")),
+    ]);
+    assert!(!success && err.contains("rope_theta"), "{err}");
+}
