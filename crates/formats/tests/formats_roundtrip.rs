@@ -338,3 +338,54 @@ fn hf_save_options_are_written() {
     assert!(back.add_bos);
     assert!(max_diff(&back.params.data, &m.params.data) < 1e-2);
 }
+
+#[test]
+fn qkv_bias_model_survives_gguf_and_llama_layout() {
+    // A Qwen2-style model (q/k/v biases): the q/k biases must be permuted with their rows.
+    let mut cfg = engine::ModelConfig::preset("tiny").unwrap();
+    cfg.qkv_bias = true;
+    cfg.tied_embeddings = false;
+    let mut p = engine::Params::zeros(&cfg).unwrap();
+    let mut x = 0x1234_5678u32;
+    for v in p.data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *v = (x as f32 / u32::MAX as f32 - 0.5) * 0.2;
+    }
+    for l in 0..cfg.n_layers {
+        for n in ["input_layernorm.weight", "post_attention_layernorm.weight"] {
+            p.get_mut(&engine::params::names::layer(l, n))
+                .unwrap()
+                .fill(1.0);
+        }
+    }
+    let dir = tmp("bias");
+    let g = dir.join("b.gguf");
+    let opts = WriteOptions {
+        dtype: GgmlType::F32,
+        tokenizer: None,
+        chat_template: None,
+        name: None,
+    };
+    gguf::write(&g, &p, &opts).unwrap();
+    let back = load_model(&g).unwrap();
+    assert!(back.params.config.qkv_bias);
+    assert!(back.params.data == p.data);
+    let tokens = [1u32, 5, 9, 200, 17, 3];
+    assert_eq!(logits(&back.params, &tokens), logits(&p, &tokens));
+    // The file holds the q bias in interleaved order: pair (0, 1) of head 0 is (0, head_dim/2).
+    let bytes = std::fs::read(&g).unwrap();
+    let h = gguf::parse_header(&g, &bytes).unwrap();
+    let t = h.tensor("blk.0.attn_q.bias").unwrap();
+    let mut raw = vec![0f32; 64];
+    gguf::reader::read_tensor_f32(&h, &bytes, t, &mut raw).unwrap();
+    let bq = p.get("model.layers.0.self_attn.q_proj.bias").unwrap();
+    assert_eq!((raw[0], raw[1], raw[2]), (bq[0], bq[8], bq[1]));
+    // GGUF v2 files have the same layout: the version field alone changes.
+    let mut v2 = bytes.clone();
+    v2[4..8].copy_from_slice(&2u32.to_le_bytes());
+    let m2 = gguf::parse_model(Path::new("v2.gguf"), &v2).unwrap();
+    assert!(m2.params.data == p.data);
+    assert!(m2.source.starts_with("gguf v2"));
+}
