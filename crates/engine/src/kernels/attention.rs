@@ -71,8 +71,8 @@ pub fn forward(out: &mut [f32], lse: &mut [f32], q: &[f32], k: &[f32], v: &[f32]
                         let visible = i0 + r + 1;
                         let (live, masked) = row.split_at_mut(visible);
                         masked.fill(0.0);
-                        let max = live.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-                        let sum = exp_shifted_sum(live, max);
+                        let max = super::simd::max(live);
+                        let sum = super::simd::exp_sub_sum(live, max);
                         inv[r] = 1.0 / sum;
                         // SAFETY: lse[b, h, i0 + r] belongs to this task (b and h are its own).
                         unsafe {
@@ -91,30 +91,11 @@ pub fn forward(out: &mut [f32], lse: &mut [f32], q: &[f32], k: &[f32], v: &[f32]
                         false, false, rows, hd, keys, 1.0, sc, keys, vb, kw, 0.0, ob, qw,
                     );
                     for r in 0..rows {
-                        for x in &mut ob[r * qw..r * qw + hd] {
-                            *x *= inv[r];
-                        }
+                        super::simd::scale(&mut ob[r * qw..r * qw + hd], inv[r]);
                     }
                 }
             }
         });
-}
-
-/// Replaces `row` by exp(row - max) and returns its sum.
-fn exp_shifted_sum(row: &mut [f32], max: f32) -> f32 {
-    for x in row.iter_mut() {
-        *x -= max;
-    }
-    super::exp_in_place(row);
-    let mut acc = [0.0f32; 8];
-    let mut chunks = row.chunks_exact(8);
-    for c in &mut chunks {
-        for i in 0..8 {
-            acc[i] += c[i];
-        }
-    }
-    let tail: f32 = chunks.remainder().iter().sum();
-    acc.iter().sum::<f32>() + tail
 }
 
 /// Writes dq, dk and dv (overwriting) from dout, given the forward inputs, output and lse.
@@ -185,10 +166,7 @@ pub fn backward(
                         let d_i = dot(&dout[o..o + hd], &out[o..o + hd]);
                         let (live, masked) = prow.split_at_mut(i + 1);
                         masked.fill(0.0);
-                        for x in live.iter_mut() {
-                            *x -= l;
-                        }
-                        super::exp_in_place(live);
+                        super::simd::exp_sub_sum(live, l);
                         // dS = P * (dP - D) * scale, written over dP.
                         for (ds, pr) in dprow.iter_mut().zip(prow.iter()) {
                             *ds = pr * (*ds - d_i) * scale;

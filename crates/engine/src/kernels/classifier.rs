@@ -61,18 +61,11 @@ impl Classifier<'_> {
                         return;
                     }
                     let t = t as usize;
-                    let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                    let max = super::simd::max(row);
                     let target_logit = row[t];
-                    for z in row.iter_mut() {
-                        *z -= max;
-                    }
-                    super::exp_in_place(row);
-                    let sum: f64 = row.chunks(1024).map(|c| c.iter().sum::<f32>() as f64).sum();
+                    let sum = super::simd::exp_sub_sum(row, max) as f64;
                     if backward {
-                        let inv = (1.0 / sum) as f32;
-                        for z in row.iter_mut() {
-                            *z *= inv;
-                        }
+                        super::simd::scale(row, (1.0 / sum) as f32);
                         row[t] -= 1.0;
                     }
                     *loss = max as f64 + sum.ln() - target_logit as f64;

@@ -4,18 +4,12 @@ use rayon::prelude::*;
 
 const CHUNK: usize = 4096;
 
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
-}
-
 pub fn forward(h: &mut [f32], g: &[f32], u: &[f32]) {
     h.par_chunks_mut(CHUNK)
         .zip(g.par_chunks(CHUNK))
         .zip(u.par_chunks(CHUNK))
         .for_each(|((h, g), u)| {
-            for ((h, g), u) in h.iter_mut().zip(g).zip(u) {
-                *h = g * sigmoid(*g) * u;
-            }
+            super::simd::swiglu_forward(h, g, u);
         });
 }
 
@@ -29,12 +23,7 @@ pub fn backward(dg: &mut [f32], du: &mut [f32], dh: &[f32], g: &[f32], u: &[f32]
                 .zip(u.par_chunks(CHUNK)),
         )
         .for_each(|((dg, du), ((dh, g), u))| {
-            for i in 0..dg.len() {
-                let s = sigmoid(g[i]);
-                let silu = g[i] * s;
-                du[i] = dh[i] * silu;
-                dg[i] = dh[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
-            }
+            super::simd::swiglu_backward(dg, du, dh, g, u);
         });
 }
 
