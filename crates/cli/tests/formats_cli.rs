@@ -260,3 +260,96 @@ fn bad_input_names_the_file() {
     ]);
     assert!(!success && err.contains("rope_theta"), "{err}");
 }
+
+#[test]
+fn checkpoints_export_as_peft_and_models() {
+    let Some(shared) = shared() else { return };
+    let base_dir = shared.join("fixtures/tiny-llama/model");
+    let base = formats::load_model(&base_dir).unwrap();
+    let lora = formats::peft::load_adapter(
+        &shared.join("fixtures/tiny-llama/lora_after"),
+        &base.params.config,
+    )
+    .unwrap();
+    let d = tmp("ckpt");
+    fn named<'a>(
+        layout: &engine::ParamLayout,
+        data: &'a [f32],
+    ) -> Vec<(String, Vec<usize>, &'a [f32])> {
+        layout
+            .tensors
+            .iter()
+            .map(|t| (t.name.clone(), t.shape.clone(), &data[t.range()]))
+            .collect()
+    }
+    // The trainer's state shape: `model` (ModelConfig) and `config` (its settings).
+    let state = |rank: usize| {
+        serde_json::json!({
+            "model": base.params.config,
+            "config": {"model": base_dir, "lora_rank": rank, "lora_alpha": 8.0, "lora_targets": "q,k,v,o", "lora_dropout": 0.0},
+        })
+    };
+    let lora_ckpt = formats::checkpoint::save(
+        &d.join("lora-run"),
+        7,
+        &[formats::checkpoint::TensorFile {
+            stem: "weights",
+            tensors: named(&lora.layout, &lora.data),
+        }],
+        &state(4),
+    )
+    .unwrap();
+    let info = ok(&["info", s(&lora_ckpt), "--json"]);
+    assert!(
+        info.contains(r#""key":"trains","value":"lora adapter""#)
+            && info.contains(r#""key":"step","value":7"#),
+        "{info}"
+    );
+    let peft_out = d.join("adapter");
+    ok(&[
+        "export",
+        s(&lora_ckpt),
+        "--format",
+        "peft",
+        "--out",
+        s(&peft_out),
+    ]);
+    let back = formats::peft::load_adapter(&peft_out, &base.params.config).unwrap();
+    assert!(back.data == lora.data);
+    // The checkpoint also works as a --merge argument.
+    ok(&[
+        "export",
+        s(&base_dir),
+        "--format",
+        "gguf",
+        "--merge",
+        s(&lora_ckpt),
+        "--out",
+        s(&d.join("merged.gguf")),
+    ]);
+    // A full-model checkpoint exports with the base model's tokenizer settings.
+    let full = formats::checkpoint::save(
+        &d.join("full-run"),
+        3,
+        &[formats::checkpoint::TensorFile {
+            stem: "weights",
+            tensors: named(&base.params.layout, &base.params.data),
+        }],
+        &state(0),
+    )
+    .unwrap();
+    let out = d.join("full");
+    ok(&["export", s(&full), "--format", "hf", "--out", s(&out)]);
+    let m = formats::load_model(&out).unwrap();
+    assert!(m.params.data == base.params.data);
+    assert_eq!(m.eos_token_ids, vec![2]);
+    let (success, _, err) = nf(&[
+        "export",
+        s(&full),
+        "--format",
+        "peft",
+        "--out",
+        s(&d.join("x")),
+    ]);
+    assert!(!success && err.contains("full-model checkpoint"), "{err}");
+}

@@ -305,42 +305,93 @@ pub fn write_hf(dir: &Path, m: &LoadedModel, dtype: DType, out: &Output) -> anyh
     Ok(())
 }
 
-pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
-    if args.format == Format::Peft {
-        if args.merge.is_some() {
-            bail!("--merge makes a full model; use --format hf|gguf|llama2c with it");
+/// A model target with its storage type, checked before anything is loaded.
+enum Target {
+    Hf(DType),
+    Gguf(GgmlType),
+    Llama2c,
+}
+
+fn target(args: &Args) -> anyhow::Result<Option<Target>> {
+    Ok(Some(match (args.format, args.dtype) {
+        (Format::Peft, _) => return Ok(None),
+        (Format::Hf, OutDtype::F32) => Target::Hf(DType::F32),
+        (Format::Hf, OutDtype::F16) => Target::Hf(DType::F16),
+        (Format::Hf, OutDtype::Bf16) => Target::Hf(DType::BF16),
+        (Format::Hf, OutDtype::Q8_0) => {
+            bail!("--dtype q8_0 is for GGUF; a Hugging Face folder takes f32, f16 or bf16")
         }
-        // SRC: a LoRA checkpoint, or a PEFT folder re-saved (validated on the way).
-        let (lora, base) = if args.src.join("trainer_state.json").is_file() {
-            let (c, _, base, _) = open_checkpoint(&args.src)?;
-            let CheckpointContents::Adapter(l) = c else {
-                bail!(
-                    "{}: a full-model checkpoint has no adapter to export",
-                    args.src.display()
-                );
-            };
-            (l, base)
-        } else {
-            bail!(
-                "{}: --format peft exports a LoRA training checkpoint (a folder with trainer_state.json); \
-                 an adapter folder is already in the PEFT layout",
-                args.src.display()
-            );
-        };
-        let name = base.as_ref().map(|b| b.display().to_string());
-        peft::save_adapter(&args.out, &lora, name.as_deref())?;
-        out.log(format!(
-            "wrote PEFT adapter {} (rank {}, {} tensors)",
-            args.out.display(),
-            lora.config.rank,
-            lora.layout.tensors.len()
-        ));
-        out.event(&Event::Info {
-            key: "exported".into(),
-            value: serde_json::json!({"format": "peft", "path": args.out}),
-        });
-        return Ok(());
+        (Format::Gguf, OutDtype::F32) => Target::Gguf(GgmlType::F32),
+        (Format::Gguf, OutDtype::F16) => Target::Gguf(GgmlType::F16),
+        (Format::Gguf, OutDtype::Q8_0) => Target::Gguf(GgmlType::Q8_0),
+        (Format::Gguf, OutDtype::Bf16) => bail!("GGUF export takes --dtype f32, f16 or q8_0"),
+        (Format::Llama2c, OutDtype::F32) => Target::Llama2c,
+        (Format::Llama2c, _) => bail!("llama2.c export is f32 only (its legacy format)"),
+    }))
+}
+
+/// `--format peft`: the adapter of a LoRA training checkpoint as a PEFT folder.
+fn export_peft(args: &Args, out: &Output) -> anyhow::Result<()> {
+    if args.merge.is_some() {
+        bail!("--merge makes a full model; use --format hf|gguf|llama2c with it");
     }
+    if !args.src.join("trainer_state.json").is_file() {
+        bail!(
+            "{}: --format peft exports a LoRA training checkpoint (a folder with trainer_state.json); \
+             an adapter folder is already in the PEFT layout",
+            args.src.display()
+        );
+    }
+    let (c, _, base, _) = open_checkpoint(&args.src)?;
+    let CheckpointContents::Adapter(lora) = c else {
+        bail!(
+            "{}: a full-model checkpoint has no adapter to export",
+            args.src.display()
+        );
+    };
+    let name = base.as_ref().map(|b| b.display().to_string());
+    peft::save_adapter(&args.out, &lora, name.as_deref())?;
+    out.log(format!(
+        "wrote PEFT adapter {} (rank {}, {} tensors)",
+        args.out.display(),
+        lora.config.rank,
+        lora.layout.tensors.len()
+    ));
+    out.event(&Event::Info {
+        key: "exported".into(),
+        value: serde_json::json!({"format": "peft", "path": args.out}),
+    });
+    Ok(())
+}
+
+/// llama2.c's tokenizer.bin: copied from a llama2.c source, else converted from a
+/// SentencePiece-style vocabulary (GGUF "llama", or tokenizer.json with byte fallback).
+fn write_llama2c_tokenizer(m: &LoadedModel, model_out: &Path, out: &Output) -> anyhow::Result<()> {
+    let converted = match &m.tokenizer {
+        None => return Ok(()),
+        Some(t @ TokenizerSource::Llama2cBin(_)) => Ok(Some(t.clone())),
+        Some(_) => gguf_tokenizer(m),
+    };
+    let tok_path = model_out.with_file_name("tokenizer.bin");
+    let made = converted.and_then(|t| match t {
+        Some(t) => Ok(Some(llama2c::tokenizer_from_source(&m.path, &t)?)),
+        None => Ok(None),
+    });
+    match made {
+        Ok(Some(tb)) => {
+            llama2c::write_tokenizer(&tok_path, &tb)?;
+            out.log(format!("wrote {}", tok_path.display()));
+        }
+        Ok(None) => {}
+        Err(e) => out.log(format!("warning: no tokenizer.bin: {e:#}")),
+    }
+    Ok(())
+}
+
+pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
+    let Some(target) = target(&args)? else {
+        return export_peft(&args, out);
+    };
     let mut m = load_any_model(&args.src, out)?;
     out.log(format!("loaded {} ({})", args.src.display(), m.source));
     if let Some(a) = &args.merge {
@@ -360,25 +411,9 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
             Err(e) => out.log(format!("warning: cannot read the tokenizer: {e:#}")),
         }
     }
-    match args.format {
-        Format::Hf => {
-            let dtype = match args.dtype {
-                OutDtype::F32 => DType::F32,
-                OutDtype::F16 => DType::F16,
-                OutDtype::Bf16 => DType::BF16,
-                OutDtype::Q8_0 => {
-                    bail!("--dtype q8_0 is for GGUF; a Hugging Face folder takes f32, f16 or bf16")
-                }
-            };
-            write_hf(&args.out, &m, dtype, out)?;
-        }
-        Format::Gguf => {
-            let dtype = match args.dtype {
-                OutDtype::F32 => GgmlType::F32,
-                OutDtype::F16 => GgmlType::F16,
-                OutDtype::Q8_0 => GgmlType::Q8_0,
-                OutDtype::Bf16 => bail!("GGUF export takes --dtype f32, f16 or q8_0"),
-            };
+    match target {
+        Target::Hf(dtype) => write_hf(&args.out, &m, dtype, out)?,
+        Target::Gguf(dtype) => {
             let tok = gguf_tokenizer(&m)?;
             if tok.is_none() {
                 out.log("warning: the model has no tokenizer; the GGUF will carry none (llama.cpp needs one)");
@@ -396,30 +431,10 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
             };
             gguf::write(&args.out, &m.params, &opts)?;
         }
-        Format::Llama2c => {
-            if args.dtype != OutDtype::F32 {
-                bail!("llama2.c export is f32 only (its legacy format)");
-            }
+        Target::Llama2c => {
             llama2c::write_model(&args.out, &m.params)?;
-            // llama2.c's tokenizer.bin: copied from a llama2.c source, else converted from
-            // a SentencePiece-style vocabulary (GGUF "llama", or tokenizer.json with byte fallback).
-            let converted = match &m.tokenizer {
-                None => None,
-                Some(t @ TokenizerSource::Llama2cBin(_)) => Some(Ok(t.clone())),
-                Some(_) => gguf_tokenizer(&m).transpose(),
-            };
-            if let Some(src) = converted {
-                let tok_path = args.out.with_file_name("tokenizer.bin");
-                match src.and_then(|t| Ok(llama2c::tokenizer_from_source(&m.path, &t)?)) {
-                    Ok(tb) => {
-                        llama2c::write_tokenizer(&tok_path, &tb)?;
-                        out.log(format!("wrote {}", tok_path.display()));
-                    }
-                    Err(e) => out.log(format!("warning: no tokenizer.bin: {e:#}")),
-                }
-            }
+            write_llama2c_tokenizer(&m, &args.out, out)?;
         }
-        Format::Peft => unreachable!("handled above"),
     }
     out.log(format!("wrote {}", args.out.display()));
     out.event(&Event::Info {
