@@ -249,3 +249,92 @@ fn many_strings_match_reference_implementations() {
         }
     }
 }
+
+#[test]
+fn gguf_llama_vocabulary_equals_tokenizer_bin() {
+    let Some(shared) = common::shared() else {
+        return;
+    };
+    let path = shared.join("data/llama2_tokenizer/tokenizer.bin");
+    let bin = Tokenizer::from_path(&path).unwrap();
+    let m = bin.spm_model().unwrap();
+    let types = m
+        .kinds()
+        .iter()
+        .map(|k| match k {
+            data::tokenizer::spm::PieceKind::Unknown => 2,
+            data::tokenizer::spm::PieceKind::Control => 3,
+            data::tokenizer::spm::PieceKind::Byte => 6,
+            _ => 1,
+        })
+        .collect();
+    let vocab = data::tokenizer::GgufVocab {
+        model: "llama".into(),
+        tokens: m.pieces().to_vec(),
+        scores: Some(m.scores().to_vec()),
+        token_types: Some(types),
+        bos: Some(1),
+        eos: Some(2),
+        unk: Some(0),
+        ..Default::default()
+    };
+    let gguf = Tokenizer::from_gguf_vocab(&vocab).unwrap();
+    assert!(gguf.add_bos());
+    for s in [
+        "Hello world",
+        "  two spaces\n\nand 🦙 12345",
+        "<s> text </s>",
+    ] {
+        assert_eq!(gguf.encode(s, true).unwrap(), bin.encode(s, true).unwrap());
+    }
+    // Control tokens are parsed by encode_special.
+    assert_eq!(gguf.encode_special("<s>Hi", false).unwrap()[0], 1);
+    // Broken vocabularies are refused with the field named.
+    let mut bad = vocab.clone();
+    bad.scores = Some(vec![0.0; 3]);
+    let err = Tokenizer::from_gguf_vocab(&bad).unwrap_err().to_string();
+    assert!(err.contains("tokenizer.ggml.scores"), "{err}");
+    let mut bad = vocab;
+    bad.eos = Some(999_999);
+    let err = Tokenizer::from_gguf_vocab(&bad).unwrap_err().to_string();
+    assert!(err.contains("eos_token_id"), "{err}");
+}
+
+#[test]
+fn byte_level_stream_decoder_holds_back_partial_characters() {
+    let Some(gguf) = common::smollm_gguf() else {
+        return;
+    };
+    let tok = Tokenizer::from_path(&gguf).unwrap();
+    let text = "Hi 🦙🎉 日本語 naïve";
+    let ids = tok.encode(text, false).unwrap();
+    let mut dec = tok.stream_decoder();
+    let mut out = String::new();
+    for &id in &ids {
+        if let Some(t) = dec.push(id) {
+            assert!(!t.contains('\u{FFFD}'), "{t:?}");
+            out.push_str(&t);
+        }
+    }
+    assert_eq!(out, text);
+}
+
+#[test]
+fn corrupt_tokenizer_files_are_refused_with_the_file_named() {
+    let dir = common::temp_dir("corrupt-tok");
+    let cases: [(&str, &[u8]); 4] = [
+        ("short.bin", b"\x1b\0"),
+        ("neglen.bin", b"\x1b\0\0\0\0\0\0\0\xff\xff\xff\xff"),
+        ("bad.json", b"{\"model\": 3}"),
+        (
+            "trunc.gguf",
+            b"GGUF\x03\0\0\0\0\0\0\0\0\0\0\0\x05\0\0\0\0\0\0\0",
+        ),
+    ];
+    for (name, bytes) in cases {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        let err = Tokenizer::from_path(&p).unwrap_err().to_string();
+        assert!(err.contains(name), "{name}: {err}");
+    }
+}

@@ -273,6 +273,7 @@ fn process(
         })));
     }
     let mut warnings = Vec::new();
+    let byte_len = bytes.len() as u64;
     let text = extract::decode_text(&bytes, &mut warnings);
     drop(bytes);
     let (kind, ex) = match class {
@@ -309,7 +310,7 @@ fn process(
     Ok(Outcome::Data(Box::new(FileData {
         display: display.into(),
         sha256: sha,
-        bytes: text.len() as u64,
+        bytes: byte_len,
         kind: kind.into(),
         format: ex.format.into(),
         warnings,

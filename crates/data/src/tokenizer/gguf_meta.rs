@@ -125,7 +125,14 @@ impl<'a> Reader<'a> {
         }
         let elem = self.u32()?;
         let n = self.u64()?;
-        if n > (self.bytes.len() - self.pos) as u64 {
+        // Smallest encoded size of one element; bounds `n` before anything is allocated.
+        let min_size: u64 = match elem {
+            0 | 1 | 7 => 1,
+            2 | 3 => 2,
+            4..=6 => 4,
+            _ => 8,
+        };
+        if n.saturating_mul(min_size) > (self.bytes.len() - self.pos) as u64 {
             return Err(format!(
                 "array of {n} elements runs past the end of the file"
             ));

@@ -82,14 +82,14 @@ impl Tokenizer {
                 )),
             };
         }
-        let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-        if bytes.starts_with(b"GGUF") {
+        if has_gguf_magic(path)? {
             let vocab = gguf::read_gguf_vocab(path)?;
             return Tokenizer::from_gguf_vocab(&vocab).map_err(|e| match e {
                 DataError::Tokenizer(m) => DataError::format(path, m),
                 other => other,
             });
         }
+        let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
         let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
         if first == Some(&b'{') {
             return hf::load_json(path, &bytes);
@@ -464,6 +464,18 @@ impl Tokenizer {
             Backend::Hf(t) => Some(t),
             Backend::Spm(_) => None,
         }
+    }
+}
+
+/// Whether a file starts with the GGUF magic (read without loading the whole file).
+fn has_gguf_magic(path: &Path) -> Result<bool> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+    let mut magic = [0u8; 4];
+    match f.read_exact(&mut magic) {
+        Ok(()) => Ok(&magic == b"GGUF"),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(DataError::io(path, e)),
     }
 }
 
