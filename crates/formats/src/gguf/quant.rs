@@ -117,7 +117,7 @@ fn h(b: &[u8], i: usize) -> f32 {
 pub fn dequantize(t: GgmlType, src: &[u8], out: &mut [f32]) {
     let bl = t.block_len();
     let bb = t.block_bytes();
-    for (blk, o) in src.chunks_exact(bb).zip(out.chunks_mut(bl)) {
+    for (blk, o) in src.chunks_exact(bb).zip(out.chunks_exact_mut(bl)) {
         match t {
             GgmlType::F32 => o[0] = f32::from_le_bytes([blk[0], blk[1], blk[2], blk[3]]),
             GgmlType::F16 => o[0] = h(blk, 0),

@@ -417,10 +417,14 @@ pub fn read_tensor_f32(h: &GgufHeader, b: &[u8], t: &TensorInfo, out: &mut [f32]
             format!("{} values, expected {}", t.n_elements, out.len()),
         ));
     }
-    let start = (h.data_offset + t.offset) as usize;
-    let src = b.get(start..start + t.n_bytes as usize).ok_or_else(|| {
-        FormatError::invalid(&h.path, &t.name, "data runs past the end of the file")
-    })?;
+    let src = h
+        .data_offset
+        .checked_add(t.offset)
+        .and_then(|start| Some((start, start.checked_add(t.n_bytes)?)))
+        .and_then(|(start, end)| b.get(usize::try_from(start).ok()?..usize::try_from(end).ok()?))
+        .ok_or_else(|| {
+            FormatError::invalid(&h.path, &t.name, "data runs past the end of the file")
+        })?;
     super::quant::dequantize(t.ggml_type, src, out);
     Ok(())
 }

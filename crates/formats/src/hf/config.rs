@@ -148,7 +148,7 @@ pub fn parse_config(file: &Path, text: &str) -> Result<(ModelConfig, HfExtras)> 
         qkv_bias: get_bool(file, obj, "attention_bias")?.unwrap_or(model_type == "qwen2"),
     };
     if let Some(hd) = get_usize(file, obj, "head_dim")? {
-        if n_heads == 0 || hd * n_heads != dim {
+        if hd.checked_mul(n_heads) != Some(dim) {
             return Err(FormatError::unsupported(
                 file,
                 "head_dim",
