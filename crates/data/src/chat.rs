@@ -278,6 +278,56 @@ mod tests {
         assert!(ChatTemplate::new("{% for %}", "", "").is_err());
     }
 
+    fn spans_of(t: &ChatTemplate, msgs: &[ChatMessage]) -> Vec<String> {
+        let r = t.render_with_spans(msgs).unwrap();
+        r.assistant_spans
+            .iter()
+            .map(|s| r.text[s.clone()].to_string())
+            .collect()
+    }
+
+    #[test]
+    fn common_model_templates() {
+        let msgs = [
+            ChatMessage::new("user", "Hi"),
+            ChatMessage::new("assistant", "Hello"),
+        ];
+        let llama3 = "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}";
+        let t = ChatTemplate::new(llama3, "<|begin_of_text|>", "<|eot_id|>").unwrap();
+        assert_eq!(
+            t.render(&msgs, false).unwrap(),
+            "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nHello<|eot_id|>"
+        );
+        assert_eq!(spans_of(&t, &msgs), ["Hello<|eot_id|>"]);
+
+        let zephyr = "{% for message in messages %}\n{% if message['role'] == 'user' %}\n{{ '<|user|>\n' + message['content'] + eos_token }}\n{% elif message['role'] == 'system' %}\n{{ '<|system|>\n' + message['content'] + eos_token }}\n{% elif message['role'] == 'assistant' %}\n{{ '<|assistant|>\n'  + message['content'] + eos_token }}\n{% endif %}\n{% if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n{% endfor %}";
+        let t = ChatTemplate::new(zephyr, "<s>", "</s>").unwrap();
+        assert_eq!(
+            t.render(&msgs, false).unwrap(),
+            "<|user|>\nHi</s>\n<|assistant|>\nHello</s>\n"
+        );
+        assert_eq!(
+            t.render(&msgs[..1], true).unwrap(),
+            "<|user|>\nHi</s>\n<|assistant|>\n"
+        );
+        assert_eq!(spans_of(&t, &msgs), ["Hello</s>\n"]);
+        // A template whose generation prompt is not a prefix of the full turn falls back to
+        // the message content.
+        let odd = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</{{ m['role'] }}>{% endfor %}{% if add_generation_prompt %}<assistant >{% endif %}";
+        let t = ChatTemplate::new(odd, "", "").unwrap();
+        assert_eq!(spans_of(&t, &msgs), ["Hello"]);
+
+        let mistral = "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}";
+        let t = ChatTemplate::new(mistral, "<s>", "</s>").unwrap();
+        assert_eq!(
+            t.render(&msgs, false).unwrap(),
+            "<s>[INST] Hi [/INST]Hello</s>"
+        );
+        assert_eq!(spans_of(&t, &msgs), ["Hello</s>"]);
+        let err = t.render(&msgs[1..], false).unwrap_err().to_string();
+        assert!(err.contains("alternate"), "{err}");
+    }
+
     #[test]
     fn dates() {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
