@@ -59,7 +59,6 @@ pub struct Workspace {
     rope: RopeTable,
     // Saved activations, one slab per layer ([L, n, width]).
     res: Vec<f32>, // [L+1, n, d]: input of each layer, then the final residual
-    ln1: Vec<f32>,
     rstd1: Vec<f32>,
     q: Vec<f32>,
     k: Vec<f32>,
@@ -67,17 +66,19 @@ pub struct Workspace {
     att: Vec<f32>,
     lse: Vec<f32>,
     xmid: Vec<f32>,
-    ln2: Vec<f32>,
     rstd2: Vec<f32>,
     g: Vec<f32>,
     u: Vec<f32>,
-    h: Vec<f32>,
     lnf: Vec<f32>,
     rstdf: Vec<f32>,
     // LoRA: x A^T per (layer, target) [L, nt, n, r]; dropout masks [L, nt, n, in_max].
     lora_mid: Vec<f32>,
     lora_mask: Vec<f32>,
-    // Scratch.
+    // Scratch. `ln` and `h` hold a normalised input / SwiGLU output of the layer at hand:
+    // the backward pass recomputes them from the saved rstd / gate and up (cheap, and it
+    // saves (2 d + hidden) floats per token per layer).
+    ln: Vec<f32>,
+    h: Vec<f32>,
     dres: Vec<f32>,
     dln: Vec<f32>,
     dq: Vec<f32>,
@@ -130,7 +131,7 @@ impl Workspace {
         });
         let chunk = n.min(CLASSIFIER_CHUNK);
         // Check the total before allocating anything.
-        let per_layer = mul(n, 6 * d + 2 * kv + 3 * hd + 2)? + mul(mul(batch, cfg.n_heads)?, seq)?;
+        let per_layer = mul(n, 4 * d + 2 * kv + 2 * hd + 2)? + mul(mul(batch, cfg.n_heads)?, seq)?;
         let lora_floats = mul(
             mul(layers, nt)?,
             mul(n, rank + if dropout { in_max } else { 0 })?,
@@ -140,7 +141,7 @@ impl Workspace {
             + lora_floats
             + mul(
                 n,
-                3 * d + 2 * kv + 3 * hd + rank + if dropout { in_max } else { 0 },
+                4 * d + 2 * kv + 4 * hd + rank + if dropout { in_max } else { 0 },
             )?
             + mul(chunk, cfg.vocab_size)?;
         ModelConfig::check_fits_in_memory(mul(total, 4)? as u64)?;
@@ -152,7 +153,7 @@ impl Workspace {
             n,
             rope: RopeTable::new(seq, cfg.head_dim(), cfg.rope_theta),
             res: z((layers + 1) * n * d),
-            ln1: z(layers * n * d),
+            ln: z(n * d),
             rstd1: z(layers * n),
             q: z(layers * n * d),
             k: z(layers * n * kv),
@@ -160,11 +161,10 @@ impl Workspace {
             att: z(layers * n * d),
             lse: z(layers * n * cfg.n_heads),
             xmid: z(layers * n * d),
-            ln2: z(layers * n * d),
             rstd2: z(layers * n),
             g: z(layers * n * hd),
             u: z(layers * n * hd),
-            h: z(layers * n * hd),
+            h: z(n * hd),
             lnf: z(n * d),
             rstdf: z(n),
             lora_mid: z(layers * nt * n * rank),
@@ -195,7 +195,6 @@ impl Workspace {
     pub fn breakdown(&self) -> WorkspaceBytes {
         let saved = [
             &self.res,
-            &self.ln1,
             &self.rstd1,
             &self.q,
             &self.k,
@@ -203,17 +202,17 @@ impl Workspace {
             &self.att,
             &self.lse,
             &self.xmid,
-            &self.ln2,
             &self.rstd2,
             &self.g,
             &self.u,
-            &self.h,
             &self.lnf,
             &self.rstdf,
             &self.lora_mid,
             &self.lora_mask,
         ];
         let scratch = [
+            &self.ln,
+            &self.h,
             &self.dres,
             &self.dln,
             &self.dq,
@@ -471,9 +470,9 @@ fn forward_body(
         let (before, after) = ws.res.split_at_mut((l + 1) * n * d);
         let x_in = &before[l * n * d..];
         let x_out = &mut after[..n * d];
-        let ln1 = &mut ws.ln1[slab(n, d, l)];
+        let ln1 = &mut ws.ln[..];
         rmsnorm::forward(ln1, &mut ws.rstd1[slab(n, 1, l)], x_in, w.attn_norm, eps);
-        let ln1 = &ws.ln1[slab(n, d, l)];
+        let ln1 = &ws.ln[..];
         if let (Some(rng), true) = (dropout_rng.as_deref_mut(), dropout > 0.0) {
             draw_masks(&mut ws.lora_mask, lora, &cfg, n, l, dropout, rng);
         }
@@ -544,13 +543,13 @@ fn forward_body(
         }
         let xmid = &ws.xmid[slab(n, d, l)];
         rmsnorm::forward(
-            &mut ws.ln2[slab(n, d, l)],
+            &mut ws.ln[..],
             &mut ws.rstd2[slab(n, 1, l)],
             xmid,
             w.ffn_norm,
             eps,
         );
-        let ln2 = &ws.ln2[slab(n, d, l)];
+        let ln2 = &ws.ln[..];
         for (t, y, wt) in [
             (LoraTarget::Gate, &mut ws.g[slab(n, hd, l)], w.w_gate),
             (LoraTarget::Up, &mut ws.u[slab(n, hd, l)], w.w_up),
@@ -572,12 +571,8 @@ fn forward_body(
                 lora_forward(y, ln2, &mut s, &mut ws.ltmp, n, d, hd);
             }
         }
-        swiglu::forward(
-            &mut ws.h[slab(n, hd, l)],
-            &ws.g[slab(n, hd, l)],
-            &ws.u[slab(n, hd, l)],
-        );
-        let hbuf = &ws.h[slab(n, hd, l)];
+        swiglu::forward(&mut ws.h[..], &ws.g[slab(n, hd, l)], &ws.u[slab(n, hd, l)]);
+        let hbuf = &ws.h[..];
         x_out.copy_from_slice(xmid);
         sgemm(
             false, true, n, d, hd, 1.0, hbuf, hd, w.w_down, hd, 1.0, x_out, d,
@@ -802,7 +797,8 @@ pub fn forward_backward(
         }
 
         // MLP: res[l+1] = xmid + h Wd^T (+ LoRA)
-        let hbuf = &ws.h[slab(n, hd, l)];
+        swiglu::forward(&mut ws.h, &ws.g[slab(n, hd, l)], &ws.u[slab(n, hd, l)]);
+        let hbuf = &ws.h[..];
         linear::backward_input(&mut ws.dh, &ws.dres, w.w_down, n, hd, d, false);
         if full {
             linear::backward_weight(
@@ -823,7 +819,9 @@ pub fn forward_backward(
             &ws.g[slab(n, hd, l)],
             &ws.u[slab(n, hd, l)],
         );
-        let ln2 = &ws.ln2[slab(n, d, l)];
+        let xmid = &ws.xmid[slab(n, d, l)];
+        rmsnorm::apply(&mut ws.ln, xmid, w.ffn_norm, &ws.rstd2[slab(n, 1, l)]);
+        let ln2 = &ws.ln[..];
         linear::backward_input(&mut ws.dln, &ws.dg, w.w_gate, n, d, hd, false);
         linear::backward_input(&mut ws.dln, &ws.du, w.w_up, n, d, hd, true);
         if full {
@@ -868,7 +866,13 @@ pub fn forward_backward(
         );
         rope::apply(&mut ws.dq, &ws.rope, ws.seq, cfg.n_heads, true);
         rope::apply(&mut ws.dk, &ws.rope, ws.seq, cfg.n_kv_heads, true);
-        let ln1 = &ws.ln1[slab(n, d, l)];
+        rmsnorm::apply(
+            &mut ws.ln,
+            &ws.res[slab(n, d, l)],
+            w.attn_norm,
+            &ws.rstd1[slab(n, 1, l)],
+        );
+        let ln1 = &ws.ln[..];
         linear::backward_input(&mut ws.dln, &ws.dq, w.wq, n, d, d, false);
         linear::backward_input(&mut ws.dln, &ws.dk, w.wk, n, d, kv, true);
         linear::backward_input(&mut ws.dln, &ws.dv, w.wv, n, d, kv, true);

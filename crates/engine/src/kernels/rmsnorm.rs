@@ -19,6 +19,19 @@ pub fn forward(y: &mut [f32], rstd: &mut [f32], x: &[f32], w: &[f32], eps: f32) 
         });
 }
 
+/// y = x * rstd * w with a saved rstd: recomputes the forward output bit for bit.
+pub fn apply(y: &mut [f32], x: &[f32], w: &[f32], rstd: &[f32]) {
+    let dim = w.len();
+    y.par_chunks_mut(dim)
+        .zip(rstd.par_iter())
+        .zip(x.par_chunks(dim))
+        .for_each(|((y, &s), x)| {
+            for ((y, x), w) in y.iter_mut().zip(x).zip(w) {
+                *y = (x * s) * w;
+            }
+        });
+}
+
 /// dx += dL/dx, dw += dL/dw, given dy, the input x and the saved rstd.
 pub fn backward(
     dx: &mut [f32],
