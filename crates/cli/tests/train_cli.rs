@@ -169,7 +169,7 @@ fn ndjson_stream_and_run_folder() {
     assert_eq!(count("init"), 1);
     assert_eq!(count("step"), 16);
     assert_eq!(count("batch"), 8);
-    assert_eq!(count("val"), 2);
+    assert_eq!(count("val"), 3); // steps 0, 4 and 8
     assert_eq!(count("done"), 1);
     assert!(count("checkpoint") >= 4);
     let init = events.iter().find(|e| e["type"] == "init").unwrap();

@@ -620,6 +620,16 @@ impl Trainer {
         });
         let best_dir = self.cfg.out.join("best");
         let mut stopped_early = false;
+        if self.st.step == 0 {
+            // The starting point, so a curve (and a fine-tune's gain) begins at step 0.
+            if let Some(v) = self.evaluate()? {
+                ev.emit(&Event::Val {
+                    step: 0,
+                    val_loss: v,
+                    val_batches: self.val_windows.div_ceil(b) as u64,
+                });
+            }
+        }
         while self.st.step < self.cfg.steps {
             let step_start = Instant::now();
             let lr = self.sched.lr_at(self.st.step);
@@ -728,7 +738,7 @@ impl Trainer {
                 ));
             }
             let last = self.st.step == self.cfg.steps;
-            let val_due = self.cfg.val_every > 0 && self.st.step % self.cfg.val_every == 0;
+            let val_due = self.cfg.val_every > 0 && self.st.step.is_multiple_of(self.cfg.val_every);
             if val_due || last {
                 if let Some(v) = self.evaluate()? {
                     ev.emit(&Event::Val {
@@ -760,7 +770,8 @@ impl Trainer {
                 }
             }
             self.st.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
-            let ckpt_due = self.cfg.ckpt_every > 0 && self.st.step % self.cfg.ckpt_every == 0;
+            let ckpt_due =
+                self.cfg.ckpt_every > 0 && self.st.step.is_multiple_of(self.cfg.ckpt_every);
             if ckpt_due || last || stopped_early {
                 self.checkpoint(ev)?;
             }

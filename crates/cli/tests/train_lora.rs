@@ -1,0 +1,88 @@
+//! LoRA through `neuralforge train` on a real small model (llama2.c stories260K) and real SFT
+//! text: the validation loss falls and a PEFT adapter folder comes out.
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn shared() -> Option<PathBuf> {
+    let p = std::env::var("NEURALFORGE_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")));
+    p.is_dir().then_some(p)
+}
+
+#[test]
+fn lora_lowers_validation_loss_on_sft_data() {
+    let Some(sh) = shared() else {
+        println!("skipped: shared data not found");
+        return;
+    };
+    let out = std::env::temp_dir().join(format!("nf-train-lora-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let s = |p: &str| sh.join(p).to_str().unwrap().to_string();
+    let o = Command::new(env!("CARGO_BIN_EXE_neuralforge"))
+        .args(["--json", "train", "--model"])
+        .arg(s("data/stories260K/stories260K.bin"))
+        .arg("--tokenizer")
+        .arg(s("data/stories260K/tok512.bin"))
+        .arg("--data")
+        .arg(s("data/sft/mlx_lora_wikisql_text_train.jsonl"))
+        .arg("--val-data")
+        .arg(s("data/sft/mlx_lora_wikisql_text_valid.jsonl"))
+        .args([
+            "--lora-rank",
+            "8",
+            "--lora-targets",
+            "q,k,v,o,gate,up,down",
+            "--steps",
+            "40",
+            "--batch-size",
+            "8",
+            "--seq-len",
+            "128",
+            "--lr",
+            "1e-2",
+            "--warmup",
+            "4",
+            "--val-every",
+            "40",
+            "--val-batches",
+            "4",
+            "--threads",
+            "2",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let events: Vec<Value> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let init = events.iter().find(|e| e["type"] == "init").unwrap();
+    assert_eq!(init["mode"], "lora");
+    assert!(init["trainable_params"].as_u64().unwrap() < init["params"].as_u64().unwrap() / 2);
+    assert!(events
+        .iter()
+        .any(|e| e["type"] == "info" && e["key"] == "lora"));
+    let vals: Vec<f64> = events
+        .iter()
+        .filter(|e| e["type"] == "val")
+        .map(|e| e["val_loss"].as_f64().unwrap())
+        .collect();
+    assert_eq!(vals.len(), 2, "{vals:?}");
+    assert!(
+        vals[1] < vals[0] - 0.3,
+        "val loss {} -> {}",
+        vals[0],
+        vals[1]
+    );
+    for f in ["adapter_config.json", "adapter_model.safetensors"] {
+        assert!(out.join("adapter").join(f).is_file(), "{f}");
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
