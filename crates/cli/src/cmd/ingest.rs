@@ -50,12 +50,13 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
     opts.shard_tokens = args.shard_tokens;
 
     let bar = (!out.json && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| {
-        let b = indicatif::ProgressBar::new_spinner();
+        let b = indicatif::ProgressBar::new(0);
         b.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {pos} files, {msg} [{elapsed}]")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} files, {msg} [{elapsed}]",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
-        b.enable_steady_tick(std::time::Duration::from_millis(120));
         b
     });
     let tokens_so_far = std::sync::atomic::AtomicU64::new(0);
@@ -69,6 +70,7 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
             });
         }
         if let Some(b) = &bar {
+            b.set_length(e.total_files as u64);
             b.inc(1);
             b.set_message(format!("{total} tokens"));
         }

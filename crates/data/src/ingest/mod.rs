@@ -61,6 +61,8 @@ pub struct FileEvent {
     pub tokens: u64,
     /// True when the file was unchanged and its tokens were reused.
     pub reused: bool,
+    /// Number of files found (for a progress bar); skipped files are not reported.
+    pub total_files: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -145,6 +147,7 @@ pub fn ingest(
         HashMap::new()
     };
     let encoder = Encoder::new(tok, opts.train_on_prompt)?;
+    let total_files = found.files.len();
 
     let outcomes: Vec<Result<Outcome>> = found
         .files
@@ -161,6 +164,7 @@ pub fn ingest(
                         .map(|d| d.tokens.len() as u64)
                         .sum(),
                     reused: d.reused,
+                    total_files,
                 });
             }
             Ok(out)
