@@ -251,6 +251,33 @@ impl Checkpoint {
     }
 }
 
+/// Removes half-written folders and pointer files left by a process that died while saving
+/// (hidden `.tmp-*` / `.old-*` entries). Call only while no other process writes here.
+pub fn remove_stale_temporaries(checkpoints: &Path) -> Result<usize> {
+    let rd = match std::fs::read_dir(checkpoints) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(FormatError::io(checkpoints, e)),
+    };
+    let mut n = 0;
+    for entry in rd {
+        let entry = entry.map_err(|e| FormatError::io(checkpoints, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(".tmp-") || name.starts_with(".old-") {
+            let p = entry.path();
+            let r = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            r.map_err(|e| FormatError::io(&p, e))?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 /// Checkpoint folders under `checkpoints/` as (step, path), oldest first.
 pub fn list(checkpoints: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let mut v = Vec::new();
@@ -413,6 +440,8 @@ mod tests {
         let d = tmp("pointer");
         save_one(&d, 5, &[5.0]);
         save_one(&d, 7, &[7.0]);
+        std::fs::create_dir_all(d.join(".tmp-step-000009-1")).unwrap();
+        assert_eq!(remove_stale_temporaries(&d).unwrap(), 1);
         std::fs::remove_file(d.join(LATEST_FILE)).unwrap();
         assert_eq!(open_latest(&d).unwrap().unwrap().step, 7);
         std::fs::write(d.join(LATEST_FILE), "../../etc\n").unwrap();

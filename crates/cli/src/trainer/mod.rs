@@ -155,6 +155,9 @@ pub fn run(flags: Settings, out: &Output) -> anyhow::Result<Outcome> {
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("creating run folder {}", run_dir.display()))?;
     ev.open_log(&run_dir.join("events.ndjson"))?;
+    // A process killed while saving leaves hidden temporaries; they are never checkpoints.
+    formats::checkpoint::remove_stale_temporaries(&run_dir.join("checkpoints"))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let stop = StopSignal::install()?;
     let result = Trainer::start(cfg, resuming, &mut ev, &stop).and_then(|mut t| t.train(&mut ev));
     if let Err(e) = &result {
