@@ -74,7 +74,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 fn prefill_and_decode_match_full_forward() {
     for (name, cfg) in configs() {
         let p = random_params(&cfg, 7);
-        let t = 40;
+        let t = 80; // past PARALLEL_ATTENTION_FROM: both attention paths
         let v = cfg.vocab_size;
         let toks = tokens(t, v, 3);
         let reference = engine::model::logits(&p, None, &toks, 1, t).expect("reference forward");

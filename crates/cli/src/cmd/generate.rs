@@ -484,7 +484,9 @@ fn bench(args: &Args, model: &LoadedModel, out: &Output) -> anyhow::Result<()> {
     let pp = np as f64 / best_pp;
     let tg = ng as f64 / best_tg;
     let weight_bytes = infer::bench::weight_bytes_per_token(cfg);
-    let bandwidth = infer::bench::measure_read_bandwidth(1 << 30, 2.0);
+    // The same number of bytes as the weights: caches help both figures alike.
+    let buffer = (weight_bytes as usize).clamp(64 << 20, 4 << 30);
+    let bandwidth = infer::bench::measure_read_bandwidth(buffer, 2.0);
     let bound = bandwidth / weight_bytes as f64;
     let value = serde_json::json!({
         "model": model.path.display().to_string(),
@@ -497,6 +499,7 @@ fn bench(args: &Args, model: &LoadedModel, out: &Output) -> anyhow::Result<()> {
         "gen_tokens_per_s": tg,
         "weight_bytes_per_token": weight_bytes,
         "read_bandwidth_gb_s": bandwidth / 1e9,
+        "bandwidth_buffer_bytes": buffer,
         "gen_bound_tokens_per_s": bound,
         "gen_fraction_of_bound": tg / bound,
         "reps": reps,

@@ -8,6 +8,10 @@ use rayon::prelude::*;
 /// Prompt tokens processed per GEMM batch: bounds the scratch memory of long prompts.
 const PREFILL_CHUNK: usize = 512;
 
+/// Context length from which decode splits attention heads across threads (below it the
+/// fork-join costs more than the work).
+const PARALLEL_ATTENTION_FROM: usize = 64;
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum InferError {
     #[error("token id {token} is outside the model's vocabulary of {vocab}")]
@@ -246,6 +250,7 @@ impl<'p> InferenceSession<'p> {
                 &self.cache.v[l],
                 pos,
                 cfg,
+                pos >= PARALLEL_ATTENTION_FROM,
             );
             kernels::matvec(lw.wo, &s.att, &mut s.proj);
             kernels::add_into(&mut s.x, &s.proj);
@@ -302,7 +307,7 @@ impl<'p> InferenceSession<'p> {
                 .par_chunks_mut(d)
                 .enumerate()
                 .for_each(|(r, out)| {
-                    attend_row(&q[r * d..(r + 1) * d], out, kc, vc, start + r, cfg)
+                    attend_row(&q[r * d..(r + 1) * d], out, kc, vc, start + r, cfg, false)
                 });
             kernels::matmul_bt(&s.att[..n * d], lw.wo, &mut s.proj[..n * d], n, d, d);
             kernels::add_into(&mut s.x[..n * d], &s.proj[..n * d]);
@@ -371,7 +376,8 @@ fn ffn_one(s: &mut Scratch, lw: &LayerView<'_>, eps: f32) {
 }
 
 /// Causal attention of one query row at position `pos` over cached keys/values `0..=pos`,
-/// every head; query head `h` reads kv head `h / (n_heads / n_kv_heads)` (GQA).
+/// every head; query head `h` reads kv head `h / (n_heads / n_kv_heads)` (GQA). With
+/// `parallel`, heads are split across the rayon pool (decode of a long context).
 fn attend_row(
     q: &[f32],
     out: &mut [f32],
@@ -379,26 +385,52 @@ fn attend_row(
     v_cache: &[f32],
     pos: usize,
     cfg: &crate::config::ModelConfig,
+    parallel: bool,
 ) {
     let hd = cfg.head_dim();
+    let head = |(h, o): (usize, &mut [f32])| {
+        let mut scores = vec![0f32; pos + 1];
+        attend_head(
+            &q[h * hd..(h + 1) * hd],
+            o,
+            k_cache,
+            v_cache,
+            h,
+            cfg,
+            &mut scores,
+        );
+    };
+    if parallel {
+        out.par_chunks_mut(hd).enumerate().for_each(head);
+    } else {
+        out.chunks_mut(hd).enumerate().for_each(head);
+    }
+}
+
+/// One head's softmax(q·Kᵀ/√d)·V over positions `0..scores.len()`.
+fn attend_head(
+    qh: &[f32],
+    o: &mut [f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    head: usize,
+    cfg: &crate::config::ModelConfig,
+    scores: &mut [f32],
+) {
+    let hd = qh.len();
     let kv_dim = cfg.kv_dim();
-    let group = cfg.n_heads / cfg.n_kv_heads;
+    let koff = (head / (cfg.n_heads / cfg.n_kv_heads)) * hd;
     let scale = 1.0 / (hd as f32).sqrt();
-    let mut scores = vec![0f32; pos + 1];
-    for (head, o) in out.chunks_exact_mut(hd).enumerate() {
-        let qh = &q[head * hd..(head + 1) * hd];
-        let koff = (head / group) * hd;
-        for (t, sc) in scores.iter_mut().enumerate() {
-            let kt = &k_cache[t * kv_dim + koff..t * kv_dim + koff + hd];
-            *sc = kernels::dot(qh, kt) * scale;
-        }
-        kernels::softmax(&mut scores);
-        o.fill(0.0);
-        for (t, &p) in scores.iter().enumerate() {
-            let vt = &v_cache[t * kv_dim + koff..t * kv_dim + koff + hd];
-            for (oi, &vi) in o.iter_mut().zip(vt) {
-                *oi += p * vi;
-            }
+    for (t, sc) in scores.iter_mut().enumerate() {
+        let kt = &k_cache[t * kv_dim + koff..t * kv_dim + koff + hd];
+        *sc = kernels::dot(qh, kt) * scale;
+    }
+    kernels::softmax(scores);
+    o.fill(0.0);
+    for (t, &p) in scores.iter().enumerate() {
+        let vt = &v_cache[t * kv_dim + koff..t * kv_dim + koff + hd];
+        for (oi, &vi) in o.iter_mut().zip(vt) {
+            *oi += p * vi;
         }
     }
 }
