@@ -15,6 +15,10 @@ fn main() {
     let threads: usize = a.get(4).and_then(|s| s.parse().ok()).unwrap_or(2);
     let lora_mode = a.get(5).is_some_and(|s| s == "lora");
     engine::threads::set_threads(threads).unwrap();
+    if preset == "optim" {
+        optimizer_timing(b * 1_000_000);
+        return;
+    }
     let cfg = ModelConfig::preset(preset).expect("preset");
     let params = engine::init::init_params(&cfg, 1).unwrap();
     let lc = LoraConfig {
@@ -77,6 +81,30 @@ fn main() {
             tf * 1e3,
             tb * 1e3,
             100.0 * n as f64 * fl / tb / (peak * 1e9)
+        );
+    }
+}
+
+/// Times the optimizer half of a step (scale, clip, AdamW) on `n` parameters.
+#[allow(dead_code)]
+fn optimizer_timing(n: usize) {
+    let mut p = vec![0.1f32; n];
+    let mut g = vec![0.01f32; n];
+    let mut opt = engine::optim::AdamW::new(n, 0.9, 0.95, 1e-8, 0.1);
+    let decay = [0..n / 2];
+    for _ in 0..3 {
+        let s = Instant::now();
+        g.iter_mut().for_each(|x| *x *= 0.999);
+        let t1 = s.elapsed().as_secs_f64();
+        engine::optim::clip_grad_norm(&mut g, 1.0);
+        let t2 = s.elapsed().as_secs_f64();
+        opt.step(&mut p, &g, 1e-3, &decay);
+        let t3 = s.elapsed().as_secs_f64();
+        println!(
+            "optimizer on {n}: scale {:.0} ms, clip {:.0} ms, adamw {:.0} ms",
+            t1 * 1e3,
+            (t2 - t1) * 1e3,
+            (t3 - t2) * 1e3
         );
     }
 }

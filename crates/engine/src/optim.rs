@@ -2,7 +2,11 @@
 //! of PyTorch's `torch.optim.AdamW` and `clip_grad_norm_` (see the fixtures README).
 
 use crate::params::ParamLayout;
+use rayon::prelude::*;
 use std::ops::Range;
+
+/// Elements per parallel task in the optimizer loops.
+const CHUNK: usize = 1 << 16;
 
 /// AdamW with bias correction and decoupled weight decay.
 #[derive(Debug, Clone)]
@@ -46,14 +50,21 @@ impl AdamW {
         let step_size = (lr / bc1) as f32;
         let lr = lr as f32;
         let eps = self.eps;
+        // Elementwise, so splitting into parallel chunks cannot change any result.
         let update = |p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], decay_factor: f32| {
-            for i in 0..p.len() {
-                p[i] *= decay_factor;
-                m[i] = b1 * m[i] + (1.0 - b1) * g[i];
-                v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
-                let denom = v[i].sqrt() / bc2_sqrt + eps;
-                p[i] -= step_size * m[i] / denom;
-            }
+            p.par_chunks_mut(CHUNK)
+                .zip(g.par_chunks(CHUNK))
+                .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
+                .for_each(|((p, g), (m, v))| {
+                    for (((p, g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut())
+                    {
+                        *p *= decay_factor;
+                        *m = b1 * *m + (1.0 - b1) * g;
+                        *v = b2 * *v + (1.0 - b2) * g * g;
+                        let denom = v.sqrt() / bc2_sqrt + eps;
+                        *p -= step_size * *m / denom;
+                    }
+                });
         };
         let mut pos = 0;
         let mut sorted: Vec<Range<usize>> = decay.to_vec();
@@ -98,11 +109,12 @@ pub fn decay_ranges(layout: &ParamLayout) -> Vec<Range<usize>> {
 
 /// Global L2 norm of `grads` (computed in f64, in a fixed order).
 pub fn grad_norm(grads: &[f32]) -> f64 {
-    grads
-        .chunks(4096)
+    // Per-chunk partial sums, added in chunk order: the same result on any thread count.
+    let partials: Vec<f64> = grads
+        .par_chunks(CHUNK)
         .map(|c| c.iter().map(|g| (*g as f64) * (*g as f64)).sum::<f64>())
-        .sum::<f64>()
-        .sqrt()
+        .collect();
+    partials.iter().sum::<f64>().sqrt()
 }
 
 /// Scales `grads` so that their global L2 norm is at most `max_norm` (PyTorch's rule:
@@ -113,7 +125,9 @@ pub fn clip_grad_norm(grads: &mut [f32], max_norm: f64) -> f64 {
     let coef = max_norm / (norm + 1e-6);
     if coef < 1.0 {
         let c = coef as f32;
-        grads.iter_mut().for_each(|g| *g *= c);
+        grads
+            .par_chunks_mut(CHUNK)
+            .for_each(|g| g.iter_mut().for_each(|g| *g *= c));
     }
     norm
 }
