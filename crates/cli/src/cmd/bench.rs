@@ -1,6 +1,7 @@
 //! `neuralforge bench`: this machine's f32 GEMM peak, then forward, forward+backward and
 //! whole optimizer steps of a preset model, reported as tokens/s, model FLOP/s and MFU
-//! (achieved model FLOP/s over the GEMM peak measured in the same run).
+//! (achieved model FLOP/s over the GEMM peak measured in the same run: the median of samples
+//! taken right before each timed run, so that both see the same machine load).
 
 use crate::output::Output;
 use anyhow::{bail, Context};
@@ -98,7 +99,11 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
     let g_square = gemm_gflops(1024, 1024, 1024, 5);
     let g_mlp = gemm_gflops(n, cfg.hidden_dim, cfg.dim, 3);
     let g_cls = gemm_gflops(n.min(256), cfg.vocab_size, cfg.dim, 3);
-    let peak = g_square.max(g_mlp).max(g_cls);
+    // On a shared machine the GEMM speed drifts with the load, so the peak is sampled again
+    // right before every timed run and the median of those samples is the MFU denominator.
+    let sample_peak =
+        || gemm_gflops(1024, 1024, 1024, 1).max(gemm_gflops(n, cfg.hidden_dim, cfg.dim, 1));
+    let peak_samples = std::cell::RefCell::new(vec![g_square.max(g_mlp).max(g_cls)]);
 
     // 2. Model, workspace, optimizer.
     let params_model = engine::init::init_params(&cfg, 1)?;
@@ -148,6 +153,7 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
         f()?;
         let mut v = Vec::new();
         for _ in 0..args.steps {
+            peak_samples.borrow_mut().push(sample_peak());
             let s = Instant::now();
             f()?;
             v.push(s.elapsed().as_secs_f64());
@@ -193,6 +199,9 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
     })?;
 
     // 4. Report.
+    let samples = peak_samples.into_inner();
+    let peak_best = samples.iter().cloned().fold(0.0, f64::max);
+    let peak = median(samples.clone());
     let p = cfg.matmul_param_count() as f64;
     let attn = 6.0 * (cfg.n_layers * t * cfg.dim) as f64;
     let train_flops = if lora_mode {
@@ -213,7 +222,7 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
     let report = serde_json::json!({
         "preset": args.preset, "mode": args.mode, "batch": b, "seq": t, "threads": threads,
         "params": cfg.param_count(), "matmul_params": cfg.matmul_param_count(), "trainable_params": trainable,
-        "gemm_gflops": { "1024": g_square, "mlp": g_mlp, "classifier": g_cls, "peak": peak },
+        "gemm_gflops": { "1024": g_square, "mlp": g_mlp, "classifier": g_cls, "peak": peak, "best": peak_best, "samples": samples },
         "flops_per_token": train_flops,
         "forward": { "ms": t_fwd * 1e3, "tokens_per_s": tok / t_fwd, "gflops": tok * fwd_flops / t_fwd / 1e9, "mfu": mfu(fwd_flops, t_fwd) },
         "forward_backward": { "ms": t_fb * 1e3, "tokens_per_s": tok / t_fb, "gflops": tok * train_flops / t_fb / 1e9, "mfu": mfu(train_flops, t_fb) },
@@ -229,7 +238,10 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
         "{} {} batch {b} x seq {t}, {threads} threads",
         args.preset, args.mode
     );
-    println!("GEMM peak f32: {peak:.1} GFLOP/s (1024^3 {g_square:.1}, MLP {g_mlp:.1}, classifier {g_cls:.1})");
+    println!(
+        "GEMM peak f32: {peak:.1} GFLOP/s (median of {} samples, best {peak_best:.1}; first: 1024^3 {g_square:.1}, MLP {g_mlp:.1}, classifier {g_cls:.1})",
+        samples.len()
+    );
     for (name, secs, flops) in [
         ("forward", t_fwd, fwd_flops),
         ("fwd+bwd", t_fb, train_flops),
