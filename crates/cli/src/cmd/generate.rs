@@ -194,10 +194,8 @@ fn context_size(args: &Args, model: &LoadedModel, prompt_len: usize) -> anyhow::
         (None, 0) => max,
         (None, n) => prompt_len.saturating_add(n),
     };
-    if want > max {
-        if args.ctx.is_some() {
-            bail!("--ctx {want} exceeds the model's context of {max}");
-        }
+    if want > max && args.ctx.is_some() {
+        bail!("--ctx {want} exceeds the model's context of {max}");
     }
     let capacity = want.min(max);
     if prompt_len >= capacity {
