@@ -91,7 +91,7 @@ fn optimizer_timing(n: usize) {
     let mut p = vec![0.1f32; n];
     let mut g = vec![0.01f32; n];
     let mut opt = engine::optim::AdamW::new(n, 0.9, 0.95, 1e-8, 0.1);
-    let decay = [0..n / 2];
+    let decay = [0..n / 2, n..n];
     for _ in 0..3 {
         let s = Instant::now();
         g.iter_mut().for_each(|x| *x *= 0.999);

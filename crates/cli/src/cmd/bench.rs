@@ -54,6 +54,17 @@ fn gemm_gflops(m: usize, n: usize, k: usize, reps: usize) -> f64 {
     2.0 * (m * n * k) as f64 / best / 1e9
 }
 
+/// CPU seconds (user + system) this process has used, from /proc/self/stat (Linux clock
+/// ticks of 1/100 s).
+fn cpu_seconds() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = s.get(s.rfind(')')? + 2..)?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
 /// VmHWM (peak resident set) of this process, in bytes.
 fn peak_rss_bytes() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -160,6 +171,7 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
         }
         Ok(median(v))
     };
+    let (wall0, cpu0) = (Instant::now(), cpu_seconds());
     let t_fwd = time(&mut || {
         forward_loss(&params, lora.as_ref(), &mut ws, &inputs, &targets)?;
         Ok(())
@@ -219,6 +231,12 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
     let acts = ws.bytes();
     let breakdown = weights + adapter + grads_b + moments + acts;
     let rss = peak_rss_bytes();
+    // The share of `threads` cores this process actually got while timing: well below 1 means
+    // other programs competed for the CPU and every number above is depressed and noisy.
+    let cpu_share = match (cpu0, cpu_seconds()) {
+        (Some(a), Some(b)) => Some((b - a) / wall0.elapsed().as_secs_f64() / threads as f64),
+        _ => None,
+    };
     let report = serde_json::json!({
         "preset": args.preset, "mode": args.mode, "batch": b, "seq": t, "threads": threads,
         "params": cfg.param_count(), "matmul_params": cfg.matmul_param_count(), "trainable_params": trainable,
@@ -227,6 +245,7 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
         "forward": { "ms": t_fwd * 1e3, "tokens_per_s": tok / t_fwd, "gflops": tok * fwd_flops / t_fwd / 1e9, "mfu": mfu(fwd_flops, t_fwd) },
         "forward_backward": { "ms": t_fb * 1e3, "tokens_per_s": tok / t_fb, "gflops": tok * train_flops / t_fb / 1e9, "mfu": mfu(train_flops, t_fb) },
         "step": { "ms": t_step * 1e3, "tokens_per_s": tok / t_step, "gflops": tok * train_flops / t_step / 1e9, "mfu": mfu(train_flops, t_step) },
+        "cpu_share": cpu_share,
         "memory_bytes": { "weights": weights, "adapter": adapter, "grads": grads_b, "optimizer_moments": moments,
             "activations": acts, "breakdown_total": breakdown, "peak_rss": rss },
     });
@@ -235,8 +254,10 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{} {} batch {b} x seq {t}, {threads} threads",
-        args.preset, args.mode
+        "{} {} batch {b} x seq {t}, {threads} threads (CPU share while timing: {})",
+        args.preset,
+        args.mode,
+        cpu_share.map_or("unknown".into(), |c| format!("{:.0}%", 100.0 * c))
     );
     println!(
         "GEMM peak f32: {peak:.1} GFLOP/s (median of {} samples, best {peak_best:.1}; first: 1024^3 {g_square:.1}, MLP {g_mlp:.1}, classifier {g_cls:.1})",
