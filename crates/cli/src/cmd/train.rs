@@ -5,12 +5,13 @@ use crate::trainer::{self, settings::Settings, Outcome};
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// Boxed: the settings are large and `Command` holds one variant per subcommand.
     #[command(flatten)]
-    pub settings: Settings,
+    pub settings: Box<Settings>,
 }
 
 pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
-    match trainer::run(args.settings, out)? {
+    match trainer::run(*args.settings, out)? {
         Outcome::Finished { .. } => Ok(()),
         Outcome::Interrupted { exit_code, .. } => std::process::exit(exit_code),
     }
