@@ -38,6 +38,8 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
         PathBuf::from(format!("runs/quickstart-{stamp}"))
     });
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Before the tokenizer trainer starts rayon's global pool with its default size.
+    engine::threads::set_threads(args.threads)?;
 
     out.log(format!(
         "1/4 generating a corpus of {} procedural stories",
