@@ -482,9 +482,9 @@ fn bench(args: &Args, model: &LoadedModel, out: &Output) -> anyhow::Result<()> {
     let pp = np as f64 / best_pp;
     let tg = ng as f64 / best_tg;
     let weight_bytes = infer::bench::weight_bytes_per_token(cfg);
-    // The same number of bytes as the weights: caches help both figures alike.
-    let buffer = (weight_bytes as usize).clamp(64 << 20, 4 << 30);
-    let bandwidth = infer::bench::measure_read_bandwidth(buffer, 2.0);
+    // Streamed over the weights themselves: the same bytes, pages and cache state as decode.
+    let buffer = model.params.data.len() * 4;
+    let bandwidth = infer::bench::measure_read_bandwidth_of(&model.params.data, 2.0);
     let bound = bandwidth / weight_bytes as f64;
     let value = serde_json::json!({
         "model": model.path.display().to_string(),

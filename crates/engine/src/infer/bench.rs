@@ -20,18 +20,28 @@ pub fn weight_bytes_per_token(cfg: &ModelConfig) -> u64 {
 /// Read bandwidth in bytes/s: the multithreaded matrix-vector kernel streaming a `bytes`-sized
 /// matrix (rounded down to whole rows) for at least `min_seconds`, best pass reported.
 pub fn measure_read_bandwidth(bytes: usize, min_seconds: f64) -> f64 {
-    const COLS: usize = 4096;
-    let rows = (bytes / 4 / COLS).max(1);
     // Non-zero contents: a zero page could be deduplicated by the OS and never touch DRAM.
-    let w: Vec<f32> = (0..rows * COLS).map(|i| (i % 7) as f32 * 0.25).collect();
-    let x = vec![1.0f32; COLS];
+    let w: Vec<f32> = (0..(bytes / 4).max(1))
+        .map(|i| (i % 7) as f32 * 0.25)
+        .collect();
+    measure_read_bandwidth_of(&w, min_seconds)
+}
+
+/// Read bandwidth in bytes/s over `data` itself (e.g. a model's weights: the same memory, pages
+/// and cache state that decoding reads), streamed by the decode kernel as `[rows, 576]`.
+pub fn measure_read_bandwidth_of(data: &[f32], min_seconds: f64) -> f64 {
+    const COLS: usize = 576;
+    let rows = (data.len() / COLS).max(1);
+    let w = &data[..(rows * COLS).min(data.len())];
+    let cols = w.len() / rows;
+    let x = vec![1.0f32; cols];
     let mut out = vec![0.0f32; rows];
-    kernels::matvec(&w, &x, &mut out); // warm-up: page faults and thread start-up
+    kernels::matvec(w, &x, &mut out); // warm-up: page faults and thread start-up
     let start = Instant::now();
     let mut best = 0.0f64;
     loop {
         let t = Instant::now();
-        kernels::matvec(&w, &x, &mut out);
+        kernels::matvec(w, &x, &mut out);
         let secs = t.elapsed().as_secs_f64();
         best = best.max((w.len() * 4) as f64 / secs);
         if start.elapsed().as_secs_f64() >= min_seconds {
