@@ -99,7 +99,17 @@ impl ChatTemplate {
                 .then_some(before.len()..upto.len())
             });
             let span = match by_prefix {
-                Some(s) => s,
+                // A template that ignores add_generation_prompt leaves the assistant header in
+                // the span; start at the content when it occurs exactly once in the span.
+                Some(s) => {
+                    let content = m.content.trim();
+                    let inside = &text[s.clone()];
+                    let mut hits = inside.match_indices(content).map(|(i, _)| i);
+                    match (content.is_empty(), hits.next(), hits.next()) {
+                        (false, Some(off), None) => s.start + off..s.end,
+                        _ => s,
+                    }
+                }
                 None => {
                     let content = m.content.trim();
                     let start = text[cursor..]

@@ -316,3 +316,39 @@ fn sft_sets_with_smollm2_tokenizer() {
         .unwrap();
     assert_eq!(qa.tokens, msg.tokens);
 }
+
+#[test]
+fn records_the_template_refuses_are_warnings_with_line_numbers() {
+    let Some(mut tok) = tok512() else { return };
+    tok.set_chat_template(Some(
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system role') }}{% endif %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}".into(),
+    ));
+    let root = common::temp_dir("template-refuses");
+    let src = root.join("src");
+    write(
+        &src,
+        "chat.jsonl",
+        b"{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":\"yo\"}]}\n{\"messages\":[{\"role\":\"system\",\"content\":\"s\"},{\"role\":\"assistant\",\"content\":\"x\"}]}\n",
+    );
+    let r = ingest(&tok, &opts(&src, &root.join("out")), &|_| {}).unwrap();
+    assert_eq!(r.files[0].documents, 1);
+    assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+    assert!(
+        r.warnings[0].contains("chat.jsonl:2: skipped"),
+        "{:?}",
+        r.warnings
+    );
+    assert!(r.warnings[0].contains("no system role"), "{:?}", r.warnings);
+    let ds = Dataset::open(&root.join("out")).unwrap();
+    let mask = ds.train.mask.as_ref().unwrap();
+    let trained: Vec<u32> = ds
+        .train
+        .tokens
+        .iter()
+        .zip(mask)
+        .filter(|(_, &m)| m == 1)
+        .map(|(&t, _)| t)
+        .collect();
+    // The template has no generation prompt: the "[assistant] " header is not trained.
+    assert_eq!(tok.decode(&trained), "yo\n");
+}

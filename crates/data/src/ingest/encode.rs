@@ -1,10 +1,10 @@
 //! Documents to token ids and loss masks. Masks come from byte spans of the text: a token is
-//! trained when it starts inside a completion / assistant span, so the mask is decided on the
-//! exact tokenisation of the whole rendered text (no boundary effects from encoding pieces).
+//! trained when it overlaps a completion / assistant span, so the mask is decided on the exact
+//! tokenisation of the whole rendered text (no boundary effects from encoding pieces).
 
 use super::extract::Document;
 use crate::chat::{ChatMessage, ChatTemplate};
-use crate::error::Result;
+use crate::error::{DataError, Result};
 use crate::tokenizer::train::CHATML_TEMPLATE;
 use crate::Tokenizer;
 use std::ops::Range;
@@ -18,7 +18,8 @@ pub struct EncodedDoc {
 
 pub struct Encoder<'a> {
     tok: &'a Tokenizer,
-    template: ChatTemplate,
+    /// A template that does not compile only fails the documents that need it.
+    template: std::result::Result<ChatTemplate, String>,
     /// False when the tokenizer has no chat template (ChatML is used for conversations).
     pub has_model_template: bool,
     train_on_prompt: bool,
@@ -46,7 +47,8 @@ impl<'a> Encoder<'a> {
             None => (CHATML_TEMPLATE, false),
         };
         Ok(Encoder {
-            template: ChatTemplate::new(src, &piece(tok.bos_id()), &piece(tok.eos_id()))?,
+            template: ChatTemplate::new(src, &piece(tok.bos_id()), &piece(tok.eos_id()))
+                .map_err(|e| e.to_string()),
             has_model_template: has,
             tok,
             train_on_prompt,
@@ -100,18 +102,23 @@ impl<'a> Encoder<'a> {
     }
 
     fn chat(&self, msgs: &[ChatMessage]) -> Result<(Vec<u32>, Vec<u8>)> {
-        let r = self.template.render_with_spans(msgs)?;
+        let template = self
+            .template
+            .as_ref()
+            .map_err(|e| DataError::Template(format!("the tokenizer's chat template: {e}")))?;
+        let r = template.render_with_spans(msgs)?;
         self.spans(&r.text, &r.assistant_spans)
     }
 
-    /// Tokens of `text` with mask 1 for tokens starting inside one of `spans`.
+    /// Tokens of `text` with mask 1 for tokens that overlap one of `spans`.
     fn spans(&self, text: &str, spans: &[Range<usize>]) -> Result<(Vec<u32>, Vec<u8>)> {
         let enc = self.tok.encode_with_offsets(text)?;
         let mut tokens = Vec::with_capacity(enc.len());
         let mut mask = Vec::with_capacity(enc.len());
-        for (id, start, _end) in enc {
+        for (id, start, end) in enc {
             tokens.push(id);
-            mask.push(u8::from(spans.iter().any(|s| s.contains(&start))));
+            // Overlap, so a token that carries the space before the content still counts.
+            mask.push(u8::from(spans.iter().any(|s| start < s.end && end > s.start)));
         }
         Ok((tokens, mask))
     }

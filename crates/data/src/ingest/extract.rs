@@ -35,6 +35,8 @@ pub struct Warning {
 #[derive(Debug, Default)]
 pub struct Extracted {
     pub documents: Vec<Document>,
+    /// Line (JSONL) or item (JSON array) of each document, when records have one.
+    pub lines: Vec<usize>,
     pub format: &'static str,
     pub warnings: Vec<Warning>,
 }
@@ -442,7 +444,10 @@ fn add_record(ex: &mut Extracted, shape: &mut Option<Shape>, v: &Value, n: usize
         },
     };
     match record(s, v) {
-        Ok(d) => ex.documents.push(d),
+        Ok(d) => {
+            ex.documents.push(d);
+            ex.lines.push(n);
+        }
         Err(e) => ex.warnings.push(Warning {
             line: Some(n),
             message: format!("{e} (the file's records have {})", s.fields()),

@@ -289,6 +289,7 @@ fn process(
                 documents: extract::text_documents(k, &text),
                 format: "text",
                 warnings: Vec::new(),
+                lines: Vec::new(),
             },
         ),
         // Returned above; kept so the match stays exhaustive.
@@ -307,9 +308,24 @@ fn process(
         .collect();
     let mut splits: [Vec<EncodedDoc>; 2] = [Vec::new(), Vec::new()];
     for (i, e) in encoded.into_iter().enumerate() {
-        let e = e.map_err(|err| DataError::format(path, format!("document {}: {err}", i + 1)))?;
-        let s = usize::from(in_val(opts.seed, &sha, i, opts.val_split));
-        splits[s].push(e);
+        match e {
+            Ok(e) => {
+                let s = usize::from(in_val(opts.seed, &sha, i, opts.val_split));
+                splits[s].push(e);
+            }
+            // A record the chat template refuses (say, roles that do not alternate) is a
+            // problem of that record, like a malformed line.
+            Err(err @ DataError::Template(_)) => warnings.push(Warning {
+                line: ex.lines.get(i).copied(),
+                message: format!("skipped: {err}"),
+            }),
+            Err(err) => {
+                return Err(DataError::format(
+                    path,
+                    format!("document {}: {err}", i + 1),
+                ))
+            }
+        }
     }
     Ok(Outcome::Data(Box::new(FileData {
         display: display.into(),
