@@ -118,7 +118,9 @@ impl<'a> Encoder<'a> {
         for (id, start, end) in enc {
             tokens.push(id);
             // Overlap, so a token that carries the space before the content still counts.
-            mask.push(u8::from(spans.iter().any(|s| start < s.end && end > s.start)));
+            mask.push(u8::from(
+                spans.iter().any(|s| start < s.end && end > s.start),
+            ));
         }
         Ok((tokens, mask))
     }
