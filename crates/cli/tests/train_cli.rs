@@ -261,7 +261,7 @@ fn resume_after_kill_9_repeats_the_exact_loss_sequence() {
 fn sigint_checkpoints_reports_and_resumes_exactly() {
     let d = tmp("sigint");
     let data = token_file(&d, 6000);
-    let steps = 400;
+    let steps = 100;
     let out = d.join("run");
     let args = replace(
         replace(base_args(&data, &out, steps), "--ckpt-every", "1000"),
@@ -310,20 +310,28 @@ fn sigint_checkpoints_reports_and_resumes_exactly() {
     let before = batch_losses(&events);
     assert_eq!(before.len() as u64, at);
 
-    // Resume to a few steps past the interruption and compare with an uninterrupted run.
-    let total = at + 3;
-    let mut r = base_args(&data, &out, total);
+    // Resume to the end and compare with an uninterrupted run of the same length.
+    let mut r = args.clone();
     r.push("--resume".into());
-    // --steps changed, so the reference must use the same total (schedule depends on it).
     let (code, _, stderr) = run(&r);
     assert_eq!(code, 0, "{stderr}");
-    let (code, reference, stderr) = run(&base_args(&data, &d.join("ref"), total));
+    let (code, reference, stderr) = run(&replace(
+        replace(
+            base_args(&data, &d.join("ref"), steps),
+            "--ckpt-every",
+            "1000",
+        ),
+        "--val-every",
+        "0",
+    ));
     assert_eq!(code, 0, "{stderr}");
     let reference = batch_losses(&reference);
     let logged = parse_lines(&std::fs::read_to_string(out.join("events.ndjson")).unwrap());
     let restart_at = logged.iter().position(|e| e["type"] == "restart").unwrap();
     let resumed = batch_losses(&logged[restart_at..]);
+    assert_eq!(resumed.len() as u64, steps - at);
     assert_eq!(resumed[..], reference[at as usize..]);
+    assert_eq!(before[..], reference[..at as usize]);
     std::fs::remove_dir_all(&d).unwrap();
 }
 
@@ -424,5 +432,49 @@ fn bad_inputs_give_clear_errors() {
     let mut more = replace(again.clone(), "--steps", "6");
     more.push("--no-progress".into());
     expect_error(&more, 5, "checkpoint", "damaged");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn non_finite_steps_are_skipped_then_stop_the_run() {
+    let d = tmp("nonfinite");
+    let data = token_file(&d, 6000);
+    let out = d.join("good");
+    let (code, _, stderr) = run(&base_args(&data, &out, 2));
+    assert_eq!(code, 0, "{stderr}");
+    // A model whose final norm holds a NaN: every loss is NaN.
+    let model = d.join("nan-model");
+    std::fs::create_dir_all(&model).unwrap();
+    for f in std::fs::read_dir(out.join("model")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), model.join(f.file_name())).unwrap();
+    }
+    let st = model.join("model.safetensors");
+    let mut b = std::fs::read(&st).unwrap();
+    let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+    let header: Value = serde_json::from_slice(&b[8..8 + n]).unwrap();
+    let at = 8
+        + n
+        + header["model.norm.weight"]["data_offsets"][0]
+            .as_u64()
+            .unwrap() as usize;
+    b[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(&st, b).unwrap();
+    let mut args = base_args(&data, &d.join("nan-run"), 20);
+    let i = args.iter().position(|a| a == "--init").unwrap();
+    args[i] = "--model".into();
+    args[i + 1] = model.to_str().unwrap().into();
+    args.extend(["--max-bad-steps", "3"].map(String::from));
+    let (code, events, stderr) = run(&args);
+    assert_eq!(code, 6, "{stderr}");
+    let skipped = events
+        .iter()
+        .filter(|e| e["type"] == "info" && e["key"] == "skipped_step")
+        .count();
+    assert_eq!(skipped, 3);
+    assert!(!events.iter().any(|e| e["type"] == "checkpoint"));
+    let err = events.last().unwrap();
+    assert_eq!(err["type"], "error");
+    assert_eq!(err["code"], "non_finite");
     std::fs::remove_dir_all(&d).unwrap();
 }

@@ -775,7 +775,9 @@ impl Trainer {
             self.st.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
             let ckpt_due =
                 self.cfg.ckpt_every > 0 && self.st.step.is_multiple_of(self.cfg.ckpt_every);
-            if ckpt_due || last || stopped_early {
+            // No periodic checkpoint in the middle of a run of skipped (non-finite) steps:
+            // the last good one stays the newest.
+            if (ckpt_due && bad_in_row == 0) || last || stopped_early {
                 self.checkpoint(ev)?;
             }
             if stopped_early {
