@@ -41,7 +41,11 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
     let tok = data::Tokenizer::from_path(&args.tokenizer)
         .with_context(|| format!("loading the tokenizer {}", args.tokenizer.display()))?;
     let mut opts = IngestOptions::new(args.sources.clone(), args.out.clone());
-    opts.tokenizer_source = args.tokenizer.display().to_string();
+    // An absolute path, so `data preview` finds the tokenizer from any folder.
+    opts.tokenizer_source = std::fs::canonicalize(&args.tokenizer)
+        .unwrap_or_else(|_| args.tokenizer.clone())
+        .display()
+        .to_string();
     opts.val_split = args.val_split;
     opts.seed = args.seed;
     opts.incremental = args.incremental;
