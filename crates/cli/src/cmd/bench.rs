@@ -100,8 +100,14 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
         bail!("--steps, --batch-size and --seq-len must be at least 1");
     }
     let (b, t) = (args.batch_size, args.seq_len);
-    let n = b * t;
+    let n = b
+        .checked_mul(t)
+        .filter(|n| *n <= 1 << 24)
+        .context("--batch-size x --seq-len is too large")?;
     let threads = engine::threads::current();
+
+    // Fail early (sizes, available memory) before any large buffer exists.
+    Workspace::new(&cfg, b, t, None)?;
 
     // 1. GEMM peak: 1024^3 and the model's largest matmuls (MLP and a classifier chunk).
     out.log(format!(
