@@ -165,14 +165,40 @@ fn tensor_offsets(
     file_len: usize,
 ) -> Result<HashMap<String, (usize, usize)>> {
     let cfg = &h.config;
-    let layout = engine::ParamLayout::for_config(cfg);
-    let mut offsets = HashMap::new();
-    let mut pos: u64 = match h.version {
+    let header: u64 = match h.version {
         0 => 28,
         _ => V12_HEADER as u64,
     };
+    // The total size first, by arithmetic: a lying header is refused before any per-tensor
+    // work (a header may claim a thousand layers of a tiny file).
+    let params = cfg.param_count() as u64;
+    let norms = (cfg.n_layers as u64 * 2 + 1) * cfg.dim as u64;
+    let expected = match h.version {
+        0 => header + 4 * (params + (cfg.max_seq_len * cfg.head_dim()) as u64),
+        1 => header + 4 * params,
+        _ => {
+            let g = h.group_size.unwrap_or(1) as u64;
+            let mats = params - norms;
+            header + 4 * norms + mats + 4 * (mats / g)
+        }
+    };
+    if expected != file_len as u64 {
+        return Err(FormatError::invalid(
+            file,
+            "file size",
+            format!("header describes {expected} bytes of model, file has {file_len} (truncated, or header fields wrong)"),
+        ));
+    }
+    let layout = engine::ParamLayout::for_config(cfg);
+    let specs: HashMap<&str, &engine::TensorSpec> = layout
+        .tensors
+        .iter()
+        .map(|t| (t.name.as_str(), t))
+        .collect();
+    let mut offsets = HashMap::new();
+    let mut pos = header;
     for name in tensor_order(h) {
-        let spec = layout.find(&name);
+        let spec = specs.get(name.as_str()).copied();
         let n = match spec {
             Some(t) => t.numel(),
             None => cfg.max_seq_len * cfg.head_dim(), // freq_cis real + imag

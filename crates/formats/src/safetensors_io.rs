@@ -40,15 +40,27 @@ impl DType {
     }
 }
 
-/// A memory-mapped safetensors file.
+/// A memory-mapped safetensors file whose header has been parsed and checked once.
 pub struct SafetensorsFile {
     pub path: PathBuf,
     bytes: Bytes,
+    /// name -> (dtype, shape, absolute byte range).
+    index: HashMap<String, (Dtype, Vec<usize>, std::ops::Range<usize>)>,
+    metadata: Option<HashMap<String, String>>,
 }
 
 enum Bytes {
     Mapped(memmap2::Mmap),
     Owned(Vec<u8>),
+}
+
+impl Bytes {
+    fn raw(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(m) => m,
+            Bytes::Owned(v) => v,
+        }
+    }
 }
 
 impl SafetensorsFile {
@@ -64,85 +76,86 @@ impl SafetensorsFile {
                 unsafe { memmap2::Mmap::map(&file) }.map_err(|e| FormatError::io(path, e))?,
             )
         };
-        let f = SafetensorsFile {
-            path: path.to_path_buf(),
-            bytes,
-        };
-        f.parse()?;
-        Ok(f)
+        SafetensorsFile::index(path, bytes)
     }
 
     pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<SafetensorsFile> {
-        let f = SafetensorsFile {
-            path: path.to_path_buf(),
-            bytes: Bytes::Owned(bytes),
-        };
-        f.parse()?;
-        Ok(f)
+        SafetensorsFile::index(path, Bytes::Owned(bytes))
     }
 
-    fn raw(&self) -> &[u8] {
-        match &self.bytes {
-            Bytes::Mapped(m) => m,
-            Bytes::Owned(v) => v,
+    /// Parses the header once (the crate checks that offsets are contiguous and cover the
+    /// file exactly) and keeps an index of every tensor.
+    fn index(path: &Path, bytes: Bytes) -> Result<SafetensorsFile> {
+        let (n, meta) = SafeTensors::read_metadata(bytes.raw())
+            .map_err(|e| FormatError::invalid(path, "header", e.to_string()))?;
+        let base = 8 + n;
+        let mut index = HashMap::new();
+        for (name, info) in meta.tensors() {
+            let (a, b) = info.data_offsets;
+            let range = base + a..base + b;
+            if bytes.raw().get(range.clone()).is_none() {
+                return Err(FormatError::invalid(
+                    path,
+                    &name,
+                    "data offsets outside the file",
+                ));
+            }
+            index.insert(name, (info.dtype, info.shape.clone(), range));
         }
+        Ok(SafetensorsFile {
+            path: path.to_path_buf(),
+            metadata: meta.metadata().clone(),
+            bytes,
+            index,
+        })
     }
 
-    /// The parsed header (cheap: no tensor data is copied).
+    /// The header parsed by the `safetensors` crate (for tensors of other dtypes, e.g. int32).
     pub fn parse(&self) -> Result<SafeTensors<'_>> {
-        SafeTensors::deserialize(self.raw())
+        SafeTensors::deserialize(self.bytes.raw())
             .map_err(|e| FormatError::invalid(&self.path, "header", e.to_string()))
     }
 
     /// Names, dtypes and shapes of every tensor, sorted by name.
     pub fn entries(&self) -> Result<Vec<(String, String, Vec<usize>)>> {
-        let st = self.parse()?;
-        let mut v: Vec<_> = st
+        let mut v: Vec<_> = self
+            .index
             .iter()
-            .map(|(n, t)| {
-                (
-                    n.to_string(),
-                    format!("{:?}", t.dtype()),
-                    t.shape().to_vec(),
-                )
-            })
+            .map(|(n, (dt, shape, _))| (n.clone(), format!("{dt:?}"), shape.clone()))
             .collect();
         v.sort();
         Ok(v)
     }
 
     pub fn metadata(&self) -> Result<Option<HashMap<String, String>>> {
-        let (_, meta) = SafeTensors::read_metadata(self.raw())
-            .map_err(|e| FormatError::invalid(&self.path, "header", e.to_string()))?;
-        Ok(meta.metadata().clone())
+        Ok(self.metadata.clone())
     }
 
     pub fn contains(&self, name: &str) -> Result<bool> {
-        Ok(self.parse()?.tensor(name).is_ok())
+        Ok(self.index.contains_key(name))
+    }
+
+    fn get(&self, name: &str) -> Result<&(Dtype, Vec<usize>, std::ops::Range<usize>)> {
+        self.index
+            .get(name)
+            .ok_or_else(|| FormatError::invalid(&self.path, name, "tensor missing"))
     }
 
     /// Fails unless tensor `name` exists with `shape` and a dtype we read.
     pub fn check_shape(&self, name: &str, shape: &[usize]) -> Result<()> {
-        let st = self.parse()?;
-        let t = st
-            .tensor(name)
-            .map_err(|_| FormatError::invalid(&self.path, name, "tensor missing"))?;
-        if t.shape() != shape {
+        let (dtype, have, _) = self.get(name)?;
+        if have != shape {
             return Err(FormatError::invalid(
                 &self.path,
                 name,
-                format!(
-                    "shape {:?}, expected {:?} from config.json",
-                    t.shape(),
-                    shape
-                ),
+                format!("shape {have:?}, expected {shape:?} from config.json"),
             ));
         }
-        if !matches!(t.dtype(), Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+        if !matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
             return Err(FormatError::unsupported(
                 &self.path,
                 name,
-                format!("dtype {:?} (f32, f16 and bf16 are read)", t.dtype()),
+                format!("dtype {dtype:?} (f32, f16 and bf16 are read)"),
             ));
         }
         Ok(())
@@ -151,23 +164,36 @@ impl SafetensorsFile {
     /// Reads tensor `name` (f32/f16/bf16) into `out`, checking its shape against `shape`.
     pub fn read_f32(&self, name: &str, shape: &[usize], out: &mut [f32]) -> Result<()> {
         self.check_shape(name, shape)?;
-        let st = self.parse()?;
-        let t = st
-            .tensor(name)
-            .map_err(|_| FormatError::invalid(&self.path, name, "tensor missing"))?;
-        convert_to_f32(&self.path, name, t.dtype(), t.data(), out)
+        let (dtype, _, range) = self.get(name)?;
+        convert_to_f32(
+            &self.path,
+            name,
+            *dtype,
+            &self.bytes.raw()[range.clone()],
+            out,
+        )
     }
 
     /// Reads tensor `name` whatever its shape; returns (shape, values).
     pub fn read_any_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
-        let st = self.parse()?;
-        let t = st
-            .tensor(name)
-            .map_err(|_| FormatError::invalid(&self.path, name, "tensor missing"))?;
-        let n: usize = t.shape().iter().product();
+        let (dtype, shape, range) = self.get(name)?;
+        if !matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+            return Err(FormatError::unsupported(
+                &self.path,
+                name,
+                format!("dtype {dtype:?} (f32, f16 and bf16 are read)"),
+            ));
+        }
+        let n: usize = shape.iter().product();
         let mut out = vec![0.0; n];
-        convert_to_f32(&self.path, name, t.dtype(), t.data(), &mut out)?;
-        Ok((t.shape().to_vec(), out))
+        convert_to_f32(
+            &self.path,
+            name,
+            *dtype,
+            &self.bytes.raw()[range.clone()],
+            &mut out,
+        )?;
+        Ok((shape.clone(), out))
     }
 }
 

@@ -290,6 +290,11 @@ fn corrupt_llama2c_files() {
     assert!(load_err(&dir, "dim.bin", &set(0, -5)).contains("dim"));
     assert!(load_err(&dir, "layers.bin", &set(8, 1 << 30)).contains("n_layers"));
     assert!(load_err(&dir, "seq.bin", &set(24, 1 << 20)).contains("file size"));
+    // A thousand layers claimed by a 1 MB file: refused by arithmetic, at once (cargo-fuzz
+    // found the per-tensor walk slow before that check existed).
+    let t = std::time::Instant::now();
+    assert!(load_err(&dir, "deep.bin", &set(8, 1024)).contains("file size"));
+    assert!(t.elapsed().as_millis() < 500);
     let e = load_err(&dir, "kv.bin", &set(16, 3));
     assert!(e.contains("n_kv_heads"), "{e}");
     // tokenizer.bin with fewer tokens than the model's vocabulary

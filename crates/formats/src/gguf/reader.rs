@@ -117,6 +117,8 @@ pub struct GgufHeader {
     /// Absolute offset of the data section.
     pub data_offset: u64,
     pub alignment: u64,
+    /// Tensor name -> position in `tensors`.
+    index: std::collections::HashMap<String, usize>,
 }
 
 impl GgufHeader {
@@ -124,7 +126,7 @@ impl GgufHeader {
         self.metadata.get(key)
     }
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
-        self.tensors.iter().find(|t| t.name == name)
+        self.index.get(name).and_then(|&i| self.tensors.get(i))
     }
 }
 
@@ -397,6 +399,12 @@ pub fn parse_header(path: &Path, b: &[u8]) -> Result<GgufHeader> {
             ));
         }
     }
+    let mut index = std::collections::HashMap::with_capacity(tensors.len());
+    for (i, t) in tensors.iter().enumerate() {
+        if index.insert(t.name.clone(), i).is_some() {
+            return Err(FormatError::invalid(path, &t.name, "tensor named twice"));
+        }
+    }
     Ok(GgufHeader {
         path: path.to_path_buf(),
         version,
@@ -404,6 +412,7 @@ pub fn parse_header(path: &Path, b: &[u8]) -> Result<GgufHeader> {
         tensors,
         data_offset,
         alignment,
+        index,
     })
 }
 
