@@ -32,4 +32,21 @@ mod tests {
         super::backward(&mut d, &[1.0; 9], &[1, 1, 3], 3);
         assert_eq!(d, [0., 0., 0., 2., 2., 2., 0., 0., 0., 1., 1., 1.]);
     }
+
+    #[test]
+    fn backward_matches_finite_differences() {
+        use crate::kernels::gradcheck::*;
+        let (v, d) = (5, 3);
+        let tokens = [4u32, 1, 4, 0];
+        let mut table = randn(v * d, 1, 1.0);
+        let g = randn(tokens.len() * d, 2, 1.0);
+        let mut dtable = vec![0.0; v * d];
+        super::backward(&mut dtable, &g, &tokens, d);
+        let num = numeric_grad(&mut table, 1e-2, |t| {
+            let mut out = vec![0.0; tokens.len() * d];
+            super::forward(&mut out, &tokens, t, d);
+            weighted_sum(&out, &g)
+        });
+        assert!(rel_l2(&dtable, &num) < 1e-4);
+    }
 }
