@@ -13,6 +13,11 @@ pub struct Events<'a> {
     file: Option<BufWriter<File>>,
     bar: Option<ProgressBar>,
     last_val: Option<f64>,
+    /// Without a bar (stderr not a terminal) and without --json: a plain progress line
+    /// every this many optimizer steps.
+    plain_every: u64,
+    total: u64,
+    last_batch: (u64, f64),
 }
 
 impl<'a> Events<'a> {
@@ -31,6 +36,9 @@ impl<'a> Events<'a> {
             file: None,
             bar,
             last_val: None,
+            plain_every: 0,
+            total: 0,
+            last_batch: (0, f64::NAN),
         }
     }
 
@@ -46,7 +54,11 @@ impl<'a> Events<'a> {
         Ok(())
     }
 
-    pub fn set_total(&self, total: u64, done: u64) {
+    pub fn set_total(&mut self, total: u64, done: u64) {
+        self.total = total;
+        if self.bar.is_none() && !self.out.json {
+            self.plain_every = (total / 20).max(1);
+        }
         if let Some(b) = &self.bar {
             b.set_length(total);
             b.set_position(done);
@@ -60,6 +72,13 @@ impl<'a> Events<'a> {
             let _ = writeln!(f, "{}", e.to_line()).and_then(|_| f.flush());
         }
         self.out.event(e);
+        match e {
+            Event::Batch {
+                batch, avg_loss, ..
+            } => self.last_batch = (*batch, *avg_loss),
+            Event::Val { val_loss, .. } => self.last_val = Some(*val_loss),
+            _ => {}
+        }
         if let Some(bar) = &self.bar {
             match e {
                 Event::Batch {
@@ -71,7 +90,6 @@ impl<'a> Events<'a> {
                         .map_or(String::new(), |v| format!(" val {v:.4}"));
                     bar.set_message(format!("loss {avg_loss:.4}{val}"));
                 }
-                Event::Val { val_loss, .. } => self.last_val = Some(*val_loss),
                 _ => {}
             }
         }
@@ -86,6 +104,16 @@ impl<'a> Events<'a> {
 
     /// Like `emit` for a batch, with lr and throughput on the bar.
     pub fn progress_detail(&self, lr: f64, tokens_per_s: f64) {
+        let (batch, loss) = self.last_batch;
+        if self.plain_every > 0 && (batch % self.plain_every == 0 || batch == self.total) {
+            let val = self
+                .last_val
+                .map_or(String::new(), |v| format!(" | val {v:.4}"));
+            self.out.log(format!(
+                "step {batch}/{} | loss {loss:.4}{val} | lr {lr:.2e} | {tokens_per_s:.0} tok/s",
+                self.total
+            ));
+        }
         if let Some(bar) = &self.bar {
             let msg = bar.message();
             let base = msg.split(" | ").next().unwrap_or("").to_string();

@@ -84,6 +84,9 @@ pub fn setup(cfg: &TrainConfig) -> anyhow::Result<ModelSetup> {
         }
         setup.save.bos_token_id = tok.bos_id();
         setup.save.eos_token_ids = tok.eos_id().into_iter().collect();
+        // The special tokens by name too, so the saved tokenizer_config.json knows them.
+        setup.save.bos_token = tok.bos_id().and_then(|id| tok.id_to_piece(id));
+        setup.save.eos_token = tok.eos_id().and_then(|id| tok.id_to_piece(id));
         setup.save.add_bos = Some(tok.add_bos());
         setup.tokenizer = Some(tok);
     } else if cfg.init.is_some() {
