@@ -300,13 +300,15 @@ impl TrainConfig {
             0.99,
             "in [0, 0.99]",
         )?;
+        // Input paths are stored absolute so that a resume from another directory finds them.
+        let abs = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
         Ok(TrainConfig {
-            model,
+            model: model.as_ref().map(abs),
             init,
-            tokenizer: s.tokenizer.clone(),
-            data,
+            tokenizer: s.tokenizer.as_ref().map(abs),
+            data: abs(&data),
             token_dtype,
-            val_data: s.val_data.clone(),
+            val_data: s.val_data.as_ref().map(abs),
             val_split,
             steps,
             batch_size,
