@@ -478,3 +478,66 @@ fn non_finite_steps_are_skipped_then_stop_the_run() {
     assert_eq!(err["code"], "non_finite");
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// Spawns a run, waits for batch `after`, sends `signals` (e.g. ["-TERM"]) and returns the
+/// exit status and the events.
+fn signal_run(args: &[String], after: u64, signals: &[&str]) -> (Option<i32>, Vec<Value>) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut events = Vec::new();
+    for line in lines.by_ref() {
+        let e: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        let hit = e["type"] == "batch" && e["batch"] == after;
+        events.push(e);
+        if hit {
+            break;
+        }
+    }
+    let pid = child.id().to_string();
+    for s in signals {
+        Command::new("kill")
+            .args([*s, pid.as_str()])
+            .status()
+            .unwrap();
+    }
+    for line in lines {
+        match serde_json::from_str(&line.unwrap()) {
+            Ok(e) => events.push(e),
+            Err(_) => break, // a line cut short by the immediate exit
+        }
+    }
+    (child.wait().unwrap().code(), events)
+}
+
+#[test]
+fn sigterm_exits_143_and_a_second_signal_leaves_a_resumable_run() {
+    let d = tmp("sigterm");
+    let data = token_file(&d, 6000);
+    let steps = 60;
+    let args = replace(base_args(&data, &d.join("term"), steps), "--val-every", "0");
+    let (code, events) = signal_run(&args, 3, &["-TERM"]);
+    assert_eq!(code, Some(143));
+    let done = events.last().unwrap();
+    assert_eq!(
+        (done["type"].as_str(), done["interrupted"].as_bool()),
+        (Some("done"), Some(true))
+    );
+
+    // Two signals back to back: the second may end the process before its checkpoint is
+    // written; either way the newest complete checkpoint must resume.
+    let out = d.join("twice");
+    let args = replace(base_args(&data, &out, steps), "--val-every", "0");
+    let (code, _) = signal_run(&args, 5, &["-INT", "-INT"]);
+    assert_eq!(code, Some(130));
+    let mut r = args.clone();
+    r.push("--resume".into());
+    let (code, resumed, stderr) = run(&r);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(resumed.iter().any(|e| e["type"] == "restart"));
+    std::fs::remove_dir_all(&d).unwrap();
+}
