@@ -79,19 +79,18 @@ impl<'a> Events<'a> {
             Event::Val { val_loss, .. } => self.last_val = Some(*val_loss),
             _ => {}
         }
-        if let Some(bar) = &self.bar {
-            match e {
-                Event::Batch {
-                    batch, avg_loss, ..
-                } => {
-                    bar.set_position(*batch);
-                    let val = self
-                        .last_val
-                        .map_or(String::new(), |v| format!(" val {v:.4}"));
-                    bar.set_message(format!("loss {avg_loss:.4}{val}"));
-                }
-                _ => {}
-            }
+        if let (
+            Some(bar),
+            Event::Batch {
+                batch, avg_loss, ..
+            },
+        ) = (&self.bar, e)
+        {
+            bar.set_position(*batch);
+            let val = self
+                .last_val
+                .map_or(String::new(), |v| format!(" val {v:.4}"));
+            bar.set_message(format!("loss {avg_loss:.4}{val}"));
         }
     }
 
