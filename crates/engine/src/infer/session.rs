@@ -289,16 +289,19 @@ impl<'p> InferenceSession<'p> {
             kernels::matmul_bt(xn, lw.wq, &mut s.q[..n * d], n, d, d);
             kernels::matmul_bt(xn, lw.wk, &mut s.k[..n * kv], n, kv, d);
             kernels::matmul_bt(xn, lw.wv, &mut s.v[..n * kv], n, kv, d);
-            for r in 0..n {
-                let pos = start + r;
-                let q = &mut s.q[r * d..(r + 1) * d];
-                add_bias(q, lw.bq);
-                self.rope.apply(q, pos);
-                let k = &mut s.k[r * kv..(r + 1) * kv];
-                add_bias(k, lw.bk);
-                self.rope.apply(k, pos);
-                add_bias(&mut s.v[r * kv..(r + 1) * kv], lw.bv);
-            }
+            let rope = &self.rope;
+            s.q[..n * d]
+                .par_chunks_mut(d)
+                .zip(s.k[..n * kv].par_chunks_mut(kv))
+                .zip(s.v[..n * kv].par_chunks_mut(kv))
+                .enumerate()
+                .for_each(|(r, ((q, k), v))| {
+                    add_bias(q, lw.bq);
+                    rope.apply(q, start + r);
+                    add_bias(k, lw.bk);
+                    rope.apply(k, start + r);
+                    add_bias(v, lw.bv);
+                });
             self.cache.k[l][start * kv..(start + n) * kv].copy_from_slice(&s.k[..n * kv]);
             self.cache.v[l][start * kv..(start + n) * kv].copy_from_slice(&s.v[..n * kv]);
             let (kc, vc) = (&self.cache.k[l], &self.cache.v[l]);
@@ -315,7 +318,10 @@ impl<'p> InferenceSession<'p> {
             let xn = &s.xn[..n * d];
             kernels::matmul_bt(xn, lw.w_gate, &mut s.gate[..n * h], n, h, d);
             kernels::matmul_bt(xn, lw.w_up, &mut s.up[..n * h], n, h, d);
-            kernels::swiglu(&mut s.gate[..n * h], &s.up[..n * h]);
+            s.gate[..n * h]
+                .par_chunks_mut(h)
+                .zip(s.up[..n * h].par_chunks(h))
+                .for_each(|(g, u)| kernels::swiglu(g, u));
             kernels::matmul_bt(&s.gate[..n * h], lw.w_down, &mut s.proj[..n * d], n, d, h);
             kernels::add_into(&mut s.x[..n * d], &s.proj[..n * d]);
         }
@@ -350,9 +356,9 @@ fn add_bias(x: &mut [f32], bias: Option<&[f32]>) {
 }
 
 fn rmsnorm_rows(out: &mut [f32], x: &[f32], w: &[f32], eps: f32, d: usize) {
-    for (o, xr) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
-        kernels::rmsnorm(o, xr, w, eps);
-    }
+    out.par_chunks_exact_mut(d)
+        .zip(x.par_chunks_exact(d))
+        .for_each(|(o, xr)| kernels::rmsnorm(o, xr, w, eps));
 }
 
 /// SwiGLU feed-forward of the single decode row, residual added into `s.x`.
