@@ -1,0 +1,51 @@
+//! GEMM throughput on the shapes of a training step (stories260k at 32x256, the classifier
+//! chunk, smollm2-135m and stories15m): `cargo run --release -p engine --example gemm_shapes -- 2`.
+
+use std::time::Instant;
+fn main() {
+    let threads: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
+    engine::threads::set_threads(threads).unwrap();
+    // (ta, tb, m, n, k, what)
+    let shapes = [
+        (false, true, 8192, 64, 64, "fwd q/o x W^T"),
+        (false, true, 8192, 172, 64, "fwd gate/up"),
+        (false, true, 8192, 64, 172, "fwd down"),
+        (false, false, 8192, 64, 172, "bwd dx gate/up"),
+        (false, false, 8192, 172, 64, "bwd dh"),
+        (false, false, 8192, 64, 64, "bwd dx q/o"),
+        (true, false, 64, 64, 8192, "dW q/o"),
+        (true, false, 172, 64, 8192, "dW gate/up"),
+        (true, false, 64, 172, 8192, "dW down"),
+        (false, true, 256, 512, 64, "cls logits chunk"),
+        (false, false, 256, 64, 512, "cls dx chunk"),
+        (true, false, 512, 64, 256, "cls dW chunk"),
+        (false, false, 1024, 1024, 1024, "square 1024"),
+        (false, true, 1024, 1536, 576, "smollm2 mlp fwd"),
+        (true, false, 1536, 576, 1024, "smollm2 dW mlp"),
+        (false, true, 256, 49152, 576, "smollm2 logits"),
+        (false, false, 256, 576, 49152, "smollm2 cls dx"),
+        (true, false, 49152, 576, 256, "smollm2 cls dW"),
+        (false, true, 2048, 768, 288, "s15m mlp fwd"),
+        (true, false, 288, 288, 2048, "s15m dW"),
+    ];
+    for &(ta, tb, m, n, k, what) in &shapes {
+        let a = vec![0.01f32; m * k];
+        let b = vec![0.01f32; k * n];
+        let mut c = vec![0.0f32; m * n];
+        let (lda, ldb) = (if ta { m } else { k }, if tb { k } else { n });
+        let mut best = f64::MAX;
+        for _ in 0..20 {
+            let s = Instant::now();
+            engine::gemm::sgemm(ta, tb, m, n, k, 1.0, &a, lda, &b, ldb, 1.0, &mut c, n);
+            best = best.min(s.elapsed().as_secs_f64());
+        }
+        println!(
+            "{what:18} {m}x{n}x{k}: {:.3} ms {:.1} GFLOP/s",
+            best * 1e3,
+            2.0 * (m * n * k) as f64 / best / 1e9
+        );
+    }
+}
