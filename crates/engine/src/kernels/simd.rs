@@ -6,7 +6,7 @@
 use std::sync::OnceLock;
 
 /// 4: AVX-512F, 3: AVX2 + FMA, 0: baseline.
-fn level() -> u8 {
+pub(crate) fn level() -> u8 {
     static LEVEL: OnceLock<u8> = OnceLock::new();
     *LEVEL.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
@@ -35,7 +35,7 @@ macro_rules! multiversion {
                 unsafe fn v4($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn v3($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
-                match level() {
+                match $crate::kernels::simd::level() {
                     // SAFETY: the features these variants were compiled for were detected.
                     4 => return unsafe { v4($($arg),*) },
                     3 => return unsafe { v3($($arg),*) },
@@ -46,6 +46,8 @@ macro_rules! multiversion {
         }
     };
 }
+
+pub(crate) use multiversion;
 
 /// exp(x) without a libm call: 2^n * e^r with n = round(x / ln 2), |r| <= ln(2)/2, and a
 /// degree-7 Taylor polynomial for e^r (relative error below 1e-7). Clamped to [-87, 88].
@@ -190,6 +192,58 @@ multiversion! {
     }
 }
 
+/// Largest of row[..live]; row.len() must be a multiple of 16 (entries past `live` are
+/// ignored).
+#[inline(always)]
+pub(crate) fn max_masked(row: &[f32], live: usize) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 16];
+    for (c, x) in row.chunks_exact(16).enumerate() {
+        for i in 0..16 {
+            let v = if c * 16 + i < live {
+                x[i]
+            } else {
+                f32::NEG_INFINITY
+            };
+            acc[i] = acc[i].max(v);
+        }
+    }
+    let mut m = f32::NEG_INFINITY;
+    for v in acc {
+        m = if v > m { v } else { m };
+    }
+    m
+}
+
+/// row[j] = exp(row[j] - shift) for j < live and 0 beyond; returns the sum (16 partial
+/// sums). row.len() must be a multiple of 16.
+#[inline(always)]
+pub(crate) fn exp_sub_sum_masked(row: &mut [f32], live: usize, shift: f32) -> f32 {
+    let mut acc = [0.0f32; 16];
+    for (c, x) in row.chunks_exact_mut(16).enumerate() {
+        for i in 0..16 {
+            let e = fast_exp(x[i] - shift);
+            let e = if c * 16 + i < live { e } else { 0.0 };
+            x[i] = e;
+            acc[i] += e;
+        }
+    }
+    hsum16(&acc)
+}
+
+multiversion! {
+    /// `max_masked` for callers outside a multiversioned loop.
+    pub(crate) fn max_padded(row: &[f32], live: usize) -> f32 {
+        max_masked(row, live)
+    }
+}
+
+multiversion! {
+    /// `exp_sub_sum_masked` for callers outside a multiversioned loop.
+    pub(crate) fn exp_sub_sum_padded(row: &mut [f32], live: usize, shift: f32) -> f32 {
+        exp_sub_sum_masked(row, live, shift)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -210,6 +264,12 @@ mod tests {
         let want: f64 = row.iter().map(|x| ((x - m) as f64).exp()).sum();
         let s = super::exp_sub_sum(&mut row, m);
         assert!((s as f64 - want).abs() < 1e-5);
+        let mut padded: Vec<f32> = (0..48).map(|i| (i as f32 * 0.37).sin()).collect();
+        padded[37..].fill(5.0); // past `live`: ignored and zeroed
+        assert_eq!(super::max_masked(&padded, 37), m);
+        let s2 = super::exp_sub_sum_masked(&mut padded, 37, m);
+        assert!((s2 as f64 - want).abs() < 1e-5);
+        assert!(padded[37..].iter().all(|x| *x == 0.0));
         let a: Vec<f32> = (0..37).map(|i| i as f32).collect();
         assert_eq!(
             super::dot(&a, &a),
