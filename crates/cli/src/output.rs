@@ -53,7 +53,7 @@ impl Output {
 
     /// Reports a failed command (an `error` event and/or a message) and returns the exit code.
     pub fn fail(&self, err: &anyhow::Error) -> i32 {
-        let message = format!("{err:#}");
+        let message = describe(err);
         self.event(&Event::Error {
             message: message.clone(),
             code: error_code(err).into(),
@@ -61,6 +61,23 @@ impl Output {
         self.log(format!("error: {message}"));
         exit_code(err)
     }
+}
+
+/// The error and its causes joined by ": ", leaving out a cause whose text the message already
+/// holds (library errors often print their source in their own message too).
+pub fn describe(err: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
 }
 
 /// A short machine-readable code for an error, from its outermost typed cause.

@@ -164,7 +164,7 @@ pub fn run(flags: Settings, out: &Output) -> anyhow::Result<Outcome> {
         // stdout gets the error from main; the run's own log must have it too.
         ev.finish();
         let line = Event::Error {
-            message: format!("{e:#}"),
+            message: crate::output::describe(e),
             code: crate::output::error_code(e).into(),
         };
         ev.record_only(&line);
