@@ -4,17 +4,8 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn shared() -> Option<PathBuf> {
-    let dir = std::env::var_os("NEURALFORGE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")));
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        println!("skipped: shared data not found");
-        None
-    }
-}
+mod common;
+use common::shared;
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("nf-data-cli-{}-{name}", std::process::id()));

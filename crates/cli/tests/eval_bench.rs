@@ -3,36 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn shared() -> Option<PathBuf> {
-    let dir = std::env::var("NEURALFORGE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")));
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        println!("skipped: shared data not found");
-        None
-    }
-}
+mod common;
+use common::{nf, shared};
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("nf-cli-evalbench-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// Runs the binary; returns (success, stdout, stderr).
-fn nf(args: &[&str]) -> (bool, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_neuralforge"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).into(),
-        String::from_utf8_lossy(&o.stderr).into(),
-    )
+    common::tmp("cli-evalbench", name)
 }
 
 fn json(args: &[&str]) -> serde_json::Value {

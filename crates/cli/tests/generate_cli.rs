@@ -1,20 +1,10 @@
 //! `neuralforge generate` end to end: the NDJSON stream, greedy text equal to the references,
 //! tokenization of the reference prompts, seeded sampling, stop strings, multi-byte characters.
 
-use std::path::PathBuf;
 use std::process::Command;
 
-fn shared() -> Option<PathBuf> {
-    let dir = std::env::var_os("NEURALFORGE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")));
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        println!("skipped: shared data not found");
-        None
-    }
-}
+mod common;
+use common::shared;
 
 /// Runs `generate --json` and returns (token ids, token texts, generate_done event).
 fn generate_json(args: &[&str]) -> (Vec<u32>, Vec<String>, serde_json::Value) {

@@ -6,17 +6,8 @@ use engine::infer::{generate, GenerateOptions, InferenceSession, Sampler, Sample
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 
-fn shared() -> Option<PathBuf> {
-    let dir = std::env::var_os("NEURALFORGE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")));
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        println!("skipped: shared data not found");
-        None
-    }
-}
+mod common;
+use common::shared;
 
 fn ids(v: &serde_json::Value) -> Vec<u32> {
     v.as_array()
