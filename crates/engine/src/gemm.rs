@@ -115,8 +115,14 @@ fn sgemm_parts(
 
 /// Work below this many multiply-adds runs on one thread (splitting costs more than it saves).
 const MIN_SPLIT_WORK: usize = 1 << 20;
-/// Rows / columns per part at least, and a multiple of the micro-kernel's tile height.
+/// Rows / columns per piece at least.
 const MIN_PART: usize = 32;
+/// Depth per piece at least, when k is split.
+const MIN_K_PART: usize = 256;
+/// Pieces per thread.
+const PIECES_PER_THREAD: usize = 4;
+/// Largest total of k-split partial products (floats): 16 MiB.
+const MAX_PARTIAL_FLOATS: usize = 1 << 22;
 
 /// One product with strided operands (raw pointers: the caller checked the bounds).
 #[derive(Clone, Copy)]
@@ -229,31 +235,41 @@ impl Gemm {
         if parts < 2 || m.saturating_mul(n).saturating_mul(k) < MIN_SPLIT_WORK {
             return self.run_one(c, ldc);
         }
+        // Several pieces per thread, so that rayon can balance them when another process
+        // takes a core for a while (two fixed halves then wait on the slower one).
+        let pieces = PIECES_PER_THREAD * parts;
+        let partial_ok = m * n * pieces <= MAX_PARTIAL_FLOATS;
+        if k > 4 * m.max(n) && k >= 2 * MIN_K_PART && partial_ok {
+            // Long k: slicing k packs every operand element once in total.
+            return self.run_split_k(c, ldc, pieces);
+        }
         let c = CPtr(c);
-        let block = |len: usize| len.div_ceil(parts).next_multiple_of(16);
-        if m >= n && m >= MIN_PART * parts {
+        let block = |len: usize| len.div_ceil(pieces).next_multiple_of(16).max(MIN_PART);
+        if m >= n && m >= 2 * MIN_PART {
             let rows = block(m);
             (0..m.div_ceil(rows)).into_par_iter().for_each(|p| {
                 let i0 = p * rows;
                 self.rows(i0, rows.min(m - i0))
                     .run_one(c.get().add(i0 * ldc), ldc);
             });
-        } else if n >= MIN_PART * parts {
+        } else if n >= 2 * MIN_PART {
             let cols = block(n);
             (0..n.div_ceil(cols)).into_par_iter().for_each(|p| {
                 let j0 = p * cols;
                 self.cols(j0, cols.min(n - j0))
                     .run_one(c.get().add(j0), ldc);
             });
+        } else if k >= 2 * MIN_K_PART && partial_ok {
+            self.run_split_k(c.0, ldc, pieces);
         } else {
-            self.run_split_k(c.0, ldc, parts);
+            self.run_one(c.0, ldc);
         }
     }
 
     /// C = beta C + sum over parts of alpha A[:, ks] B[ks, :], parts summed in order.
     unsafe fn run_split_k(&self, c: *mut f32, ldc: usize, parts: usize) {
         let (m, n, k) = (self.m, self.n, self.k);
-        let ks = k.div_ceil(parts);
+        let ks = k.div_ceil(parts).max(MIN_K_PART);
         let count = k.div_ceil(ks);
         let mut partial = vec![0.0f32; count * m * n];
         partial
