@@ -1,7 +1,6 @@
 //! `neuralforge eval` and `neuralforge bench` end to end.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 mod common;
 use common::{nf, shared};

@@ -3,7 +3,6 @@
 //! input fails with a message naming the file.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 mod common;
 use common::{nf, shared};
