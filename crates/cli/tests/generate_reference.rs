@@ -4,7 +4,6 @@
 
 use engine::infer::{generate, GenerateOptions, InferenceSession, Sampler, SamplerConfig};
 use std::ops::ControlFlow;
-use std::path::PathBuf;
 
 mod common;
 use common::shared;
