@@ -112,7 +112,7 @@ pub fn grad_norm(grads: &[f32]) -> f64 {
     // Per-chunk partial sums, added in chunk order: the same result on any thread count.
     let partials: Vec<f64> = grads
         .par_chunks(CHUNK)
-        .map(|c| c.iter().map(|g| (*g as f64) * (*g as f64)).sum::<f64>())
+        .map(crate::kernels::simd::sum_squares_f64)
         .collect();
     partials.iter().sum::<f64>().sqrt()
 }
