@@ -1,6 +1,7 @@
 //! AdamW, global-norm gradient clipping and learning-rate schedules, with the exact formulas
 //! of PyTorch's `torch.optim.AdamW` and `clip_grad_norm_` (see the fixtures README).
 
+use crate::kernels::simd::{adamw_update, AdamWConsts};
 use crate::params::ParamLayout;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -56,14 +57,15 @@ impl AdamW {
                 .zip(g.par_chunks(CHUNK))
                 .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
                 .for_each(|((p, g), (m, v))| {
-                    for (((p, g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut())
-                    {
-                        *p *= decay_factor;
-                        *m = b1 * *m + (1.0 - b1) * g;
-                        *v = b2 * *v + (1.0 - b2) * g * g;
-                        let denom = v.sqrt() / bc2_sqrt + eps;
-                        *p -= step_size * *m / denom;
-                    }
+                    let k = AdamWConsts {
+                        decay_factor,
+                        b1,
+                        b2,
+                        bc2_sqrt,
+                        eps,
+                        step_size,
+                    };
+                    adamw_update(p, g, m, v, k);
                 });
         };
         let mut pos = 0;
