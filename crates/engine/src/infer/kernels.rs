@@ -155,36 +155,46 @@ pub fn matmul_bt(a: &[f32], b: &[f32], c: &mut [f32], m: usize, n: usize, k: usi
         return;
     }
     let threads = rayon::current_num_threads();
-    let par = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
+    // Prefill products are short and wide (m = prompt rows, n = a weight's outputs): pieces of
+    // whole output columns, one single-threaded product each, keep both cores busier than the
+    // gemm crate's own split of such shapes (measured on SmolLM2 prefill).
+    let pieces = if threads > 1 {
+        (threads * 4).min(n.div_ceil(32)).max(1)
     } else {
-        gemm::Parallelism::None
+        1
     };
-    // SAFETY: the three buffers have exactly the sizes the strides describe (checked above):
-    // a is m rows of k (row stride k), b read as its transpose (column stride k), c m rows of n.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.as_ptr(),
-            1,
-            k as isize,
-            b.as_ptr(),
-            k as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
+    let width = n.div_ceil(pieces);
+    let c_addr = c.as_mut_ptr() as usize;
+    (0..n.div_ceil(width)).into_par_iter().for_each(|p| {
+        let j0 = p * width;
+        let cols = width.min(n - j0);
+        // SAFETY: the buffers have exactly the sizes the strides describe (checked above);
+        // piece p writes only columns j0..j0+cols of c, disjoint from every other piece, and
+        // reads rows j0..j0+cols of b.
+        unsafe {
+            gemm::gemm(
+                m,
+                cols,
+                k,
+                (c_addr as *mut f32).add(j0),
+                1,
+                n as isize,
+                false,
+                a.as_ptr(),
+                1,
+                k as isize,
+                b.as_ptr().add(j0 * k),
+                k as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    });
 }
 
 /// RMSNorm as Hugging Face computes it: `w * x / sqrt(mean(x²) + eps)`.
