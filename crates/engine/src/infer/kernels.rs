@@ -2,6 +2,7 @@
 //! AVX2 chosen at run time, scalar fallback, rows split across the rayon pool), a GEMM wrapper
 //! for batched prefill, and the small per-vector operations (RMSNorm, RoPE, softmax, SiLU).
 
+use crate::kernels::rope::RopeTable;
 use rayon::prelude::*;
 
 /// Rows handed to one rayon task: big enough that task overhead vanishes next to the bytes
@@ -206,32 +207,9 @@ pub fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
     }
 }
 
-/// Cosine/sine tables of rotary embeddings for positions `0..len`, `[len, head_dim/2]` each,
-/// computed the way Hugging Face does (f32 inverse frequencies, f32 angle).
-pub struct RopeTable {
-    pub half: usize,
-    pub cos: Vec<f32>,
-    pub sin: Vec<f32>,
-}
-
+// The cos/sin tables are the training kernel's (`kernels::rope::RopeTable`, identical angles);
+// inference adds rotation of one position at a time.
 impl RopeTable {
-    pub fn new(head_dim: usize, theta: f64, len: usize) -> RopeTable {
-        let half = head_dim / 2;
-        let inv_freq: Vec<f32> = (0..half)
-            .map(|i| (1.0 / theta.powf((2 * i) as f64 / head_dim as f64)) as f32)
-            .collect();
-        let mut cos = Vec::with_capacity(len * half);
-        let mut sin = Vec::with_capacity(len * half);
-        for pos in 0..len {
-            for &f in &inv_freq {
-                let angle = (pos as f32 * f) as f64;
-                cos.push(angle.cos() as f32);
-                sin.push(angle.sin() as f32);
-            }
-        }
-        RopeTable { half, cos, sin }
-    }
-
     /// Rotates every head of `x` (`n_heads * head_dim` values) for position `pos`, pairing
     /// dimension `i` with `i + head_dim/2` ("rotate half").
     pub fn apply(&self, x: &mut [f32], pos: usize) {

@@ -1,7 +1,8 @@
 //! An inference session: one model, one KV cache, positions advanced by a batched prefill of
 //! the prompt (GEMM per projection) and then one token at a time (matrix-vector products).
 
-use super::kernels::{self, MatVec, RopeTable};
+use super::kernels::{self, MatVec};
+use crate::kernels::rope::RopeTable;
 use crate::params::{LayerView, Params};
 use rayon::prelude::*;
 
@@ -130,7 +131,7 @@ impl<'p> InferenceSession<'p> {
         Ok(InferenceSession {
             params,
             cache: KvCache::new(cfg.n_layers, kv, capacity),
-            rope: RopeTable::new(cfg.head_dim(), cfg.rope_theta, capacity),
+            rope: RopeTable::new(capacity, cfg.head_dim(), cfg.rope_theta),
             one: Scratch::new(1, d, kv, h),
             batch: None,
             logits: vec![0.0; cfg.vocab_size],
