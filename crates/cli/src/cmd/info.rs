@@ -290,18 +290,20 @@ fn llama2c_facts(f: &mut Facts, path: &Path) -> anyhow::Result<()> {
 }
 
 fn dataset_facts(f: &mut Facts, dir: &Path) -> anyhow::Result<()> {
-    let p = dir.join("manifest.json");
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(&p)?)
-        .with_context(|| p.display().to_string())?;
+    // Read through the data crate, which checks the shards against the manifest.
+    let ds =
+        data::dataset::Dataset::open(dir).with_context(|| format!("dataset {}", dir.display()))?;
+    let m = &ds.manifest;
     f.add("format", "token dataset");
-    if let Some(o) = v.as_object() {
-        for (k, v) in o {
-            match v {
-                Value::Array(a) => f.add(k, format!("[{} entries]", a.len())),
-                Value::Object(m) => f.add(k, format!("{{{} keys}}", m.len())),
-                other => f.add(k, other.clone()),
-            }
-        }
+    f.add("files", m.files.len());
+    f.add("tokenizer", m.tokenizer.source.clone());
+    f.add("vocab", m.vocab_size);
+    f.add("dtype", format!("{:?}", m.dtype).to_lowercase());
+    f.add("loss_mask", m.has_mask);
+    for (name, split) in [("train", &ds.train), ("val", &ds.val)] {
+        f.add(&format!("{name}_documents"), split.num_documents());
+        f.add(&format!("{name}_tokens"), split.len());
+        f.add(&format!("{name}_trained_tokens"), split.trained_tokens());
     }
     Ok(())
 }
