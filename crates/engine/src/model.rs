@@ -448,6 +448,15 @@ fn slot<'a>(
     })
 }
 
+/// The LoRA dropout masks a forward pass applies: none when evaluating or without dropout.
+fn active_masks(masks: &mut [f32], use_masks: bool) -> &mut [f32] {
+    if use_masks {
+        masks
+    } else {
+        &mut []
+    }
+}
+
 /// Runs the layers and the final norm; leaves everything the backward pass needs in `ws`.
 /// With `dropout_rng`, LoRA dropout masks are drawn (training).
 fn forward_body(
@@ -488,11 +497,7 @@ fn forward_body(
                 lora,
                 &cfg,
                 &mut ws.lora_mid,
-                if use_masks {
-                    &mut ws.lora_mask
-                } else {
-                    &mut []
-                },
+                active_masks(&mut ws.lora_mask, use_masks),
                 n,
                 l,
                 t,
@@ -530,11 +535,7 @@ fn forward_body(
             lora,
             &cfg,
             &mut ws.lora_mid,
-            if use_masks {
-                &mut ws.lora_mask
-            } else {
-                &mut []
-            },
+            active_masks(&mut ws.lora_mask, use_masks),
             n,
             l,
             LoraTarget::O,
@@ -559,11 +560,7 @@ fn forward_body(
                 lora,
                 &cfg,
                 &mut ws.lora_mid,
-                if use_masks {
-                    &mut ws.lora_mask
-                } else {
-                    &mut []
-                },
+                active_masks(&mut ws.lora_mask, use_masks),
                 n,
                 l,
                 t,
@@ -581,11 +578,7 @@ fn forward_body(
             lora,
             &cfg,
             &mut ws.lora_mid,
-            if use_masks {
-                &mut ws.lora_mask
-            } else {
-                &mut []
-            },
+            active_masks(&mut ws.lora_mask, use_masks),
             n,
             l,
             LoraTarget::Down,
