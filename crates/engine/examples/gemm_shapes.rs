@@ -9,7 +9,21 @@ fn main() {
         .unwrap_or(2);
     engine::threads::set_threads(threads).unwrap();
     // (ta, tb, m, n, k, what)
-    let shapes = [
+    let s110m = [
+        (false, true, 1024, 768, 768, "s110m fwd qkvo"),
+        (false, true, 1024, 2048, 768, "s110m fwd gate/up"),
+        (false, true, 1024, 768, 2048, "s110m fwd down"),
+        (false, false, 1024, 768, 768, "s110m dx qkvo"),
+        (false, false, 1024, 768, 2048, "s110m dx gate/up"),
+        (false, false, 1024, 2048, 768, "s110m dx down"),
+        (true, false, 768, 768, 1024, "s110m dW qkvo"),
+        (true, false, 2048, 768, 1024, "s110m dW gate/up"),
+        (true, false, 768, 2048, 1024, "s110m dW down"),
+        (false, true, 256, 32000, 768, "s110m logits"),
+        (false, false, 256, 768, 32000, "s110m cls dx"),
+        (true, false, 32000, 768, 256, "s110m cls dW"),
+    ];
+    let all = [
         (false, true, 8192, 64, 64, "fwd q/o x W^T"),
         (false, true, 8192, 172, 64, "fwd gate/up"),
         (false, true, 8192, 64, 172, "fwd down"),
@@ -31,7 +45,12 @@ fn main() {
         (false, true, 2048, 768, 288, "s15m mlp fwd"),
         (true, false, 288, 288, 2048, "s15m dW"),
     ];
-    for &(ta, tb, m, n, k, what) in &shapes {
+    let shapes: &[_] = if std::env::args().nth(2).as_deref() == Some("s110m") {
+        &s110m
+    } else {
+        &all
+    };
+    for &(ta, tb, m, n, k, what) in shapes {
         let a = vec![0.01f32; m * k];
         let b = vec![0.01f32; k * n];
         let mut c = vec![0.0f32; m * n];

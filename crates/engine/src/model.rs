@@ -37,8 +37,14 @@ impl LossSum {
     }
 }
 
-/// Rows of the classifier processed at once (bounds the logits buffer to chunk * vocab).
-const CLASSIFIER_CHUNK: usize = 256;
+/// Rows of the classifier processed at once: as many as fit a 64 MiB logits buffer, from 64
+/// to 512. Longer chunks run the classifier's GEMMs faster (stories110m, 4x256 tokens: a
+/// 1.5% faster step at 512 rows than at 256); past 512 rows nothing more was gained.
+fn classifier_chunk(vocab: usize, rows: usize) -> usize {
+    const LOGIT_FLOATS: usize = 16 << 20;
+    let chunk = (LOGIT_FLOATS / vocab.max(1)).clamp(64, 512) / 64 * 64;
+    rows.min(chunk)
+}
 
 /// Byte counts of a workspace, for memory reports.
 #[derive(Debug, Clone, Copy, Default)]
@@ -129,7 +135,7 @@ impl Workspace {
         let in_max = lora.as_ref().map_or(0, |l| {
             l.targets.iter().map(|t| t.dims(cfg).0).max().unwrap_or(0)
         });
-        let chunk = n.min(CLASSIFIER_CHUNK);
+        let chunk = classifier_chunk(cfg.vocab_size, n);
         // Check the total before allocating anything.
         let per_layer = mul(n, 4 * d + 2 * kv + 2 * hd + 2)? + mul(mul(batch, cfg.n_heads)?, seq)?;
         let lora_floats = mul(
@@ -626,7 +632,7 @@ pub fn forward_loss(
     let mut c = Classifier {
         vocab: ws.cfg.vocab_size,
         dim: ws.cfg.dim,
-        chunk: ws.n.min(CLASSIFIER_CHUNK),
+        chunk: classifier_chunk(ws.cfg.vocab_size, ws.n),
         logits: &mut ws.logits,
     };
     let (sum, count) = c.run(&ws.lnf, params.classifier(), targets, None);
@@ -719,7 +725,7 @@ pub fn forward_backward(
         let mut c = Classifier {
             vocab: cfg.vocab_size,
             dim: d,
-            chunk: n.min(CLASSIFIER_CHUNK),
+            chunk: classifier_chunk(cfg.vocab_size, n),
             logits: &mut ws.logits,
         };
         let dw = if full {

@@ -36,9 +36,19 @@ impl AdamW {
         }
     }
 
-    /// One update of `params` from `grads`. Weight decay applies only to the index ranges in
-    /// `decay` (2-D tensors; see `decay_ranges`). Panics if the lengths differ from `m`.
-    pub fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f64, decay: &[Range<usize>]) {
+    /// One update of `params` from the accumulated gradient `grads`, taken as
+    /// `grads * scale.mean * scale.clip` (see `grad_stats`). Weight decay applies only to the
+    /// index ranges in `decay` (2-D tensors; see `decay_ranges`). Leaves `grads` zeroed, ready
+    /// for the next accumulation: averaging, clipping, the update and the clearing are one
+    /// pass over memory instead of four. Panics if the lengths differ from `m`.
+    pub fn step(
+        &mut self,
+        params: &mut [f32],
+        grads: &mut [f32],
+        scale: GradScale,
+        lr: f64,
+        decay: &[Range<usize>],
+    ) {
         assert!(
             params.len() == self.m.len() && grads.len() == self.m.len(),
             "AdamW: buffer length mismatch"
@@ -52,22 +62,25 @@ impl AdamW {
         let lr = lr as f32;
         let eps = self.eps;
         // Elementwise, so splitting into parallel chunks cannot change any result.
-        let update = |p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], decay_factor: f32| {
-            p.par_chunks_mut(CHUNK)
-                .zip(g.par_chunks(CHUNK))
-                .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
-                .for_each(|((p, g), (m, v))| {
-                    let k = AdamWConsts {
-                        decay_factor,
-                        b1,
-                        b2,
-                        bc2_sqrt,
-                        eps,
-                        step_size,
-                    };
-                    adamw_update(p, g, m, v, k);
-                });
-        };
+        let update =
+            |p: &mut [f32], g: &mut [f32], m: &mut [f32], v: &mut [f32], decay_factor: f32| {
+                p.par_chunks_mut(CHUNK)
+                    .zip(g.par_chunks_mut(CHUNK))
+                    .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
+                    .for_each(|((p, g), (m, v))| {
+                        let k = AdamWConsts {
+                            grad_mean: scale.mean,
+                            grad_clip: scale.clip,
+                            decay_factor,
+                            b1,
+                            b2,
+                            bc2_sqrt,
+                            eps,
+                            step_size,
+                        };
+                        adamw_update(p, g, m, v, k);
+                    });
+            };
         let mut pos = 0;
         let mut sorted: Vec<Range<usize>> = decay.to_vec();
         sorted.sort_by_key(|r| r.start);
@@ -90,7 +103,7 @@ impl AdamW {
         for (r, decays) in segments {
             update(
                 &mut params[r.clone()],
-                &grads[r.clone()],
+                &mut grads[r.clone()],
                 &mut self.m[r.clone()],
                 &mut self.v[r],
                 if decays { wd } else { 1.0 },
@@ -109,29 +122,68 @@ pub fn decay_ranges(layout: &ParamLayout) -> Vec<Range<usize>> {
         .collect()
 }
 
+/// The factors that turn an accumulated gradient sum into the gradient AdamW applies: the
+/// mean over target tokens, then PyTorch's clip coefficient (1 when not clipping). Applied in
+/// that order, they give bitwise what scaling and then clipping the buffer in place gives.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GradScale {
+    pub mean: f32,
+    pub clip: f32,
+}
+
+impl GradScale {
+    /// The gradient as stored, unscaled.
+    pub const ONE: GradScale = GradScale {
+        mean: 1.0,
+        clip: 1.0,
+    };
+}
+
+/// What one read of the accumulated gradients tells the optimizer step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GradStats {
+    /// Global L2 norm of the mean gradient, before clipping (what PyTorch's
+    /// `clip_grad_norm_` returns).
+    pub norm: f64,
+    pub scale: GradScale,
+}
+
+/// Norm and scale of the mean gradient `grad_sum / count`, clipped to `max_norm` with
+/// PyTorch's rule (coefficient max_norm / (norm + 1e-6), applied only when below 1);
+/// `max_norm` 0 turns clipping off. `count` 0 (no target token) gives a zero gradient.
+pub fn grad_stats(grad_sum: &[f32], count: usize, max_norm: f64) -> GradStats {
+    let mean = if count > 0 { 1.0 / count as f32 } else { 0.0 };
+    let norm = scaled_norm(grad_sum, mean);
+    let coef = max_norm / (norm + 1e-6);
+    let clip = if max_norm > 0.0 && coef < 1.0 {
+        coef as f32
+    } else {
+        1.0
+    };
+    GradStats {
+        norm,
+        scale: GradScale { mean, clip },
+    }
+}
+
 /// Global L2 norm of `grads` (computed in f64, in a fixed order).
 pub fn grad_norm(grads: &[f32]) -> f64 {
+    scaled_norm(grads, 1.0)
+}
+
+/// L2 norm of `grads * scale`, each product rounded to f32 as if scaled in place.
+fn scaled_norm(grads: &[f32], scale: f32) -> f64 {
     // Per-chunk partial sums, added in chunk order: the same result on any thread count.
     let partials: Vec<f64> = grads
         .par_chunks(CHUNK)
-        .map(crate::kernels::simd::sum_squares_f64)
+        .map(|c| crate::kernels::simd::sum_squares_f64(c, scale))
         .collect();
     partials.iter().sum::<f64>().sqrt()
 }
 
-/// Scales `grads` so that their global L2 norm is at most `max_norm` (PyTorch's rule:
-/// coefficient max_norm / (norm + 1e-6), applied only when below 1). Returns the norm
-/// before clipping.
-pub fn clip_grad_norm(grads: &mut [f32], max_norm: f64) -> f64 {
-    let norm = grad_norm(grads);
-    let coef = max_norm / (norm + 1e-6);
-    if coef < 1.0 {
-        let c = coef as f32;
-        grads
-            .par_chunks_mut(CHUNK)
-            .for_each(|g| g.iter_mut().for_each(|g| *g *= c));
-    }
-    norm
+/// Zeroes `grads` in parallel (after a skipped step; `AdamW::step` clears them itself).
+pub fn zero_grads(grads: &mut [f32]) {
+    grads.par_chunks_mut(CHUNK).for_each(|g| g.fill(0.0));
 }
 
 /// Shape of the learning-rate curve after warmup.
@@ -211,20 +263,62 @@ mod tests {
 
     #[test]
     fn clipping_and_one_adam_step() {
-        let mut g = vec![3.0f32, 4.0];
-        assert!((clip_grad_norm(&mut g, 1.0) - 5.0).abs() < 1e-12);
-        assert!((g[0] - 0.6).abs() < 1e-6 && (g[1] - 0.8).abs() < 1e-6);
+        // Sum of two tokens' gradients: the mean is (3, 4), norm 5, clipped to norm 1.
+        let mut g = vec![6.0f32, 8.0];
+        let stats = grad_stats(&g, 2, 1.0);
+        assert!((stats.norm - 5.0).abs() < 1e-12);
+        assert_eq!(stats.scale.mean, 0.5);
+        assert!((stats.scale.clip as f64 - 1.0 / (5.0 + 1e-6)).abs() < 1e-7);
+        assert_eq!(grad_stats(&g, 2, 0.0).scale.clip, 1.0, "0 = no clipping");
+        assert_eq!(grad_stats(&g, 2, 10.0).scale.clip, 1.0, "under the limit");
         // First step: m_hat = g, v_hat = g^2, so each parameter moves by about lr * sign(g),
         // after decay of the decayed range only.
         let mut opt = AdamW::new(2, 0.9, 0.95, 1e-8, 0.1);
         let mut p = vec![1.0f32, 1.0];
         let decay = [0..1usize, 1..1];
-        opt.step(&mut p, &[0.5, -2.0], 0.01, &decay);
+        g.copy_from_slice(&[0.5, -2.0]);
+        opt.step(&mut p, &mut g, GradScale::ONE, 0.01, &decay);
         assert!(
             (p[0] - (1.0 * (1.0 - 0.001) - 0.01)).abs() < 1e-6,
             "{}",
             p[0]
         );
         assert!((p[1] - (1.0 + 0.01)).abs() < 1e-6, "{}", p[1]);
+        assert_eq!(g, [0.0, 0.0], "the step clears the gradient it used");
+    }
+
+    /// The fused step gives bitwise what averaging and clipping in place, then stepping, gives.
+    #[test]
+    fn fused_scaling_equals_scaling_in_place() {
+        let n = 3 * CHUNK + 77;
+        let mut rng = crate::rng::Rng::new(5);
+        let sum: Vec<f32> = (0..n).map(|_| rng.normal() as f32 * 40.0).collect();
+        let p0: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+        let decay = [0..n / 2];
+        let count = 37usize;
+
+        let mut reference = sum.clone();
+        let inv = 1.0 / count as f32;
+        reference.iter_mut().for_each(|g| *g *= inv);
+        let norm = grad_norm(&reference);
+        let coef = (1.0 / (norm + 1e-6)) as f32;
+        assert!(coef < 1.0, "the test must exercise clipping");
+        reference.iter_mut().for_each(|g| *g *= coef);
+        let mut p_ref = p0.clone();
+        let mut opt_ref = AdamW::new(n, 0.9, 0.95, 1e-8, 0.1);
+        opt_ref.step(&mut p_ref, &mut reference, GradScale::ONE, 1e-3, &decay);
+
+        let mut fused = sum.clone();
+        let stats = grad_stats(&fused, count, 1.0);
+        assert_eq!(stats.norm, norm);
+        let mut p = p0.clone();
+        let mut opt = AdamW::new(n, 0.9, 0.95, 1e-8, 0.1);
+        opt.step(&mut p, &mut fused, stats.scale, 1e-3, &decay);
+        assert!(p
+            .iter()
+            .zip(&p_ref)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        assert!(opt.m == opt_ref.m && opt.v == opt_ref.v);
+        assert!(fused.iter().all(|&g| g == 0.0));
     }
 }

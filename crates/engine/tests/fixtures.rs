@@ -5,13 +5,14 @@ mod common;
 
 use common::*;
 use engine::model::{self, Workspace};
-use engine::optim::{clip_grad_norm, decay_ranges, AdamW, LrSchedule, ScheduleKind};
+use engine::optim::{decay_ranges, grad_stats, AdamW, LrSchedule, ScheduleKind};
 use engine::rng::Rng;
 use safetensors::SafeTensors;
 
 const FIXTURES: [&str; 2] = ["tiny-llama", "tiny-llama-tied"];
 
-fn mean_grads(f: &Fixture) -> (f64, Vec<f32>) {
+/// Mean loss, the gradient summed over target tokens, and the number of targets.
+fn summed_grads(f: &Fixture) -> (f64, Vec<f32>, usize) {
     let mut ws = Workspace::new(&f.params.config, f.batch, f.seq, None).unwrap();
     let mut grads = vec![0.0; f.params.data.len()];
     let loss = model::forward_backward(
@@ -24,9 +25,14 @@ fn mean_grads(f: &Fixture) -> (f64, Vec<f32>) {
         &mut Rng::new(0),
     )
     .unwrap();
-    let inv = 1.0 / loss.count as f32;
+    (loss.mean(), grads, loss.count)
+}
+
+fn mean_grads(f: &Fixture) -> (f64, Vec<f32>) {
+    let (loss, mut grads, count) = summed_grads(f);
+    let inv = 1.0 / count as f32;
     grads.iter_mut().for_each(|g| *g *= inv);
-    (loss.mean(), grads)
+    (loss, grads)
 }
 
 #[test]
@@ -81,8 +87,10 @@ fn full_adamw_trajectory_matches_pytorch() {
         );
         let decay = decay_ranges(&f.params.layout);
         for (s, want) in ft["trajectory"].as_array().unwrap().iter().enumerate() {
-            let (loss, mut grads) = mean_grads(&f);
-            let norm = clip_grad_norm(&mut grads, hp("clip"));
+            // The trainer's path: the summed gradient, averaged and clipped inside the step.
+            let (loss, mut grads, count) = summed_grads(&f);
+            let stats = grad_stats(&grads, count, hp("clip"));
+            let norm = stats.norm;
             let lr = sched.lr_at(s as u64);
             let wl = want["loss"].as_f64().unwrap();
             let wn = want["grad_norm"].as_f64().unwrap();
@@ -95,7 +103,7 @@ fn full_adamw_trajectory_matches_pytorch() {
                 (norm - wn).abs() < 1e-3 * wn.max(1.0),
                 "{name} step {s}: norm {norm} vs {wn}"
             );
-            opt.step(&mut f.params.data, &grads, lr, &decay);
+            opt.step(&mut f.params.data, &mut grads, stats.scale, lr, &decay);
         }
     }
 }
@@ -123,15 +131,14 @@ fn lora_trajectory_matches_peft() {
                 &mut Rng::new(0),
             )
             .unwrap();
-            let inv = 1.0 / loss.count as f32;
-            grads.iter_mut().for_each(|g| *g *= inv);
+            let scale = grad_stats(&grads, loss.count, 0.0).scale;
             let wl = want["loss"].as_f64().unwrap();
             assert!(
                 (loss.mean() - wl).abs() < 1e-3,
                 "{name} step {s}: loss {} vs {wl}",
                 loss.mean()
             );
-            opt.step(&mut lp.data, &grads, lr, &[]);
+            opt.step(&mut lp.data, &mut grads, scale, lr, &[]);
         }
         let err = rel_l2(&lp.data, &after.data);
         assert!(err < 1e-3, "{name}: adapter after training off by {err}");

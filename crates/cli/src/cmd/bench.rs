@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use engine::gemm::sgemm;
 use engine::lora::{LoraConfig, LoraParams, LoraTarget};
 use engine::model::{forward_backward, forward_loss, Workspace};
-use engine::optim::{clip_grad_norm, decay_ranges, AdamW};
+use engine::optim::{decay_ranges, grad_stats, zero_grads, AdamW};
 use engine::rng::Rng;
 use engine::ModelConfig;
 use std::time::Instant;
@@ -183,7 +183,7 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
         Ok(())
     })?;
     let t_fb = time(&mut || {
-        grads.fill(0.0);
+        zero_grads(&mut grads);
         forward_backward(
             &params,
             lora.as_ref(),
@@ -195,8 +195,9 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
         )?;
         Ok(())
     })?;
+    // The trainer's step: the gradient buffer starts zeroed (AdamW clears it as it updates).
+    zero_grads(&mut grads);
     let t_step = time(&mut || {
-        grads.fill(0.0);
         let loss = forward_backward(
             &params,
             lora.as_ref(),
@@ -206,12 +207,10 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
             &targets,
             &mut rng,
         )?;
-        let inv = 1.0 / loss.count.max(1) as f32;
-        grads.iter_mut().for_each(|g| *g *= inv);
-        clip_grad_norm(&mut grads, 1.0);
+        let scale = grad_stats(&grads, loss.count, 1.0).scale;
         match lora.as_mut() {
-            Some(l) => opt.step(&mut l.data, &grads, 1e-4, &decay),
-            None => opt.step(&mut params.data, &grads, 1e-4, &decay),
+            Some(l) => opt.step(&mut l.data, &mut grads, scale, 1e-4, &decay),
+            None => opt.step(&mut params.data, &mut grads, scale, 1e-4, &decay),
         }
         Ok(())
     })?;

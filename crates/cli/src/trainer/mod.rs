@@ -17,7 +17,7 @@ use data::windows::{window_count, window_range, WindowOrder};
 use data_source::TokenData;
 use engine::lora::LoraParams;
 use engine::model::{forward_backward, forward_loss, LossSum, Workspace, IGNORE_INDEX};
-use engine::optim::{clip_grad_norm, decay_ranges, grad_norm, AdamW, LrSchedule};
+use engine::optim::{decay_ranges, grad_stats, zero_grads, AdamW, LrSchedule};
 use engine::rng::Rng;
 use engine::{ModelConfig, ParamLayout, Params};
 use events::Events;
@@ -637,7 +637,7 @@ impl Trainer {
             let step_start = Instant::now();
             let lr = self.sched.lr_at(self.st.step);
             let snapshot = (self.order.state().clone(), self.rng.state());
-            self.grads.fill(0.0);
+            // `self.grads` is zero here: AdamW clears it as it steps, and a skipped step below.
             let mut sum = LossSum::default();
             for _ in 0..accum {
                 if let Some(sig) = self.stop.received() {
@@ -674,19 +674,13 @@ impl Trainer {
                 });
             }
             let loss = sum.mean();
-            let scale = if sum.count > 0 {
-                1.0 / sum.count as f32
-            } else {
-                0.0
-            };
-            self.grads.iter_mut().for_each(|g| *g *= scale);
-            let norm = if self.cfg.grad_clip > 0.0 {
-                clip_grad_norm(&mut self.grads, self.cfg.grad_clip)
-            } else {
-                grad_norm(&self.grads)
-            };
+            // One read of the gradient sum: the norm of its mean, and the factors the AdamW
+            // pass applies on the fly (1/count, then the clip coefficient).
+            let stats = grad_stats(&self.grads, sum.count, self.cfg.grad_clip);
+            let norm = stats.norm;
             if !(loss.is_finite() && norm.is_finite()) {
                 bad_in_row += 1;
+                zero_grads(&mut self.grads);
                 ev.emit(&Event::Info {
                     key: "skipped_step".into(),
                     value: serde_json::json!({"step": self.st.step + 1,
@@ -716,7 +710,8 @@ impl Trainer {
                     Some(l) => &mut l.data[..],
                     None => &mut self.params.data[..],
                 };
-                self.adam.step(weights, &self.grads, lr, &self.decay);
+                self.adam
+                    .step(weights, &mut self.grads, stats.scale, lr, &self.decay);
                 self.st.last_loss = Some(loss);
                 if self.st.best_loss.is_none_or(|b| loss < b) {
                     self.st.best_loss = Some(loss);
