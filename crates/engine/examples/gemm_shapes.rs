@@ -23,6 +23,36 @@ fn main() {
         (false, false, 256, 768, 32000, "s110m cls dx"),
         (true, false, 32000, 768, 256, "s110m cls dW"),
     ];
+    let smol = [
+        (false, true, 1024, 576, 576, "smol fwd q/o"),
+        (false, true, 1024, 192, 576, "smol fwd k/v"),
+        (false, true, 1024, 960, 576, "smol fwd qkv fused"),
+        (false, false, 1024, 576, 576, "smol dx q/o"),
+        (false, false, 1024, 576, 192, "smol dx k/v"),
+        (false, false, 1024, 576, 960, "smol dx qkv fused"),
+        (true, false, 576, 576, 1024, "smol dW q/o"),
+        (true, false, 192, 576, 1024, "smol dW k/v"),
+        (true, false, 960, 576, 1024, "smol dW qkv fused"),
+        (false, true, 1024, 1536, 576, "smol fwd gate/up"),
+        (false, true, 1024, 576, 1536, "smol fwd down"),
+        (false, false, 1024, 576, 1536, "smol dx gate/up"),
+        (false, false, 1024, 1536, 576, "smol dx down"),
+        (false, true, 320, 49152, 576, "smol logits"),
+        (false, false, 320, 576, 49152, "smol cls dx"),
+    ];
+    let lora = [
+        (false, true, 1024, 8, 576, "lora x A^T"),
+        (false, true, 1024, 576, 8, "lora mid B^T q/o"),
+        (false, true, 1024, 192, 8, "lora mid B^T k/v"),
+        (true, false, 576, 8, 1024, "lora dB q/o"),
+        (false, false, 1024, 8, 576, "lora dmid q/o"),
+        (true, false, 8, 576, 1024, "lora dA"),
+        (false, false, 1024, 576, 8, "lora dx"),
+        (false, false, 576, 576, 8, "lora merge B A"),
+        (false, true, 8, 1024, 576, "lora (x A^T)^T"),
+        (true, true, 8, 1024, 576, "lora dmid^T"),
+        (true, false, 8, 576, 1024, "lora dB^T"),
+    ];
     let all = [
         (false, true, 8192, 64, 64, "fwd q/o x W^T"),
         (false, true, 8192, 172, 64, "fwd gate/up"),
@@ -45,10 +75,11 @@ fn main() {
         (false, true, 2048, 768, 288, "s15m mlp fwd"),
         (true, false, 288, 288, 2048, "s15m dW"),
     ];
-    let shapes: &[_] = if std::env::args().nth(2).as_deref() == Some("s110m") {
-        &s110m
-    } else {
-        &all
+    let shapes: &[_] = match std::env::args().nth(2).as_deref() {
+        Some("s110m") => &s110m,
+        Some("lora") => &lora,
+        Some("smol") => &smol,
+        _ => &all,
     };
     for &(ta, tb, m, n, k, what) in shapes {
         let a = vec![0.01f32; m * k];

@@ -99,13 +99,17 @@ fn sgemm_parts(
         alpha,
         beta,
     };
+    // The crate's own split over output tiles is best for square-ish products, the split
+    // here for the rest (GFLOP/s on 2 threads, docs/performance.md): long-k products (the
+    // classifier's dx, small models' weight gradients: 160 -> 357), weight gradients with a
+    // huge output and a short k (the classifier's dW chunks: 133 -> 352) and narrow weight
+    // gradients (LoRA's rank-r ones), where the crate leaves a thread idle. Square-ish weight
+    // gradients (stories110m's 768 x 768 x 1024: 339 -> 377) keep the crate's split.
+    let split = k > 4 * m.max(n) || (trans_a && (m.max(n) >= 8 * k || m.min(n) < 128));
     // SAFETY: the asserts above prove every element addressed by the shapes and strides lies
     // inside the slices; `c` is borrowed mutably, so it cannot alias `a` or `b`.
-    // Products with a transposed left operand (weight gradients) or a long k (the classifier's
-    // dx) scale badly with the gemm crate's own split (measured: 120-190 GFLOP/s on 2 threads
-    // against 230-350 split here); others keep it (square products were faster with it).
     unsafe {
-        if trans_a || k > 4 * m.max(n) {
+        if split {
             g.run_split(c.as_mut_ptr(), ldc, parts)
         } else {
             g.run_tiled(c.as_mut_ptr(), ldc, parts)

@@ -94,6 +94,8 @@ pub struct Workspace {
     dg: Vec<f32>,
     du: Vec<f32>,
     dmid: Vec<f32>,
+    // dB^T of the adapter at hand, [r, out_max] (see `lora_backward`).
+    dbt: Vec<f32>,
     ltmp: Vec<f32>,
     logits: Vec<f32>,
 }
@@ -135,6 +137,9 @@ impl Workspace {
         let in_max = lora.as_ref().map_or(0, |l| {
             l.targets.iter().map(|t| t.dims(cfg).0).max().unwrap_or(0)
         });
+        let out_max = lora.as_ref().map_or(0, |l| {
+            l.targets.iter().map(|t| t.dims(cfg).1).max().unwrap_or(0)
+        });
         let chunk = classifier_chunk(cfg.vocab_size, n);
         // Check the total before allocating anything.
         let per_layer = mul(n, 4 * d + 2 * kv + 2 * hd + 2)? + mul(mul(batch, cfg.n_heads)?, seq)?;
@@ -149,6 +154,7 @@ impl Workspace {
                 n,
                 4 * d + 2 * kv + 4 * hd + rank + if dropout { in_max } else { 0 },
             )?
+            + mul(rank, out_max)?
             + mul(chunk, cfg.vocab_size)?;
         ModelConfig::check_fits_in_memory(mul(total, 4)? as u64)?;
         let z = |len: usize| vec![0.0f32; len];
@@ -184,6 +190,7 @@ impl Workspace {
             dg: z(n * hd),
             du: z(n * hd),
             dmid: z(n * rank),
+            dbt: z(rank * out_max),
             ltmp: z(if dropout { n * in_max } else { 0 }),
             logits: z(chunk * cfg.vocab_size),
             lora,
@@ -228,6 +235,7 @@ impl Workspace {
             &self.dg,
             &self.du,
             &self.dmid,
+            &self.dbt,
             &self.ltmp,
             &self.logits,
         ];
@@ -383,15 +391,24 @@ fn lora_backward(
     da: &mut [f32],
     db: &mut [f32],
     dmid: &mut [f32],
+    dbt: &mut [f32],
     tmp: &mut [f32],
     n: usize,
     din: usize,
     dout: usize,
 ) {
     let r = slot.rank;
+    // dB^T = scale mid^T dy, then added to dB transposed: the [out, r] product directly is a
+    // tall, narrow GEMM that runs 3x slower (576 x 8 x 1024: 67 vs 205 GFLOP/s).
+    let dbt = &mut dbt[..r * dout];
     sgemm(
-        true, false, dout, r, n, slot.scale, dy, dout, slot.mid, r, 1.0, db, r,
+        true, false, r, dout, n, slot.scale, slot.mid, r, dy, dout, 0.0, dbt, dout,
     );
+    for (o, row) in db.chunks_exact_mut(r).enumerate() {
+        for (i, g) in row.iter_mut().enumerate() {
+            *g += dbt[i * dout + o];
+        }
+    }
     sgemm(
         false, false, n, r, dout, slot.scale, dy, dout, slot.b, r, 0.0, dmid, r,
     );
@@ -778,7 +795,7 @@ pub fn forward_backward(
                     lora_ranges($t),
                 ) {
                     let (ga, gb) = split_two(grads, ra, rb);
-                    lora_back_call(
+                    lora_backward(
                         $dx,
                         $dy,
                         $x,
@@ -786,6 +803,7 @@ pub fn forward_backward(
                         ga,
                         gb,
                         &mut ws.dmid,
+                        &mut ws.dbt,
                         &mut ws.ltmp,
                         n,
                         $din,
@@ -919,23 +937,6 @@ pub fn forward_backward(
         );
     }
     Ok(LossSum { sum, count })
-}
-
-#[allow(clippy::too_many_arguments)]
-fn lora_back_call(
-    dx: &mut [f32],
-    dy: &[f32],
-    x: &[f32],
-    s: &LoraSlot<'_>,
-    ga: &mut [f32],
-    gb: &mut [f32],
-    dmid: &mut [f32],
-    tmp: &mut [f32],
-    n: usize,
-    din: usize,
-    dout: usize,
-) {
-    lora_backward(dx, dy, x, s, ga, gb, dmid, tmp, n, din, dout);
 }
 
 /// Two disjoint mutable ranges of one buffer.
