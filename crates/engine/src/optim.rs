@@ -294,7 +294,7 @@ mod tests {
         let mut rng = crate::rng::Rng::new(5);
         let sum: Vec<f32> = (0..n).map(|_| rng.normal() as f32 * 40.0).collect();
         let p0: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
-        let decay = [0..n / 2];
+        let decay = [0..n / 3, n / 2..n];
         let count = 37usize;
 
         let mut reference = sum.clone();
