@@ -99,18 +99,27 @@ fn sgemm_parts(
         alpha,
         beta,
     };
-    // The crate's own split over output tiles is best for square-ish products, the split
-    // here for the rest (GFLOP/s on 2 threads, docs/performance.md): long-k products (the
-    // classifier's dx, small models' weight gradients: 160 -> 357), weight gradients with a
-    // huge output and a short k (the classifier's dW chunks: 133 -> 352) and narrow weight
-    // gradients (LoRA's rank-r ones), where the crate leaves a thread idle. Square-ish weight
-    // gradients (stories110m's 768 x 768 x 1024: 339 -> 377) keep the crate's split.
+    // Which split, measured on the shapes of a step (GFLOP/s on 2 threads, docs/performance.md):
+    // - the engine's pieces (`run_split`) for long-k products (the classifier's dx, small
+    //   models' weight gradients: 160 -> 357), weight gradients with a huge output and a short
+    //   k (the classifier's dW chunks: 133 -> 352) and narrow weight gradients (LoRA's rank-r
+    //   ones), where the crate leaves a thread idle;
+    // - one block of columns per thread (`run_columns`) for the layer products with a wide
+    //   output: each thread then packs only its own part of the weights (stories110m's
+    //   `x W_down^T`, 1024x768x2048: 342 -> 393; smollm2's: 346 -> 386);
+    // - the crate's own split for the rest: square-ish weight gradients (stories110m's
+    //   768x768x1024: engine pieces 339, crate 377) and narrow outputs (8192x64x64: 365,
+    //   columns 231).
     let split = k > 4 * m.max(n) || (trans_a && (m.max(n) >= 8 * k || m.min(n) < 128));
+    let by_columns =
+        !split && !trans_a && parts > 1 && n >= MIN_COLUMNS_PER_THREAD * parts && k >= MIN_K_PART;
     // SAFETY: the asserts above prove every element addressed by the shapes and strides lies
     // inside the slices; `c` is borrowed mutably, so it cannot alias `a` or `b`.
     unsafe {
         if split {
             g.run_split(c.as_mut_ptr(), ldc, parts)
+        } else if by_columns {
+            g.run_columns(c.as_mut_ptr(), ldc, parts)
         } else {
             g.run_tiled(c.as_mut_ptr(), ldc, parts)
         }
@@ -125,6 +134,8 @@ const MIN_PART: usize = 32;
 const MIN_K_PART: usize = 256;
 /// Pieces per thread.
 const PIECES_PER_THREAD: usize = 4;
+/// Output columns per thread at least for `run_columns` (narrower blocks were slower).
+const MIN_COLUMNS_PER_THREAD: usize = 256;
 /// Largest total of k-split partial products (floats): 16 MiB.
 const MAX_PARTIAL_FLOATS: usize = 1 << 22;
 
@@ -268,6 +279,19 @@ impl Gemm {
         } else {
             self.run_one(c.0, ldc);
         }
+    }
+
+    /// One block of columns of C per part, each on one thread. Several blocks per thread
+    /// (as `run_split` makes) measured slower here: every block repacks its operands.
+    unsafe fn run_columns(&self, c: *mut f32, ldc: usize, parts: usize) {
+        let n = self.n;
+        let cols = n.div_ceil(parts).next_multiple_of(16);
+        let c = CPtr(c);
+        (0..n.div_ceil(cols)).into_par_iter().for_each(|p| {
+            let j0 = p * cols;
+            self.cols(j0, cols.min(n - j0))
+                .run_one(c.get().add(j0), ldc);
+        });
     }
 
     /// C = beta C + sum over parts of alpha A[:, ks] B[ks, :], parts summed in order.
