@@ -99,31 +99,44 @@ fn sgemm_parts(
         alpha,
         beta,
     };
-    // Which split, measured on the shapes of a step (GFLOP/s on 2 threads, docs/performance.md):
+    // How the product is divided among threads, measured on the shapes of a step (GFLOP/s on
+    // 2 threads, docs/performance.md):
     // - the engine's pieces (`run_split`) for long-k products (the classifier's dx, small
     //   models' weight gradients: 160 -> 357), weight gradients with a huge output and a short
     //   k (the classifier's dW chunks: 133 -> 352) and narrow weight gradients (LoRA's rank-r
     //   ones), where the crate leaves a thread idle;
-    // - one block of columns per thread (`run_columns`) for the layer products with a wide
-    //   output: each thread then packs only its own part of the weights (stories110m's
-    //   `x W_down^T`, 1024x768x2048: 342 -> 393; smollm2's: 346 -> 386);
-    // - the crate's own split for the rest: square-ish weight gradients (stories110m's
-    //   768x768x1024: engine pieces 339, crate 377) and narrow outputs (8192x64x64: 365,
-    //   columns 231).
+    // - one block of C per thread (`run_blocks`) for the layer products: each thread then
+    //   packs only its own part of the operands, where the crate's split packs them on every
+    //   thread. Blocks of columns for `x W^T` and `dy W` (stories110m's `x W_down^T`,
+    //   1024x768x2048: 342 -> 393), blocks of rows for square-ish weight gradients (768 x 768
+    //   x 1024: 369 -> 380; smollm2's 576 x 576 x 1024: 348 -> 372);
+    // - the crate's own split for the rest: narrow outputs (8192x64x64: 365, columns 231).
     let split = k > 4 * m.max(n) || (trans_a && (m.max(n) >= 8 * k || m.min(n) < 128));
-    let by_columns =
-        !split && !trans_a && parts > 1 && n >= MIN_COLUMNS_PER_THREAD * parts && k >= MIN_K_PART;
+    let blocks = if split || parts < 2 {
+        None
+    } else if trans_a && m >= MIN_ROWS_PER_THREAD * parts {
+        Some(Block::Rows)
+    } else if !trans_a && n >= MIN_COLUMNS_PER_THREAD * parts && k >= MIN_K_PART {
+        Some(Block::Columns)
+    } else {
+        None
+    };
     // SAFETY: the asserts above prove every element addressed by the shapes and strides lies
     // inside the slices; `c` is borrowed mutably, so it cannot alias `a` or `b`.
     unsafe {
-        if split {
-            g.run_split(c.as_mut_ptr(), ldc, parts)
-        } else if by_columns {
-            g.run_columns(c.as_mut_ptr(), ldc, parts)
-        } else {
-            g.run_tiled(c.as_mut_ptr(), ldc, parts)
+        match blocks {
+            _ if split => g.run_split(c.as_mut_ptr(), ldc, parts),
+            Some(block) => g.run_blocks(c.as_mut_ptr(), ldc, parts, block),
+            None => g.run_tiled(c.as_mut_ptr(), ldc, parts),
         }
     }
+}
+
+/// Which way `Gemm::run_blocks` cuts C.
+#[derive(Clone, Copy)]
+enum Block {
+    Rows,
+    Columns,
 }
 
 /// Work below this many multiply-adds runs on one thread (splitting costs more than it saves).
@@ -134,8 +147,10 @@ const MIN_PART: usize = 32;
 const MIN_K_PART: usize = 256;
 /// Pieces per thread.
 const PIECES_PER_THREAD: usize = 4;
-/// Output columns per thread at least for `run_columns` (narrower blocks were slower).
+/// Output columns per thread at least for blocks of columns (narrower blocks were slower).
 const MIN_COLUMNS_PER_THREAD: usize = 256;
+/// Output rows per thread at least for blocks of rows.
+const MIN_ROWS_PER_THREAD: usize = 64;
 /// Largest total of k-split partial products (floats): 16 MiB.
 const MAX_PARTIAL_FLOATS: usize = 1 << 22;
 
@@ -281,16 +296,23 @@ impl Gemm {
         }
     }
 
-    /// One block of columns of C per part, each on one thread. Several blocks per thread
-    /// (as `run_split` makes) measured slower here: every block repacks its operands.
-    unsafe fn run_columns(&self, c: *mut f32, ldc: usize, parts: usize) {
-        let n = self.n;
-        let cols = n.div_ceil(parts).next_multiple_of(16);
+    /// One block of rows or columns of C per part, each on one thread. Several blocks per
+    /// thread (as `run_split` makes) measured slower here: every block repacks its operands.
+    unsafe fn run_blocks(&self, c: *mut f32, ldc: usize, parts: usize, block: Block) {
+        let len = match block {
+            Block::Rows => self.m,
+            Block::Columns => self.n,
+        };
+        let size = len.div_ceil(parts).next_multiple_of(16);
         let c = CPtr(c);
-        (0..n.div_ceil(cols)).into_par_iter().for_each(|p| {
-            let j0 = p * cols;
-            self.cols(j0, cols.min(n - j0))
-                .run_one(c.get().add(j0), ldc);
+        (0..len.div_ceil(size)).into_par_iter().for_each(|p| {
+            let (start, this) = (p * size, size.min(len - p * size));
+            match block {
+                Block::Rows => self
+                    .rows(start, this)
+                    .run_one(c.get().add(start * ldc), ldc),
+                Block::Columns => self.cols(start, this).run_one(c.get().add(start), ldc),
+            }
         });
     }
 
