@@ -236,6 +236,17 @@ fn bench_reports_throughput_mfu_and_memory() {
         let m = &r["memory_bytes"];
         assert!(m["weights"].as_u64().unwrap() > 0 && m["activations"].as_u64().unwrap() > 0);
         assert!(m["peak_rss"].as_u64().unwrap() >= m["weights"].as_u64().unwrap());
+        // The breakdown (model memory plus the process baseline measured before the model
+        // existed) explains the peak resident set.
+        let (total, rss) = (
+            m["breakdown_total"].as_f64().unwrap(),
+            m["peak_rss"].as_f64().unwrap(),
+        );
+        assert!(m["process_baseline"].as_u64().unwrap() > 0);
+        assert!(
+            rss < 1.3 * total && rss > 0.7 * total,
+            "peak RSS {rss} vs {total}"
+        );
         let cfg_p = r["matmul_params"].as_f64().unwrap();
         let per_token = if mode == "full" {
             6.0 * cfg_p

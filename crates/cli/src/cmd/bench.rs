@@ -39,19 +39,58 @@ pub struct Args {
     pub lora_targets: String,
 }
 
-/// Best GFLOP/s of C = A B^T-free plain GEMM of shape (m, n, k) over a few repetitions.
-fn gemm_gflops(m: usize, n: usize, k: usize, reps: usize) -> f64 {
-    let a = vec![0.5f32; m * k];
-    let b = vec![0.25f32; k * n];
-    let mut c = vec![0.0f32; m * n];
-    sgemm(false, false, m, n, k, 1.0, &a, k, &b, n, 0.0, &mut c, n); // warm-up
-    let mut best = f64::MAX;
-    for _ in 0..reps {
-        let t = Instant::now();
-        sgemm(false, false, m, n, k, 1.0, &a, k, &b, n, 0.0, &mut c, n);
-        best = best.min(t.elapsed().as_secs_f64());
+/// Operands of one plain GEMM shape, allocated once: sampling the peak during the timed runs
+/// then allocates nothing, and the buffers are part of the process baseline.
+struct GemmProbe {
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Vec<f32>,
+    b: Vec<f32>,
+    c: Vec<f32>,
+}
+
+impl GemmProbe {
+    fn new(m: usize, n: usize, k: usize) -> GemmProbe {
+        GemmProbe {
+            m,
+            n,
+            k,
+            a: vec![0.5; m * k],
+            b: vec![0.25; k * n],
+            c: vec![0.0; m * n],
+        }
     }
-    2.0 * (m * n * k) as f64 / best / 1e9
+
+    /// Best GFLOP/s over `reps` timed products, after one warm-up.
+    fn gflops(&mut self, reps: usize) -> f64 {
+        let (m, n, k) = (self.m, self.n, self.k);
+        let mut run = || {
+            sgemm(
+                false,
+                false,
+                m,
+                n,
+                k,
+                1.0,
+                &self.a,
+                k,
+                &self.b,
+                n,
+                0.0,
+                &mut self.c,
+                n,
+            )
+        };
+        run();
+        let mut best = f64::MAX;
+        for _ in 0..reps {
+            let t = Instant::now();
+            run();
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        2.0 * (m * n * k) as f64 / best / 1e9
+    }
 }
 
 /// CPU seconds (user + system) this process has used, from /proc/self/stat (Linux clock
@@ -65,10 +104,10 @@ fn cpu_seconds() -> Option<f64> {
     Some(ticks / 100.0)
 }
 
-/// VmHWM (peak resident set) of this process, in bytes.
-fn peak_rss_bytes() -> Option<u64> {
+/// A `kB` field of /proc/self/status (VmHWM: peak resident set; VmRSS: current), in bytes.
+fn status_bytes(field: &str) -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = s.lines().find(|l| l.starts_with(field))?;
     Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
 }
 
@@ -113,14 +152,18 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
     out.log(format!(
         "measuring the f32 GEMM peak on {threads} threads ..."
     ));
-    let g_square = gemm_gflops(1024, 1024, 1024, 5);
-    let g_mlp = gemm_gflops(n, cfg.hidden_dim, cfg.dim, 3);
-    let g_cls = gemm_gflops(n.min(256), cfg.vocab_size, cfg.dim, 3);
+    let mut square = GemmProbe::new(1024, 1024, 1024);
+    let mut mlp = GemmProbe::new(n, cfg.hidden_dim, cfg.dim);
+    let g_square = square.gflops(5);
+    let g_mlp = mlp.gflops(3);
+    let g_cls = GemmProbe::new(n.min(256), cfg.vocab_size, cfg.dim).gflops(3);
     // On a shared machine the GEMM speed drifts with the load, so the peak is sampled again
     // right before every timed run and the median of those samples is the MFU denominator.
-    let sample_peak =
-        || gemm_gflops(1024, 1024, 1024, 1).max(gemm_gflops(n, cfg.hidden_dim, cfg.dim, 1));
+    let sample_peak = std::cell::RefCell::new(move || square.gflops(1).max(mlp.gflops(1)));
     let peak_samples = std::cell::RefCell::new(vec![g_square.max(g_mlp).max(g_cls)]);
+    // What the process holds before any model memory exists (code, libraries, thread stacks,
+    // the GEMM probes): the part of the peak RSS that the model's breakdown does not cover.
+    let baseline = status_bytes("VmRSS:").unwrap_or(0) as usize;
 
     // 2. Model, workspace, optimizer.
     let params_model = engine::init::init_params(&cfg, 1)?;
@@ -170,7 +213,8 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
         f()?;
         let mut v = Vec::new();
         for _ in 0..args.steps {
-            peak_samples.borrow_mut().push(sample_peak());
+            let sample = (sample_peak.borrow_mut())();
+            peak_samples.borrow_mut().push(sample);
             let s = Instant::now();
             f()?;
             v.push(s.elapsed().as_secs_f64());
@@ -234,8 +278,8 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
     let grads_b = trainable * 4;
     let moments = 2 * trainable * 4;
     let acts = ws.bytes();
-    let breakdown = weights + adapter + grads_b + moments + acts;
-    let rss = peak_rss_bytes();
+    let breakdown = weights + adapter + grads_b + moments + acts + baseline;
+    let rss = status_bytes("VmHWM:");
     // The share of `threads` cores this process actually got while timing: well below 1 means
     // other programs competed for the CPU and every number above is depressed and noisy.
     let cpu_share = match (cpu0, cpu_seconds()) {
@@ -252,7 +296,7 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
         "step": { "ms": t_step * 1e3, "tokens_per_s": tok / t_step, "gflops": tok * train_flops / t_step / 1e9, "mfu": mfu(train_flops, t_step) },
         "cpu_share": cpu_share,
         "memory_bytes": { "weights": weights, "adapter": adapter, "grads": grads_b, "optimizer_moments": moments,
-            "activations": acts, "breakdown_total": breakdown, "peak_rss": rss },
+            "activations": acts, "process_baseline": baseline, "breakdown_total": breakdown, "peak_rss": rss },
     });
     if out.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -282,8 +326,8 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
         );
     }
     println!(
-        "memory: weights {:.1} MiB, adapter {:.1} MiB, grads {:.1} MiB, moments {:.1} MiB, activations {:.1} MiB = {:.1} MiB; peak RSS {}",
-        mib(weights), mib(adapter), mib(grads_b), mib(moments), mib(acts), mib(breakdown),
+        "memory: weights {:.1} MiB, adapter {:.1} MiB, grads {:.1} MiB, moments {:.1} MiB, activations {:.1} MiB, process baseline {:.1} MiB = {:.1} MiB; peak RSS {}",
+        mib(weights), mib(adapter), mib(grads_b), mib(moments), mib(acts), mib(baseline), mib(breakdown),
         rss.map_or("unknown".into(), |r| format!("{:.1} MiB ({:.2}x)", mib(r as usize), r as f64 / breakdown as f64))
     );
     Ok(())
