@@ -2,8 +2,9 @@
 //!
 //! Backed by the `gemm` crate, which picks its AVX-512 / AVX2 / scalar kernels at run time
 //! (so one binary runs on any x86-64 or aarch64 CPU). Outside a parallel region the product
-//! is split into one piece per rayon thread (see `Gemm::run_split`); the split depends only
-//! on the shape and the thread count, so results are reproducible for a fixed thread count.
+//! is divided among the rayon threads (see `sgemm_parts`: pieces, one block per thread, or
+//! the crate's own threading); the division depends only on the shape and the thread count,
+//! so results are reproducible for a fixed thread count.
 
 use rayon::prelude::*;
 
@@ -111,25 +112,36 @@ fn sgemm_parts(
     //   1024x768x2048: 342 -> 393), blocks of rows for square-ish weight gradients (768 x 768
     //   x 1024: 369 -> 380; smollm2's 576 x 576 x 1024: 348 -> 372);
     // - the crate's own split for the rest: narrow outputs (8192x64x64: 365, columns 231).
-    let split = k > 4 * m.max(n) || (trans_a && (m.max(n) >= 8 * k || m.min(n) < 128));
-    let blocks = if split || parts < 2 {
-        None
-    } else if trans_a && m >= MIN_ROWS_PER_THREAD * parts {
-        Some(Block::Rows)
-    } else if !trans_a && n >= MIN_COLUMNS_PER_THREAD * parts && k >= MIN_K_PART {
-        Some(Block::Columns)
+    let big = parts > 1 && m.saturating_mul(n).saturating_mul(k) >= MIN_SPLIT_WORK;
+    let division = if k > 4 * m.max(n) || (trans_a && (m.max(n) >= 8 * k || m.min(n) < 128)) {
+        Division::Pieces
+    } else if big && trans_a && m >= MIN_ROWS_PER_THREAD * parts {
+        Division::Blocks(Block::Rows)
+    } else if big && !trans_a && n >= MIN_COLUMNS_PER_THREAD * parts && k >= MIN_K_PART {
+        Division::Blocks(Block::Columns)
     } else {
-        None
+        Division::Crate
     };
     // SAFETY: the asserts above prove every element addressed by the shapes and strides lies
     // inside the slices; `c` is borrowed mutably, so it cannot alias `a` or `b`.
     unsafe {
-        match blocks {
-            _ if split => g.run_split(c.as_mut_ptr(), ldc, parts),
-            Some(block) => g.run_blocks(c.as_mut_ptr(), ldc, parts, block),
-            None => g.run_tiled(c.as_mut_ptr(), ldc, parts),
+        match division {
+            Division::Pieces => g.run_split(c.as_mut_ptr(), ldc, parts),
+            Division::Blocks(block) => g.run_blocks(c.as_mut_ptr(), ldc, parts, block),
+            Division::Crate => g.run_tiled(c.as_mut_ptr(), ldc, parts),
         }
     }
+}
+
+/// How `sgemm` divides a product among threads.
+#[derive(Clone, Copy)]
+enum Division {
+    /// Several pieces per thread (`Gemm::run_split`).
+    Pieces,
+    /// One block of C per thread (`Gemm::run_blocks`).
+    Blocks(Block),
+    /// The `gemm` crate's own threading.
+    Crate,
 }
 
 /// Which way `Gemm::run_blocks` cuts C.
