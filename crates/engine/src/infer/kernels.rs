@@ -259,65 +259,88 @@ pub fn add_into(acc: &mut [f32], x: &[f32]) {
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// Four rows at a time share each load of `x`; two accumulators per row hide FMA latency.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn matvec_avx512(w: &[f32], x: &[f32], out: &mut [f32]) {
-        let k = x.len();
-        let rows = out.len();
-        let xp = x.as_ptr();
-        let wp = w.as_ptr();
-        let body = k / 32 * 32;
-        let mut r = 0;
-        while r + 4 <= rows {
-            let p = [
-                wp.add(r * k),
-                wp.add((r + 1) * k),
-                wp.add((r + 2) * k),
-                wp.add((r + 3) * k),
-            ];
-            let mut acc = [_mm512_setzero_ps(); 8];
-            let mut i = 0;
-            while i < body {
-                let x0 = _mm512_loadu_ps(xp.add(i));
-                let x1 = _mm512_loadu_ps(xp.add(i + 16));
-                for j in 0..4 {
-                    acc[2 * j] = _mm512_fmadd_ps(_mm512_loadu_ps(p[j].add(i)), x0, acc[2 * j]);
-                    acc[2 * j + 1] =
-                        _mm512_fmadd_ps(_mm512_loadu_ps(p[j].add(i + 16)), x1, acc[2 * j + 1]);
+    /// `out[r] = w[r] . x` for one instruction set, from one body: four rows at a time share
+    /// each load of `x`; two accumulators per row hide FMA latency. `$lanes` floats per
+    /// vector; `$hsum` adds a vector's lanes.
+    macro_rules! matvec {
+        ($name:ident, $feature:literal, $lanes:expr, $zero:ident, $load:ident, $fmadd:ident,
+         $add:ident, $hsum:ident) => {
+            #[target_feature(enable = $feature)]
+            pub unsafe fn $name(w: &[f32], x: &[f32], out: &mut [f32]) {
+                const L: usize = $lanes;
+                let k = x.len();
+                let rows = out.len();
+                let xp = x.as_ptr();
+                let wp = w.as_ptr();
+                let body = k / (2 * L) * (2 * L);
+                let mut r = 0;
+                while r + 4 <= rows {
+                    let p = [
+                        wp.add(r * k),
+                        wp.add((r + 1) * k),
+                        wp.add((r + 2) * k),
+                        wp.add((r + 3) * k),
+                    ];
+                    let mut acc = [$zero(); 8];
+                    let mut i = 0;
+                    while i < body {
+                        let x0 = $load(xp.add(i));
+                        let x1 = $load(xp.add(i + L));
+                        for j in 0..4 {
+                            acc[2 * j] = $fmadd($load(p[j].add(i)), x0, acc[2 * j]);
+                            acc[2 * j + 1] = $fmadd($load(p[j].add(i + L)), x1, acc[2 * j + 1]);
+                        }
+                        i += 2 * L;
+                    }
+                    for j in 0..4 {
+                        let mut s = $hsum($add(acc[2 * j], acc[2 * j + 1]));
+                        for t in body..k {
+                            s += *p[j].add(t) * *xp.add(t);
+                        }
+                        out[r + j] = s;
+                    }
+                    r += 4;
                 }
-                i += 32;
-            }
-            for j in 0..4 {
-                let mut s = _mm512_reduce_add_ps(_mm512_add_ps(acc[2 * j], acc[2 * j + 1]));
-                for t in body..k {
-                    s += *p[j].add(t) * *xp.add(t);
+                while r < rows {
+                    let p = wp.add(r * k);
+                    let (mut a0, mut a1) = ($zero(), $zero());
+                    let mut i = 0;
+                    while i < body {
+                        a0 = $fmadd($load(p.add(i)), $load(xp.add(i)), a0);
+                        a1 = $fmadd($load(p.add(i + L)), $load(xp.add(i + L)), a1);
+                        i += 2 * L;
+                    }
+                    let mut s = $hsum($add(a0, a1));
+                    for t in body..k {
+                        s += *p.add(t) * *xp.add(t);
+                    }
+                    out[r] = s;
+                    r += 1;
                 }
-                out[r + j] = s;
             }
-            r += 4;
-        }
-        while r < rows {
-            let p = wp.add(r * k);
-            let mut a0 = _mm512_setzero_ps();
-            let mut a1 = _mm512_setzero_ps();
-            let mut i = 0;
-            while i < body {
-                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(i)), _mm512_loadu_ps(xp.add(i)), a0);
-                a1 = _mm512_fmadd_ps(
-                    _mm512_loadu_ps(p.add(i + 16)),
-                    _mm512_loadu_ps(xp.add(i + 16)),
-                    a1,
-                );
-                i += 32;
-            }
-            let mut s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
-            for t in body..k {
-                s += *p.add(t) * *xp.add(t);
-            }
-            out[r] = s;
-            r += 1;
-        }
+        };
     }
+
+    matvec!(
+        matvec_avx512,
+        "avx512f",
+        16,
+        _mm512_setzero_ps,
+        _mm512_loadu_ps,
+        _mm512_fmadd_ps,
+        _mm512_add_ps,
+        _mm512_reduce_add_ps
+    );
+    matvec!(
+        matvec_avx2,
+        "avx2,fma",
+        8,
+        _mm256_setzero_ps,
+        _mm256_loadu_ps,
+        _mm256_fmadd_ps,
+        _mm256_add_ps,
+        hsum256
+    );
 
     #[target_feature(enable = "avx2,fma")]
     unsafe fn hsum256(v: __m256) -> f32 {
@@ -327,65 +350,6 @@ mod x86 {
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
         _mm_cvtss_f32(s)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn matvec_avx2(w: &[f32], x: &[f32], out: &mut [f32]) {
-        let k = x.len();
-        let rows = out.len();
-        let xp = x.as_ptr();
-        let wp = w.as_ptr();
-        let body = k / 16 * 16;
-        let mut r = 0;
-        while r + 4 <= rows {
-            let p = [
-                wp.add(r * k),
-                wp.add((r + 1) * k),
-                wp.add((r + 2) * k),
-                wp.add((r + 3) * k),
-            ];
-            let mut acc = [_mm256_setzero_ps(); 8];
-            let mut i = 0;
-            while i < body {
-                let x0 = _mm256_loadu_ps(xp.add(i));
-                let x1 = _mm256_loadu_ps(xp.add(i + 8));
-                for j in 0..4 {
-                    acc[2 * j] = _mm256_fmadd_ps(_mm256_loadu_ps(p[j].add(i)), x0, acc[2 * j]);
-                    acc[2 * j + 1] =
-                        _mm256_fmadd_ps(_mm256_loadu_ps(p[j].add(i + 8)), x1, acc[2 * j + 1]);
-                }
-                i += 16;
-            }
-            for j in 0..4 {
-                let mut s = hsum256(_mm256_add_ps(acc[2 * j], acc[2 * j + 1]));
-                for t in body..k {
-                    s += *p[j].add(t) * *xp.add(t);
-                }
-                out[r + j] = s;
-            }
-            r += 4;
-        }
-        while r < rows {
-            let p = wp.add(r * k);
-            let mut a0 = _mm256_setzero_ps();
-            let mut a1 = _mm256_setzero_ps();
-            let mut i = 0;
-            while i < body {
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(i)), _mm256_loadu_ps(xp.add(i)), a0);
-                a1 = _mm256_fmadd_ps(
-                    _mm256_loadu_ps(p.add(i + 8)),
-                    _mm256_loadu_ps(xp.add(i + 8)),
-                    a1,
-                );
-                i += 16;
-            }
-            let mut s = hsum256(_mm256_add_ps(a0, a1));
-            for t in body..k {
-                s += *p.add(t) * *xp.add(t);
-            }
-            out[r] = s;
-            r += 1;
-        }
     }
 }
 
