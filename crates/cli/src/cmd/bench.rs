@@ -39,57 +39,19 @@ pub struct Args {
     pub lora_targets: String,
 }
 
-/// Operands of one plain GEMM shape, for measuring the GEMM peak.
-struct GemmProbe {
-    m: usize,
-    n: usize,
-    k: usize,
-    a: Vec<f32>,
-    b: Vec<f32>,
-    c: Vec<f32>,
-}
-
-impl GemmProbe {
-    fn new(m: usize, n: usize, k: usize) -> GemmProbe {
-        GemmProbe {
-            m,
-            n,
-            k,
-            a: vec![0.5; m * k],
-            b: vec![0.25; k * n],
-            c: vec![0.0; m * n],
-        }
+/// Best GFLOP/s of a plain GEMM of shape (m, n, k) over a few repetitions, after a warm-up.
+fn gemm_gflops(m: usize, n: usize, k: usize, reps: usize) -> f64 {
+    let a = vec![0.5f32; m * k];
+    let b = vec![0.25f32; k * n];
+    let mut c = vec![0.0f32; m * n];
+    sgemm(false, false, m, n, k, 1.0, &a, k, &b, n, 0.0, &mut c, n); // warm-up
+    let mut best = f64::MAX;
+    for _ in 0..reps {
+        let t = Instant::now();
+        sgemm(false, false, m, n, k, 1.0, &a, k, &b, n, 0.0, &mut c, n);
+        best = best.min(t.elapsed().as_secs_f64());
     }
-
-    /// Best GFLOP/s over `reps` timed products, after one warm-up.
-    fn gflops(&mut self, reps: usize) -> f64 {
-        let (m, n, k) = (self.m, self.n, self.k);
-        let mut run = || {
-            sgemm(
-                false,
-                false,
-                m,
-                n,
-                k,
-                1.0,
-                &self.a,
-                k,
-                &self.b,
-                n,
-                0.0,
-                &mut self.c,
-                n,
-            )
-        };
-        run();
-        let mut best = f64::MAX;
-        for _ in 0..reps {
-            let t = Instant::now();
-            run();
-            best = best.min(t.elapsed().as_secs_f64());
-        }
-        2.0 * (m * n * k) as f64 / best / 1e9
-    }
+    2.0 * (m * n * k) as f64 / best / 1e9
 }
 
 /// CPU seconds (user + system) this process has used, from /proc/self/stat (Linux clock
@@ -101,30 +63,6 @@ fn cpu_seconds() -> Option<f64> {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
     Some(ticks / 100.0)
-}
-
-/// Peak resident set of the training work alone: the GEMM probes that sample the peak
-/// between timed runs allocate tens of MiB, which for a small model would dominate VmHWM.
-/// `pause` records the peak so far and `resume` resets the kernel's high-water mark
-/// (`/proc/self/clear_refs`, Linux 4.0+) after a probe; where that is not possible the probes
-/// stay in the figure.
-#[derive(Default)]
-struct PeakRss {
-    seen: u64,
-}
-
-impl PeakRss {
-    fn pause(&mut self) {
-        self.seen = self.seen.max(status_bytes("VmHWM:").unwrap_or(0));
-    }
-    fn resume(&self) {
-        // Failure only means the probe's memory may count in the final figure.
-        let _ = std::fs::write("/proc/self/clear_refs", "5");
-    }
-    fn peak(&mut self) -> Option<u64> {
-        self.pause();
-        (self.seen > 0).then_some(self.seen)
-    }
 }
 
 /// A `kB` field of /proc/self/status (VmHWM: peak resident set; VmRSS: current), in bytes.
@@ -175,23 +113,22 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
     out.log(format!(
         "measuring the f32 GEMM peak on {threads} threads ..."
     ));
-    let g_square = GemmProbe::new(1024, 1024, 1024).gflops(5);
-    let g_mlp = GemmProbe::new(n, cfg.hidden_dim, cfg.dim).gflops(3);
-    let g_cls = GemmProbe::new(n.min(256), cfg.vocab_size, cfg.dim).gflops(3);
+    let g_square = gemm_gflops(1024, 1024, 1024, 5);
+    let g_mlp = gemm_gflops(n, cfg.hidden_dim, cfg.dim, 3);
+    let g_cls = gemm_gflops(n.min(256), cfg.vocab_size, cfg.dim, 3);
     // On a shared machine the GEMM speed drifts with the load, so the peak is sampled again
     // right before every timed run and the median of those samples is the MFU denominator.
-    // The probes are allocated for each sample and freed at once: held for the whole run they
-    // raised the peak RSS of stories110m by 34 MiB.
-    let sample_peak = || {
-        let square = GemmProbe::new(1024, 1024, 1024).gflops(1);
-        square.max(GemmProbe::new(n, cfg.hidden_dim, cfg.dim).gflops(1))
-    };
+    // The probes' buffers are allocated for each sample and freed at once (held for the whole
+    // run they raised the peak RSS of stories110m by 34 MiB); the larger one is in the memory
+    // breakdown, since the allocator may keep its pages after the free.
+    let sample_peak =
+        || gemm_gflops(1024, 1024, 1024, 1).max(gemm_gflops(n, cfg.hidden_dim, cfg.dim, 1));
+    let probe_floats = |m: usize, n: usize, k: usize| m * k + k * n + m * n;
+    let probes = 4 * probe_floats(1024, 1024, 1024).max(probe_floats(n, cfg.hidden_dim, cfg.dim));
     let peak_samples = std::cell::RefCell::new(vec![g_square.max(g_mlp).max(g_cls)]);
     // What the process holds before any model memory exists (code, libraries, thread stacks):
     // the part of the peak RSS that the model's breakdown does not cover.
     let baseline = status_bytes("VmRSS:").unwrap_or(0) as usize;
-    let peak_rss = std::cell::RefCell::new(PeakRss::default());
-    peak_rss.borrow().resume();
 
     // 2. Model, workspace, optimizer.
     let params_model = engine::init::init_params(&cfg, 1)?;
@@ -241,9 +178,7 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
         f()?;
         let mut v = Vec::new();
         for _ in 0..args.steps {
-            peak_rss.borrow_mut().pause();
             peak_samples.borrow_mut().push(sample_peak());
-            peak_rss.borrow().resume();
             let s = Instant::now();
             f()?;
             v.push(s.elapsed().as_secs_f64());
@@ -307,8 +242,8 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
     let grads_b = trainable * 4;
     let moments = 2 * trainable * 4;
     let acts = ws.bytes();
-    let breakdown = weights + adapter + grads_b + moments + acts + baseline;
-    let rss = peak_rss.borrow_mut().peak();
+    let breakdown = weights + adapter + grads_b + moments + acts + baseline + probes;
+    let rss = status_bytes("VmHWM:");
     // The share of `threads` cores this process actually got while timing: well below 1 means
     // other programs competed for the CPU and every number above is depressed and noisy.
     let cpu_share = match (cpu0, cpu_seconds()) {
@@ -325,7 +260,7 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
         "step": { "ms": t_step * 1e3, "tokens_per_s": tok / t_step, "gflops": tok * train_flops / t_step / 1e9, "mfu": mfu(train_flops, t_step) },
         "cpu_share": cpu_share,
         "memory_bytes": { "weights": weights, "adapter": adapter, "grads": grads_b, "optimizer_moments": moments,
-            "activations": acts, "process_baseline": baseline, "breakdown_total": breakdown, "peak_rss": rss },
+            "activations": acts, "process_baseline": baseline, "gemm_probes": probes, "breakdown_total": breakdown, "peak_rss": rss },
     });
     if out.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -355,8 +290,8 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
         );
     }
     println!(
-        "memory: weights {:.1} MiB, adapter {:.1} MiB, grads {:.1} MiB, moments {:.1} MiB, activations {:.1} MiB, process baseline {:.1} MiB = {:.1} MiB; peak RSS {}",
-        mib(weights), mib(adapter), mib(grads_b), mib(moments), mib(acts), mib(baseline), mib(breakdown),
+        "memory: weights {:.1} MiB, adapter {:.1} MiB, grads {:.1} MiB, moments {:.1} MiB, activations {:.1} MiB, process baseline {:.1} MiB, GEMM probe {:.1} MiB = {:.1} MiB; peak RSS {}",
+        mib(weights), mib(adapter), mib(grads_b), mib(moments), mib(acts), mib(baseline), mib(probes), mib(breakdown),
         rss.map_or("unknown".into(), |r| format!("{:.1} MiB ({:.2}x)", mib(r as usize), r as f64 / breakdown as f64))
     );
     Ok(())
