@@ -437,13 +437,19 @@ mod tests {
     #[test]
     fn split_products_match_reference() {
         let mut rng = Rng::new(2);
-        // Row, column and k splits (with and without transposes), beta 0 over NaN and beta 2.
+        // Every division (pieces along rows, columns and k, one block per part, the crate's
+        // own), with and without transposes, beta 0 over NaN and beta 2.
         let cases = [
             (true, false, 300, 40, 200),
             (true, true, 40, 300, 200),
             (true, false, 20, 30, 5000),
             (false, false, 40, 200, 5000),
             (false, true, 300, 20, 1000),
+            // One block of rows per part (square-ish weight gradient) and of columns per
+            // part (wide layer products), with blocks that do not divide evenly.
+            (true, false, 300, 150, 200),
+            (false, true, 100, 900, 300),
+            (false, false, 70, 800, 260),
         ];
         for (ta, tb, m, n, k) in cases {
             let (lda, ldb, ldc) = (

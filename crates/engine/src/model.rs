@@ -761,11 +761,7 @@ pub fn forward_backward(
         )
     };
     ws.dres.fill(0.0);
-    let final_norm_grad = if full {
-        Some(&mut grads[range_of(params, names::FINAL_NORM)])
-    } else {
-        None
-    };
+    let final_norm_grad = full.then(|| &mut grads[range_of(params, names::FINAL_NORM)]);
     rmsnorm::backward(
         &mut ws.dres,
         final_norm_grad,
@@ -848,11 +844,7 @@ pub fn forward_backward(
         lora_back!(LoraTarget::Gate, &mut ws.dln, &ws.dg, ln2, d, hd);
         lora_back!(LoraTarget::Up, &mut ws.dln, &ws.du, ln2, d, hd);
         let xmid = &ws.xmid[slab(n, d, l)];
-        let gw = if full {
-            Some(&mut grads[lr(names::FFN_NORM)])
-        } else {
-            None
-        };
+        let gw = full.then(|| &mut grads[lr(names::FFN_NORM)]);
         rmsnorm::backward(
             &mut ws.dres,
             gw,
@@ -914,11 +906,7 @@ pub fn forward_backward(
         lora_back!(LoraTarget::K, &mut ws.dln, &ws.dk, ln1, d, kv);
         lora_back!(LoraTarget::V, &mut ws.dln, &ws.dv, ln1, d, kv);
         let x_in = &ws.res[slab(n, d, l)];
-        let gw = if full {
-            Some(&mut grads[lr(names::ATTN_NORM)])
-        } else {
-            None
-        };
+        let gw = full.then(|| &mut grads[lr(names::ATTN_NORM)]);
         rmsnorm::backward(
             &mut ws.dres,
             gw,
