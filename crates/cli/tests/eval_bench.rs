@@ -149,60 +149,30 @@ fn eval_reproduces_the_pytorch_loss_of_the_fixture() {
 fn eval_rejects_bad_token_files() {
     let Some(sh) = shared() else { return };
     let model = sh.join("fixtures/tiny-llama/model");
-    let model = model.to_str().unwrap();
     let d = tmp("bad");
-    let odd = d.join("odd.bin");
-    std::fs::write(&odd, [1u8, 0, 2]).unwrap();
-    let (ok, _, err) = nf(&[
-        "eval",
-        "--model",
-        model,
-        "--tokens",
-        odd.to_str().unwrap(),
-        "--seq-len",
-        "1",
-    ]);
-    assert!(
-        !ok && err.contains("odd.bin") && err.contains("multiple of 2"),
-        "{err}"
-    );
-    let big = d.join("big.bin");
-    write_tokens(&big, &[1, 2, 600, 3], false);
-    let (ok, _, err) = nf(&[
-        "eval",
-        "--model",
-        model,
-        "--tokens",
-        big.to_str().unwrap(),
-        "--seq-len",
-        "2",
-    ]);
-    assert!(
-        !ok && err.contains("600") && err.contains("vocabulary"),
-        "{err}"
-    );
-    let short = d.join("short.bin");
-    write_tokens(&short, &[1, 2, 3], false);
-    let (ok, _, err) = nf(&[
-        "eval",
-        "--model",
-        model,
-        "--tokens",
-        short.to_str().unwrap(),
-        "--seq-len",
-        "8",
-    ]);
-    assert!(!ok && err.contains("not enough"), "{err}");
-    let (ok, _, err) = nf(&[
-        "eval",
-        "--model",
-        model,
-        "--tokens",
-        d.join("missing").to_str().unwrap(),
-        "--seq-len",
-        "8",
-    ]);
-    assert!(!ok && err.contains("missing"), "{err}");
+    std::fs::write(d.join("odd.bin"), [1u8, 0, 2]).unwrap();
+    write_tokens(&d.join("big.bin"), &[1, 2, 600, 3], false);
+    write_tokens(&d.join("short.bin"), &[1, 2, 3], false);
+    // (file, --seq-len, what the error must say)
+    let cases: [(&str, &str, &[&str]); 4] = [
+        ("odd.bin", "1", &["odd.bin", "multiple of 2"]),
+        ("big.bin", "2", &["600", "vocabulary"]),
+        ("short.bin", "8", &["not enough"]),
+        ("missing", "8", &["missing"]),
+    ];
+    for (file, seq_len, says) in cases {
+        let tokens = d.join(file);
+        let (ok, _, err) = nf(&[
+            "eval",
+            "--model",
+            model.to_str().unwrap(),
+            "--tokens",
+            tokens.to_str().unwrap(),
+            "--seq-len",
+            seq_len,
+        ]);
+        assert!(!ok && says.iter().all(|s| err.contains(s)), "{file}: {err}");
+    }
 }
 
 #[test]
