@@ -162,8 +162,9 @@ fn seeded_sampling_repeats_and_stop_strings_cut() {
         .join("data/stories260K/stories260K.bin")
         .display()
         .to_string();
-    let run = |seed: &str| {
-        generate_json(&[
+    // The same sampling settings for every run; `extra` adds the seed and maybe a stop string.
+    let run = |extra: &[&str]| {
+        let mut args = vec![
             "--model",
             &model,
             "--temp",
@@ -176,15 +177,15 @@ fn seeded_sampling_repeats_and_stop_strings_cut() {
             "0.02",
             "--repeat-penalty",
             "1.1",
-            "--seed",
-            seed,
             "--max-tokens",
             "60",
-        ])
+        ];
+        args.extend_from_slice(extra);
+        generate_json(&args)
     };
-    let (a, ta, _) = run("11");
-    let (b, _, _) = run("11");
-    let (c, _, _) = run("12");
+    let (a, ta, _) = run(&["--seed", "11"]);
+    let (b, _, _) = run(&["--seed", "11"]);
+    let (c, _, _) = run(&["--seed", "12"]);
     assert_eq!(a, b, "same seed, same tokens");
     assert_ne!(a, c, "another seed, other tokens");
     // Stop at the first occurrence of a word the seeded run produced.
@@ -195,26 +196,7 @@ fn seeded_sampling_repeats_and_stop_strings_cut() {
         .expect("a few words")
         .to_string();
     let at = text.find(&word).expect("word in text");
-    let (_, ts, done) = generate_json(&[
-        "--model",
-        &model,
-        "--temp",
-        "1.0",
-        "--top-k",
-        "40",
-        "--top-p",
-        "0.9",
-        "--min-p",
-        "0.02",
-        "--repeat-penalty",
-        "1.1",
-        "--seed",
-        "11",
-        "--max-tokens",
-        "60",
-        "--stop",
-        &word,
-    ]);
+    let (_, ts, done) = run(&["--seed", "11", "--stop", &word]);
     assert_eq!(ts.concat(), text[..at]);
     assert!(done["tokens"].as_u64().expect("tokens") < 60);
 }
