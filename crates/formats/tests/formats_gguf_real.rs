@@ -13,18 +13,7 @@ fn smollm2_q4_1_gguf() {
     let path = shared.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
     let m = load_model(&path).unwrap();
     let c = &m.params.config;
-    assert_eq!(
-        (
-            c.dim,
-            c.hidden_dim,
-            c.n_layers,
-            c.n_heads,
-            c.n_kv_heads,
-            c.vocab_size,
-            c.max_seq_len
-        ),
-        (576, 1536, 30, 9, 3, 49152, 8192)
-    );
+    assert_eq!(shape(c), [576, 1536, 30, 9, 3, 49152, 8192]);
     assert_eq!(c.rope_theta, 100000.0);
     assert_eq!(c.norm_eps, 1e-5);
     assert!(c.tied_embeddings && !c.qkv_bias);

@@ -209,18 +209,7 @@ fn stories260k_loads_and_round_trips() {
     let path = shared.join("data/stories260K/stories260K.bin");
     let m = load_model(&path).unwrap();
     let c = &m.params.config;
-    assert_eq!(
-        (
-            c.dim,
-            c.hidden_dim,
-            c.n_layers,
-            c.n_heads,
-            c.n_kv_heads,
-            c.vocab_size,
-            c.max_seq_len
-        ),
-        (64, 172, 5, 8, 4, 512, 512)
-    );
+    assert_eq!(shape(c), [64, 172, 5, 8, 4, 512, 512]);
     assert!(c.tied_embeddings);
     assert_eq!(m.format, ModelFormat::Llama2c);
     assert_eq!(

@@ -16,6 +16,19 @@ pub fn shared() -> Option<PathBuf> {
     }
 }
 
+/// (dim, hidden, layers, heads, kv heads, vocab, max seq) of a model, to compare in one assert.
+pub fn shape(c: &engine::ModelConfig) -> [usize; 7] {
+    [
+        c.dim,
+        c.hidden_dim,
+        c.n_layers,
+        c.n_heads,
+        c.n_kv_heads,
+        c.vocab_size,
+        c.max_seq_len,
+    ]
+}
+
 /// A fresh, empty temporary folder for one test.
 pub fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("nf-formats-{}-{name}", std::process::id()));
