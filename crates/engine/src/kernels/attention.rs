@@ -71,13 +71,7 @@ pub fn forward(out: &mut [f32], lse: &mut [f32], q: &[f32], k: &[f32], v: &[f32]
             let mut og = vec![0.0f32; group * BLOCK * hd];
             let mut inv = vec![0.0f32; group * BLOCK];
             for i0 in (0..t_len).step_by(BLOCK) {
-                let QueryBlock {
-                    rows,
-                    keys,
-                    m,
-                    at,
-                    stack,
-                } = QueryBlock::new(s, base, h0, i0);
+                let (rows, keys, m, at, stack) = query_block(s, base, h0, i0);
                 let (qs, ldq) = stack.view(&mut qg, &q[at..]);
                 let sc = &mut scores[..m * keys];
                 sgemm(
@@ -117,34 +111,19 @@ pub fn forward(out: &mut [f32], lse: &mut [f32], q: &[f32], k: &[f32], v: &[f32]
         });
 }
 
-/// Block `i0..i0 + rows` of the query rows of a (batch, kv head) task.
-struct QueryBlock {
-    rows: usize,
-    /// Causal: the block's rows see keys 0..keys.
-    keys: usize,
-    /// Stacked rows: group * rows.
-    m: usize,
-    /// Offset in q / out / dout of the block's first row in the group's first head.
-    at: usize,
-    stack: Stack,
-}
-
-impl QueryBlock {
-    fn new(s: Shape, base: usize, h0: usize, i0: usize) -> QueryBlock {
-        let rows = BLOCK.min(s.seq - i0);
-        QueryBlock {
-            rows,
-            keys: i0 + rows,
-            m: s.group() * rows,
-            at: (base + i0) * s.q_width() + h0 * s.head_dim,
-            stack: Stack {
-                rows,
-                group: s.group(),
-                hd: s.head_dim,
-                width: s.q_width(),
-            },
-        }
-    }
+/// Block `i0..i0 + rows` of the query rows of a (batch, kv head) task whose rows start at
+/// `base` and whose first query head is `h0`: (rows, keys it sees (causal: 0..keys), stacked
+/// rows group * rows, offset in q / out / dout of its first row in head h0, its `Stack`).
+fn query_block(s: Shape, base: usize, h0: usize, i0: usize) -> (usize, usize, usize, usize, Stack) {
+    let rows = BLOCK.min(s.seq - i0);
+    let stack = Stack {
+        rows,
+        group: s.group(),
+        hd: s.head_dim,
+        width: s.q_width(),
+    };
+    let at = (base + i0) * s.q_width() + h0 * s.head_dim;
+    (rows, i0 + rows, s.group() * rows, at, stack)
 }
 
 /// The query rows of one block for all query heads of a kv head, stacked into one matrix
@@ -272,13 +251,7 @@ pub fn backward(
             let mut dog = vec![0.0f32; group * BLOCK * hd];
             let mut dqg = vec![0.0f32; group * BLOCK * hd];
             for i0 in (0..t_len).step_by(BLOCK) {
-                let QueryBlock {
-                    rows,
-                    keys,
-                    m,
-                    at,
-                    stack,
-                } = QueryBlock::new(s, base, h0, i0);
+                let (rows, keys, m, at, stack) = query_block(s, base, h0, i0);
                 let (qs, ldq) = stack.view(&mut qg, &q[at..]);
                 let (dos, lddo) = stack.view(&mut dog, &dout[at..]);
                 let pb = &mut p[..m * keys];
