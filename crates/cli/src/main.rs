@@ -2,9 +2,10 @@
 
 mod cmd;
 mod output;
+mod overwrite;
 mod trainer;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -46,10 +47,36 @@ enum Command {
     Tokenizer(cmd::tokenizer::Args),
     /// Train a tiny model on a generated corpus for about a minute, then sample from it.
     Quickstart(cmd::quickstart::Args),
+    /// A command's options as JSON (name, help, default, kind, group), e.g. `options train`.
+    Options(cmd::options::Args),
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
+    Completions(cmd::completions::Args),
+}
+
+/// `NO_COLOR` set to anything non-empty turns colour off everywhere (https://no-color.org).
+pub fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+}
+
+/// The full command definition: clap's, with the train defaults shown in its help.
+fn command() -> clap::Command {
+    let cmd = cmd::options::with_train_defaults(Cli::command());
+    if no_color() {
+        cmd.color(clap::ColorChoice::Never)
+    } else {
+        cmd
+    }
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let mut root = command();
+    let cli = match root
+        .try_get_matches_from_mut(std::env::args_os())
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
+        Ok(cli) => cli,
+        Err(e) => std::process::exit(output::argument_error(e)),
+    };
     let out = output::Output::new(cli.json);
     let result = match cli.command {
         Command::Train(a) => cmd::train::run(a, &out),
@@ -64,6 +91,8 @@ fn main() {
         Command::Data(a) => cmd::data::run(a, &out),
         Command::Tokenizer(a) => cmd::tokenizer::run(a, &out),
         Command::Quickstart(a) => cmd::quickstart::run(a, &out),
+        Command::Options(a) => cmd::options::run(a, &root, &out),
+        Command::Completions(a) => cmd::completions::run(a, &mut root),
     };
     if let Err(err) = result {
         std::process::exit(out.fail(&err));

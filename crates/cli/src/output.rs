@@ -63,6 +63,47 @@ impl Output {
     }
 }
 
+/// A clap parse error: help and version print as usual (exit 0); a real argument error is
+/// printed as clap words it, and with `--json` anywhere on the line also as an `error` event.
+/// Returns the exit status (2 for argument errors, as every other usage error).
+pub fn argument_error(e: clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            2
+        } else {
+            0
+        };
+    }
+    let json = std::env::args_os().any(|a| a == "--json");
+    if json {
+        // clap's words up to its usage line, e.g. "invalid value 'x' for '--init <PRESET>'
+        // [possible values: tiny, ...]", on one line.
+        let rendered = e.render().to_string();
+        let message = rendered
+            .lines()
+            .map(str::trim)
+            .take_while(|l| !l.starts_with("Usage:"))
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+            .trim_start_matches("error: ")
+            .to_string();
+        Output::new(true).event(&Event::Error {
+            message,
+            code: "invalid_argument".into(),
+        });
+    }
+    let _ = e.print();
+    2
+}
+
 /// The error and its causes joined by ": ", leaving out a cause whose text the message already
 /// holds (library errors often print their source in their own message too).
 pub fn describe(err: &anyhow::Error) -> String {

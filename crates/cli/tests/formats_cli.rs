@@ -271,6 +271,7 @@ fn checkpoints_export_as_peft_and_models() {
             tensors: named(&lora.layout, &lora.data),
         }],
         &state(4),
+        &|_| Ok(()),
     )
     .unwrap();
     let info = ok(&["info", s(&lora_ckpt), "--json"]);
@@ -310,6 +311,7 @@ fn checkpoints_export_as_peft_and_models() {
             tensors: named(&base.params.layout, &base.params.data),
         }],
         &state(0),
+        &|_| Ok(()),
     )
     .unwrap();
     let out = d.join("full");

@@ -12,6 +12,8 @@ use std::path::PathBuf;
 
 /// Exit status of invalid settings.
 pub const EXIT_USAGE: i32 = 2;
+/// Exit status when an output already exists and `--force` (or `--resume`) was not given.
+pub const EXIT_EXISTS: i32 = 7;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
