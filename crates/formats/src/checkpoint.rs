@@ -368,7 +368,7 @@ mod tests {
             stem: "weights",
             tensors: vec![("w".into(), vec![x.len()], x)],
         }];
-        save(dir, step, &files, &json!({"loss": step})).unwrap()
+        save(dir, step, &files, &json!({"loss": step}), &|_| Ok(())).unwrap()
     }
 
     #[test]
