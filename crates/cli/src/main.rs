@@ -1,6 +1,7 @@
 //! `neuralforge`: one binary, one subcommand per job. Each subcommand lives in `cmd/`.
 
 mod cmd;
+mod inputs;
 mod output;
 mod overwrite;
 mod trainer;

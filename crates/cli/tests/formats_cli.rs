@@ -111,6 +111,7 @@ fn hf_to_gguf_to_hf_is_bitwise() {
         "q8_0",
         "--out",
         s(&g),
+        "--force",
     ]);
     ok(&[
         "export",

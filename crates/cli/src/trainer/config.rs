@@ -56,6 +56,9 @@ pub struct TrainConfig {
     pub lora_alpha: f64,
     pub lora_targets: String,
     pub lora_dropout: f64,
+    /// `--allow-tokenizer-mismatch`, given anew each time (never saved).
+    #[serde(skip)]
+    pub allow_tokenizer_mismatch: bool,
 }
 
 fn bad(flag: &str, value: impl std::fmt::Display, rule: &str) -> anyhow::Error {
@@ -340,6 +343,7 @@ impl TrainConfig {
             lora_alpha,
             lora_targets,
             lora_dropout,
+            allow_tokenizer_mismatch: false,
         })
     }
 

@@ -179,7 +179,8 @@ fn resolve(flags: &Settings) -> anyhow::Result<(TrainConfig, bool)> {
 
 /// The whole `neuralforge train` command.
 pub fn run(flags: Settings, out: &Output) -> anyhow::Result<Outcome> {
-    let (cfg, resuming) = resolve(&flags)?;
+    let (mut cfg, resuming) = resolve(&flags)?;
+    cfg.allow_tokenizer_mismatch = flags.allow_tokenizer_mismatch;
     if flags.dry_run {
         return dry_run(cfg, resuming, out);
     }
@@ -375,6 +376,15 @@ impl Trainer {
         ev.emit(&Event::Phase {
             phase: "preparing".into(),
         });
+        for d in std::iter::once(&cfg.data).chain(cfg.val_data.as_ref()) {
+            if d.is_dir() {
+                crate::inputs::check_dataset_tokenizer(
+                    d,
+                    setup.tokenizer.as_ref(),
+                    cfg.allow_tokenizer_mismatch,
+                )?;
+            }
+        }
         let enc = setup.tokenizer.as_ref().map(model_setup::TokEncode);
         let enc_ref = enc.as_ref().map(|e| e as &dyn data_source::Encode);
         let mut train = data_source::load(&cfg.data, &cfg.token_dtype, enc_ref, shape.vocab_size)?;

@@ -53,6 +53,8 @@ pub fn setup(cfg: &TrainConfig) -> anyhow::Result<ModelSetup> {
                 path.display()
             )));
         }
+        let (resolved, _) = crate::inputs::resolve_model(path, "--model")?;
+        let path = &resolved;
         let loaded = formats::load_model(path)
             .map_err(|e| model_err(format!("cannot load model {}: {e}", path.display())))?;
         let tokenizer = match &loaded.tokenizer {

@@ -37,6 +37,10 @@ pub struct Settings {
     /// Validation data (same kinds as --data).
     #[arg(long, help_heading = "Data", value_name = "PATH")]
     pub val_data: Option<PathBuf>,
+    /// Train on an ingested dataset whose recorded tokenizer differs from the model's.
+    #[arg(long, help_heading = "Data")]
+    #[serde(skip)]
+    pub allow_tokenizer_mismatch: bool,
     /// Hold out this fraction of the end of the training tokens for validation.
     #[arg(long, help_heading = "Data", value_name = "F")]
     pub val_split: Option<f64>,
@@ -189,6 +193,7 @@ impl Settings {
         );
         self.no_progress |= top.no_progress;
         self.dry_run |= top.dry_run;
+        self.allow_tokenizer_mismatch |= top.allow_tokenizer_mismatch;
         self
     }
 
