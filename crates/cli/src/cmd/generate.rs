@@ -451,6 +451,10 @@ fn chat(
         if room == 0 {
             bail!("the conversation no longer fits the context of {capacity} tokens (--ctx)");
         }
+        if let Some(i) = &interrupt {
+            // A Ctrl-C pressed at the prompt is not meant for this reply.
+            i.take();
+        }
         let turn_opts = GenerateOptions {
             max_tokens: if opts.max_tokens == 0 {
                 room
