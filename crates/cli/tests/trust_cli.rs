@@ -706,3 +706,107 @@ fn help_shows_every_default_and_completions_generate() {
     assert_eq!(lr["group"], "Optimizer");
     assert!(lr["default"].as_str().unwrap().starts_with("0.0003"));
 }
+
+#[test]
+fn chat_reads_commands_and_prompts_come_from_files() {
+    use std::io::Write;
+    let d = tmp("chat");
+    let (corpus, tok) = corpus_and_tokenizer(&d, "300");
+    let run_dir = d.join("run");
+    let o = run(&[
+        "train",
+        "--init",
+        "tiny",
+        "--tokenizer",
+        s(&tok),
+        "--data",
+        s(&corpus),
+        "--steps",
+        "3",
+        "--batch-size",
+        "2",
+        "--seq-len",
+        "32",
+        "--no-progress",
+        "--out",
+        s(&run_dir),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let with_stdin = |args: &[&str], input: &str| -> Output {
+        let mut child = nf()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    // The tokenizer's ChatML template travelled into the model; /reset and /exit are commands.
+    let o = with_stdin(
+        &[
+            "generate",
+            "--json",
+            "--model",
+            s(&run_dir),
+            "--chat",
+            "--max-tokens",
+            "4",
+            "--seed",
+            "3",
+        ],
+        "hi\n/reset\nhello\n/exit\nnever answered\n",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let done: Vec<Value> = events(&o)
+        .into_iter()
+        .filter(|e| e["type"] == "generate_done")
+        .collect();
+    assert_eq!(done.len(), 2, "two turns, then /exit: {}", stderr(&o));
+    assert!(
+        done.iter().all(|e| e["stop_reason"].is_string()),
+        "{done:?}"
+    );
+    assert!(events(&o)
+        .iter()
+        .any(|e| e["key"] == "seed" && e["value"] == 3));
+    // --prompt-file - reads the prompt from standard input; a file works the same.
+    let greedy = [
+        "generate",
+        "--json",
+        "--model",
+        s(&run_dir),
+        "--temp",
+        "0",
+        "--max-tokens",
+        "6",
+    ];
+    let text_of = |o: &Output| -> String {
+        events(o)
+            .iter()
+            .filter(|e| e["type"] == "token")
+            .map(|e| e["text"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut a = greedy.to_vec();
+    a.extend(["--prompt-file", "-"]);
+    let from_stdin = with_stdin(&a, "the cat\n");
+    assert!(from_stdin.status.success(), "{}", stderr(&from_stdin));
+    let f = d.join("prompt.txt");
+    std::fs::write(&f, "the cat\n").unwrap();
+    let mut b = greedy.to_vec();
+    b.extend(["--prompt-file", s(&f)]);
+    let from_file = run(&b);
+    let mut c = greedy.to_vec();
+    c.extend(["--prompt", "the cat"]);
+    let from_flag = run(&c);
+    assert_eq!(text_of(&from_stdin), text_of(&from_flag));
+    assert_eq!(text_of(&from_file), text_of(&from_flag));
+    std::fs::remove_dir_all(&d).unwrap();
+}
