@@ -165,6 +165,10 @@ export class Chart {
     const g = c.getContext('2d');
     g.setTransform(dpr, 0, 0, dpr, 0, 0);
     g.clearRect(0, 0, w, hgt);
+    // What is drawn, readable by tests and tools without pixels.
+    this.el.dataset.points = String(this.pointCount());
+    this.el.dataset.lastX = String(Math.max(-1, ...this.series.map((s) => (s.points.length ? s.points[s.points.length - 1].x : -1))));
+    this.el.dataset.series = String(this.series.filter((s) => s.points.length).length);
     const fg = cssVar('--muted', '#888'), grid = cssVar('--grid', 'rgba(128,128,128,.15)'), bad = cssVar('--bad', '#e5484d');
     const pw = w - PAD.l - PAD.r, ph = hgt - PAD.t - PAD.b;
     const [x0, x1] = this.xExtent();

@@ -86,45 +86,71 @@ export async function mount(el, ctx) {
     if (!path) return;
     clear(statsBox, h('div', { class: 'hint' }, 'loading…'));
     clear(previewBox);
-    let s;
-    try { s = await get(`/api/datasets/stats${qs({ path })}`); } catch (e) { clear(statsBox, h('div', { class: 'error-box' }, errorText(e))); return; }
+    let r;
+    try { r = await get(`/api/datasets/stats${qs({ path })}`); } catch (e) { clear(statsBox, h('div', { class: 'error-box' }, errorText(e))); return; }
+    // `neuralforge info DATASET` facts: train_/val_ documents, tokens, trained tokens, ...
+    const s = r.info || r;
     const rows = [];
     const add = (k, v) => rows.push(h('dt', {}, k), h('dd', {}, v));
-    add('documents', fmtCount(s.documents ?? s.docs));
-    add('tokens', fmtCount(s.tokens ?? s.total_tokens));
-    const splits = s.splits || {};
-    for (const [name, v] of Object.entries(splits)) add(`${name}`, typeof v === 'object' ? `${fmtCount(v.documents ?? v.docs)} docs · ${fmtCount(v.tokens)} tokens` : fmtCount(v));
-    if (s.train_tokens !== undefined) add('train tokens', fmtCount(s.train_tokens));
-    if (s.val_tokens !== undefined) add('val tokens', fmtCount(s.val_tokens));
-    if (s.trained_tokens !== undefined || s.masked_tokens !== undefined) add('trained / masked', `${fmtCount(s.trained_tokens)} / ${fmtCount(s.masked_tokens)}`);
-    if (s.shards !== undefined) add('shards', Array.isArray(s.shards) ? s.shards.length : s.shards);
-    if (s.tokenizer) add('tokenizer', String(s.tokenizer));
-    if (s.mean_length !== undefined) add('mean length', fmtNum(s.mean_length, 4));
-    for (const [k, v] of Object.entries(s)) {
-      if (['documents', 'docs', 'tokens', 'total_tokens', 'splits', 'histogram', 'length_histogram', 'train_tokens', 'val_tokens', 'shards', 'tokenizer', 'mean_length', 'path', 'trained_tokens', 'masked_tokens'].includes(k)) continue;
-      if (typeof v === 'number' || typeof v === 'string') add(k.replace(/_/g, ' '), typeof v === 'number' ? fmtNum(v) : v);
+    const sum = (k) => (s[`train_${k}`] ?? 0) + (s[`val_${k}`] ?? 0);
+    add('documents', fmtCount(s.documents ?? sum('documents')));
+    add('tokens', fmtCount(s.tokens ?? sum('tokens')));
+    for (const split of ['train', 'val']) {
+      if (s[`${split}_tokens`] === undefined) continue;
+      const trained = s[`${split}_trained_tokens`];
+      add(`${split} split`, `${fmtCount(s[`${split}_documents`])} docs · ${fmtCount(s[`${split}_tokens`])} tokens${trained !== undefined && trained !== s[`${split}_tokens`] ? ` · ${fmtCount(trained)} trained` : ''}`);
     }
-    const bins = histogramBins(s.length_histogram || s.histogram);
-    clear(statsBox, h('dl', { class: 'kv' }, rows), bins.length ? h('div', {}, h('h4', {}, 'document length (tokens)'), barChart(bins)) : null);
+    const shown = new Set(['path', 'documents', 'tokens']);
+    for (const [k, v] of Object.entries(s)) {
+      if (shown.has(k) || /^(train|val)_/.test(k) || k === 'histogram' || k === 'length_histogram') continue;
+      if (v !== null && typeof v !== 'object') add(k.replace(/_/g, ' '), typeof v === 'number' ? fmtNum(v) : String(v));
+    }
+    const hist = h('div', {});
+    clear(statsBox, h('dl', { class: 'kv' }, rows), hist);
+    // Documents of the preview (up to 100) give the length histogram when the stats have none.
+    let docs = [];
     try {
-      const p = await get(`/api/datasets/preview${qs({ path, n: 3 })}`);
-      renderPreview(p);
+      const p = await get(`/api/datasets/preview${qs({ path, n: 100 })}`);
+      docs = previewDocs(p);
     } catch (e) { clear(previewBox, h('div', { class: 'error-box' }, errorText(e))); }
+    let bins = histogramBins(s.length_histogram || s.histogram);
+    let caption = 'document length (tokens)';
+    if (!bins.length && docs.length) { bins = lengthBins(docs.map((d) => d.tokens || 0)); caption += ` — first ${docs.length} documents`; }
+    if (bins.length) clear(hist, h('h4', {}, caption), barChart(bins));
+    if (docs.length) renderPreview(docs.slice(0, 3));
   }
 
-  function renderPreview(p) {
-    const docs = Array.isArray(p) ? p : p.documents || p.docs || p.examples || [];
-    clear(previewBox, docs.length ? docs.map((d, i) => h('div', {}, h('div', { class: 'hint' }, `document ${d.index ?? i + 1}${d.split ? ` · ${d.split}` : ''}${d.tokens_count ?? d.n_tokens ? ` · ${d.tokens_count ?? d.n_tokens} tokens` : ''}`),
-      h('div', { class: 'preview-doc' }, pieces(d)))) : h('div', { class: 'hint' }, 'no documents'));
+  function renderPreview(docs) {
+    clear(previewBox, docs.map((d, i) => h('div', { dataset: { doc: i } }, h('div', { class: 'hint' }, `${d.split || ''} document ${d.index ?? i} · ${d.tokens ?? '?'} tokens`),
+      h('div', { class: 'preview-doc' }, pieces(d)))));
   }
 
   return { destroy() { destroyed = true; } };
 }
 
-// Token pieces of a preview document, whatever shape the server gives: a list of
-// {text, train|masked|mask}, or parallel arrays of texts and mask flags.
+// Documents of /api/datasets/preview: `data preview --json` info events (key "document").
+function previewDocs(p) {
+  if (Array.isArray(p)) return p;
+  if (Array.isArray(p.events)) return p.events.filter((e) => e.type === 'info' && e.key === 'document').map((e) => e.value);
+  return p.documents || p.docs || [];
+}
+
+// Equal-width bins over document lengths.
+function lengthBins(lengths) {
+  if (!lengths.length) return [];
+  const max = Math.max(...lengths), min = Math.min(...lengths);
+  const n = Math.min(20, Math.max(1, Math.ceil(Math.sqrt(lengths.length))));
+  const w = Math.max(1, Math.ceil((max - min + 1) / n));
+  const bins = Array.from({ length: n }, (_, i) => ({ label: fmtCount(min + i * w), count: 0 }));
+  for (const l of lengths) bins[Math.min(n - 1, Math.floor((l - min) / w))].count++;
+  return bins;
+}
+
+// Pieces of a preview document: segments {trained, text} (context-only ones dimmed), or
+// token lists with per-token flags.
 function pieces(d) {
-  const toks = d.tokens || d.pieces || [];
+  if (Array.isArray(d.segments)) return d.segments.map((g) => h('span', { class: `tok ${g.trained ? 'train' : 'ctx'}`, title: `${g.tokens} tokens${g.trained ? '' : ' · context only (not trained on)'}` }, g.text));
+  const toks = Array.isArray(d.tokens) ? d.tokens : d.pieces || [];
   if (Array.isArray(toks) && toks.length && typeof toks[0] === 'object') {
     return toks.map((t) => {
       const trained = t.train ?? t.trained ?? (t.masked !== undefined ? !t.masked : t.mask !== undefined ? !!t.mask : true);

@@ -161,31 +161,37 @@ export async function mount(el, ctx) {
     try {
       const list = await get('/api/generations');
       const items = (Array.isArray(list) ? list : list.generations || []).slice(0, 50);
-      clear(history, items.length ? items.map((g) => h('button', {
-        class: 'hist-item', type: 'button', title: 'Show this generation',
-        onclick: () => showGeneration(g),
-      }, h('span', { class: 't' }, g.prompt || (g.messages || []).map((m) => m.content).slice(-1)[0] || '(chat)'),
-      h('span', { class: 'hint' }, `${fmtTime(g.created_at)} · ${String(g.model || '').split('/').slice(-2).join('/')}${g.tokens ? ` · ${g.tokens} tok` : ''}`))) : h('div', { class: 'hint' }, 'No generations yet.'));
+      clear(history, items.length ? items.map((g) => {
+        const rq = g.request || g;
+        const last = (rq.messages || []).filter((m) => m.role === 'user').map((m) => m.content).slice(-1)[0];
+        const toks = g.stats?.tokens ?? g.tokens;
+        return h('button', { class: 'hist-item', type: 'button', title: 'Show this generation', onclick: () => showGeneration(g) },
+          h('span', { class: 't' }, rq.prompt || last || '(chat)'),
+          h('span', { class: 'hint' }, `${fmtTime(g.created_at)} · ${String(rq.model || '').split('/').slice(-2).join('/')}${toks ? ` · ${toks} tok` : ''}${g.status && g.status !== 'done' ? ` · ${g.status}` : ''}`));
+      }) : h('div', { class: 'hint' }, 'No generations yet.'));
     } catch (e) { clear(history, h('div', { class: 'hint' }, errorText(e))); }
   }
 
   function showGeneration(g) {
-    if (g.model) { pathBox.input.value = g.model; model.path = g.model; }
-    const p = g.params || g;
+    const rq = g.request || g;
+    if (rq.model) { pathBox.input.value = rq.model; model.path = rq.model; }
+    adapterBox.input.value = rq.adapter || '';
+    if (rq.system) system.value = rq.system;
+    const p = rq;
     if (p.temp !== undefined) temp.value = p.temp;
     if (p.top_k !== undefined) topK.value = p.top_k;
     if (p.top_p !== undefined) topP.value = p.top_p;
     if (p.max_tokens !== undefined) maxTok.value = p.max_tokens;
-    if (g.messages?.length) {
+    if (rq.messages?.length) {
       setMode('chat');
       messages.length = 0;
-      messages.push(...g.messages);
+      messages.push(...rq.messages);
       if (g.output || g.text) messages.push({ role: 'assistant', content: g.output || g.text });
       renderChat();
     } else {
       setMode('prompt');
-      prompt.value = g.prompt || '';
-      clear(out, h('span', { class: 'prompt' }, g.prompt || ''), g.output || g.text || '');
+      prompt.value = rq.prompt || '';
+      clear(out, h('span', { class: 'prompt' }, rq.prompt || ''), g.output || g.text || '');
     }
   }
 

@@ -16,7 +16,7 @@ export async function mount(el, ctx) {
   const impDtype = h('select', { 'aria-label': 'import dtype' }, ['f32', 'f16', 'bf16'].map((d) => h('option', { value: d }, d)));
   const impForce = h('input', { type: 'checkbox' });
   const impBtn = h('button', { type: 'button', class: 'primary', onclick: () => runJob('import', impBtn, impStatus, () => {
-    const b = { src: impSrc.input.value.trim(), dtype: impDtype.value, force: impForce.checked };
+    const b = { source: impSrc.input.value.trim(), dtype: impDtype.value, force: impForce.checked };
     if (impOut.input.value.trim()) b.out = impOut.input.value.trim();
     return b;
   }) }, 'Import');
@@ -36,7 +36,7 @@ export async function mount(el, ctx) {
   const merge = pathInput({ label: 'Merge adapter', placeholder: '(optional) LoRA adapter folder to merge' });
   const expOut = pathInput({ label: 'Export output', placeholder: '(default: under the data dir’s exports/)' });
   const expBtn = h('button', { type: 'button', class: 'primary', onclick: () => runJob('export', expBtn, expStatus, () => {
-    const b = { src: expSrc.input.value.trim(), format: fmt.value, dtype: dtype.value };
+    const b = { source: expSrc.input.value.trim(), format: fmt.value, dtype: dtype.value };
     if (merge.input.value.trim()) b.merge = merge.input.value.trim();
     if (expOut.input.value.trim()) b.out = expOut.input.value.trim();
     return b;
@@ -65,7 +65,7 @@ export async function mount(el, ctx) {
 
   async function runJob(kind, btn, st, bodyOf) {
     const body = bodyOf();
-    if (!body.src) { st.msg.className = 'status-line bad'; st.msg.textContent = 'Choose a source first.'; return; }
+    if (!body.source) { st.msg.className = 'status-line bad'; st.msg.textContent = 'Choose a source first.'; return; }
     btn.disabled = true;
     st.bar.hidden = false; st.bar.classList.add('indet');
     st.msg.className = 'status-line busy'; st.msg.textContent = 'starting…';
