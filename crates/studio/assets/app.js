@@ -85,9 +85,8 @@ async function newProject() {
     h('option', { value: '' }, '(empty)'), (presets || []).map((p, i) => h('option', { value: String(i) }, p.name)));
   const body = h('form', { class: 'stack', onsubmit: (ev) => { ev.preventDefault(); submit(); } },
     field('Name', name), field('Preset', preset, 'Settings to start from; every one can be changed in Config.'), err);
-  let dlgResolve;
   const submit = async () => {
-    if (!name.value.trim()) { err.textContent = 'A project needs a name.'; name.focus(); return; }
+    if (!name.value.trim()) { err.textContent = 'A project needs a name.'; name.focus(); return false; }
     try {
       const config = preset.value ? { ...(presets[Number(preset.value)].config || {}) } : {};
       const p = await post('/api/projects', { name: name.value.trim(), config });
@@ -95,12 +94,11 @@ async function newProject() {
       await loadProjects();
       navigate({ project: p.id, tab: 'config' });
       toast(`Project “${p.name}” created`, 'ok');
-    } catch (e) { err.textContent = errorText(e); }
-    dlgResolve = true;
+      return true;
+    } catch (e) { err.textContent = errorText(e); return false; }
   };
   setTimeout(() => name.focus(), 30);
-  const r = await modal('New project', body, [{ label: 'Cancel', value: false }, { label: 'Create', value: 'create', class: 'primary' }]);
-  if (r === 'create' && !dlgResolve) await submit();
+  await modal('New project', body, [{ label: 'Cancel', value: false }, { label: 'Create', value: true, class: 'primary', action: submit }]);
 }
 
 function renderTabs() {

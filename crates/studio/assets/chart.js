@@ -107,7 +107,11 @@ export class Chart {
   }
 
   setMarkers(markers) { this.markers = markers.slice(); this.redraw(); }
-  addMarker(m) { this.markers.push(m); this.redraw(); }
+  addMarker(m) {
+    if (this.markers.some((x) => x.kind === m.kind && x.x === m.x)) return;
+    this.markers.push(m);
+    this.redraw();
+  }
   setLog(on) { this.yLog = on; this.redraw(); }
   setSmoothing(a) { this.smoothing = a; this.redraw(); }
   setXKind(k) { this.xKind = k; this.zoom = null; this.xRange = null; this.redraw(); }

@@ -121,9 +121,14 @@ export function errorBox(e) {
 export function modal(title, body, buttons = []) {
   return new Promise((resolve) => {
     const dlg = h('dialog', { class: 'modal' });
-    const close = (v) => { dlg.close(); dlg.remove(); resolve(v); };
+    let closed = false;
+    const close = (v) => { if (closed) return; closed = true; dlg.close(); dlg.remove(); resolve(v); };
     const foot = h('div', { class: 'modal-foot' },
-      buttons.map((b) => h('button', { class: b.class || '', type: 'button', onclick: () => close(b.value) }, b.label)));
+      buttons.map((b) => h('button', {
+        class: b.class || '', type: 'button',
+        // An action may keep the dialog open (returns false), e.g. to show a server error.
+        onclick: async () => { if (!b.action || (await b.action()) !== false) close(b.value); },
+      }, b.label)));
     dlg.append(h('div', { class: 'modal-head' }, h('h3', {}, title)), h('div', { class: 'modal-body' }, body), foot);
     dlg.addEventListener('cancel', (ev) => { ev.preventDefault(); close(null); });
     dlg.close$ = close;
