@@ -46,6 +46,8 @@ enum Command {
     Tokenizer(cmd::tokenizer::Args),
     /// Train a tiny model on a generated corpus for about a minute, then sample from it.
     Quickstart(cmd::quickstart::Args),
+    /// The local web app: projects, live dashboard, queue, generation, data, history.
+    Studio(cmd::studio::Args),
 }
 
 fn main() {
@@ -64,6 +66,7 @@ fn main() {
         Command::Data(a) => cmd::data::run(a, &out),
         Command::Tokenizer(a) => cmd::tokenizer::run(a, &out),
         Command::Quickstart(a) => cmd::quickstart::run(a, &out),
+        Command::Studio(a) => cmd::studio::run(a, &out),
     };
     if let Err(err) = result {
         std::process::exit(out.fail(&err));

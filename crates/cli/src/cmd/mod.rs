@@ -9,6 +9,7 @@ pub mod import;
 pub mod info;
 pub mod ingest;
 pub mod quickstart;
+pub mod studio;
 pub mod tokenize;
 pub mod tokenizer;
 pub mod train;
