@@ -9,7 +9,7 @@ import { pathInput, runsList } from '../pickers.js';
 
 const GROUP_ORDER = ['model', 'data', 'method', 'optimizer', 'schedule', 'validation and checkpoints', 'lora'];
 // Flags the studio sets itself or that make no sense in a form.
-const HIDDEN = new Set(['config', 'resume', 'no_progress', 'json', 'dry_run', 'help']);
+const HIDDEN = new Set(['config', 'resume', 'no_progress', 'json', 'dry_run', 'help', 'out']); // the studio picks the run folder
 
 // Suggested values per training method, applied to fields the user has not set.
 export const METHODS = {
