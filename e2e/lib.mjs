@@ -9,7 +9,8 @@ import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-export const EXE = process.env.NEURALFORGE_EXE || join(ROOT, 'target', 'release', 'neuralforge');
+// The studio binary; its jobs run NEURALFORGE_EXE when that is set (inherited), else itself.
+export const EXE = process.env.E2E_STUDIO_EXE || join(ROOT, 'target', 'release', 'neuralforge');
 export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 export const SHOTS = process.env.E2E_SHOTS || join(ROOT, 'e2e', 'screenshots');
 
@@ -41,9 +42,17 @@ export function workspace() {
   mkdirSync(inputs, { recursive: true });
   const text = join(inputs, 'stories.txt');
   writeFileSync(text, corpus());
+  // Prompt / completion records: ingest masks the prompts (context only).
+  const chat = join(inputs, 'qa');
+  mkdirSync(chat);
+  const qa = corpus(300, 11).trim().split('\n\n').map((story) => {
+    const cut = story.indexOf('. ') + 1;
+    return JSON.stringify({ prompt: `Continue the story: ${story.slice(0, cut)}`, completion: story.slice(cut + 1) });
+  });
+  writeFileSync(join(chat, 'stories.jsonl'), `${qa.join('\n')}\n`);
   const tok = join(inputs, 'tokenizer');
   execFileSync(EXE, ['tokenizer', 'train', '--vocab-size', '512', '--out', tok, text], { stdio: ['ignore', 'ignore', 'pipe'] });
-  return { dir, data, text, tokenizer: join(tok, 'tokenizer.json'), cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+  return { dir, data, text, chat, tokenizer: join(tok, 'tokenizer.json'), cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
 // Starts `neuralforge studio --port 0` and resolves with its URL (the first stdout line).

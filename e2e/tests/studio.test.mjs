@@ -48,7 +48,7 @@ test('creates a project from the "quick test" preset', async () => {
   await page.click('#new-project');
   await page.fill('dialog [aria-label="Project name"]', 'e2e tiny');
   await page.selectOption('dialog [aria-label="Start from preset"]', { label: 'quick test' });
-  await page.click('dialog button:has-text("Create")');
+  await page.getByRole('button', { name: 'Create', exact: true }).click();
   await page.waitForSelector('.project-item.active:has-text("e2e tiny")');
   const projects = await api(base, 'GET', '/api/projects');
   s.project = projects.find((p) => p.name === 'e2e tiny');
@@ -63,7 +63,7 @@ test('config: every option group, validation as you type, pre-flight and command
   }
   await page.fill('#opt-data', ws.text);
   await page.fill('#opt-tokenizer', ws.tokenizer);
-  await page.fill('#opt-steps', '4000');
+  await page.fill('#opt-steps', '20000');
   await page.fill('#opt-ckpt_every', '20');
   await page.fill('#opt-val_every', '20');
   // A local type error shows at once, beside the field.
@@ -79,12 +79,12 @@ test('config: every option group, validation as you type, pre-flight and command
   assert.match(pre, /tokens \/ step/);
   const cmd = await page.locator('.cmd').first().textContent();
   assert.match(cmd, /neuralforge train/);
-  assert.match(cmd, /--steps(=| )4000/);
+  assert.match(cmd, /--steps(=| )20000/);
   await shot('config');
 });
 
 test('starts a run: the chart receives points and the cards change', async () => {
-  await page.click('button:has-text("Start run")');
+  await page.getByRole('button', { name: 'Start run' }).click();
   await page.waitForURL(/tab=dashboard/);
   s.run1 = new URL(page.url()).hash.match(/run=(\d+)/)[1];
   await page.waitForSelector('.banner.running', { timeout: 60000 });
@@ -112,11 +112,11 @@ test('queues two more runs, reorders and cancels one', async () => {
   await page.waitForSelector('#opt-steps');
   await page.fill('#opt-steps', '40');
   await page.waitForSelector('.status-line.ok:has-text("accepts")', { timeout: 60000 });
-  await page.click('button:has-text("Add to queue")');
+  await page.getByRole('button', { name: 'Add to queue' }).click();
   await page.waitForSelector('.toast:has-text("added")');
   await page.fill('#opt-steps', '30');
   await page.waitForSelector('.status-line.ok:has-text("accepts")', { timeout: 60000 });
-  await page.click('button:has-text("Add to queue")');
+  await page.getByRole('button', { name: 'Add to queue' }).click();
   await until(async () => (await api(base, 'GET', '/api/queue')).length === 2, 'two waiting runs');
   await tab('Queue');
   await page.waitForSelector('.tbl tr[data-run]');
@@ -133,7 +133,7 @@ test('queues two more runs, reorders and cancels one', async () => {
 test('stops the first run; the queued run starts and finishes', async () => {
   await page.goto(`${base}#tab=dashboard&project=${s.project.id}&run=${s.run1}`);
   await page.waitForSelector('.banner.running');
-  await page.click('button:has-text("Stop")');
+  await page.getByRole('button', { name: 'Stop', exact: true }).click();
   await page.waitForSelector('.banner.interrupted', { timeout: 90000 });
   s.stoppedAt = (await run(s.run1)).summary.step;
   await until(async () => (await run(s.run2)).status === 'done', 'run 2 done', 180000, 500);
@@ -142,11 +142,11 @@ test('stops the first run; the queued run starts and finishes', async () => {
 test('resumes the first run from its checkpoint, then stops it again', async () => {
   await page.goto(`${base}#tab=dashboard&project=${s.project.id}&run=${s.run1}`);
   await page.waitForSelector('.banner.interrupted');
-  await page.click('button:has-text("Resume")');
+  await page.getByRole('button', { name: 'Resume', exact: true }).click();
   await page.waitForSelector('.banner.running', { timeout: 60000 });
   await until(async () => (await run(s.run1)).summary.step > s.stoppedAt + 2, 'steps past the stop', 120000);
   await until(async () => (await lastX(0)) > s.stoppedAt, 'the chart to continue', 30000);
-  await page.click('button:has-text("Stop")');
+  await page.getByRole('button', { name: 'Stop', exact: true }).click();
   await page.waitForSelector('.banner.interrupted', { timeout: 90000 });
   const r = await run(s.run1);
   assert.ok(r.restarts >= 0);
@@ -160,7 +160,7 @@ test('generates streamed text from the finished run', async () => {
   await page.fill('[aria-label="Prompt"]', 'Once upon a time');
   await page.fill('[aria-label="max tokens"]', '40');
   await page.fill('[aria-label="seed"]', '1');
-  await page.click('button:has-text("Generate")');
+  await page.getByRole('button', { name: 'Generate', exact: true }).click();
   await until(async () => (await page.locator('.gen-out').textContent()).length > 'Once upon a time'.length + 5, 'streamed tokens', 60000, 100);
   await page.waitForSelector('.status-line.ok:has-text("tokens/s")', { timeout: 60000 });
   await page.waitForSelector('.hist-item');
@@ -173,7 +173,7 @@ test('exports the finished model as GGUF', async () => {
   await page.selectOption('[aria-label="Run"]', s.run2);
   await until(async () => (await page.inputValue('[aria-label="Export source"]')).length > 0, 'export source');
   await page.selectOption('[aria-label="format"]', 'gguf');
-  await page.click('button:has-text("Export")');
+  await page.getByRole('button', { name: 'Export', exact: true }).click();
   await page.waitForSelector('.status-line.ok:has-text("export done")', { timeout: 120000 });
   const path = (await page.locator('.kv dd.mono').first().textContent()).trim();
   assert.match(path, /\.gguf$/);
@@ -183,13 +183,15 @@ test('exports the finished model as GGUF', async () => {
 
 test('ingests the corpus and shows dataset stats and a masked preview', async () => {
   await tab('Data');
-  await page.fill('[aria-label="Input path"]', ws.text);
-  await page.click('button:has-text("Add")');
+  await page.fill('[aria-label="Input path"]', ws.chat);
+  await page.getByRole('button', { name: 'Add', exact: true }).click();
   await page.fill('[aria-label="Tokenizer"]', ws.tokenizer);
-  await page.click('button:has-text("Ingest")');
+  await page.getByRole('button', { name: 'Ingest', exact: true }).click();
   await page.waitForSelector('.status-line.ok:has-text("done")', { timeout: 120000 });
   await page.waitForSelector('.kv dt:has-text("documents")');
-  await page.waitForSelector('.preview-doc .tok', { timeout: 30000 });
+  await page.waitForSelector('.preview-doc .tok.train', { timeout: 30000 });
+  assert.ok(await page.locator('.preview-doc .tok.ctx').count() > 0, 'masked prompt tokens are dimmed');
+  assert.ok(await page.locator('.chart-body canvas[aria-label="histogram"]').count() === 1, 'length histogram');
   await shot('data');
 });
 
@@ -198,7 +200,7 @@ test('History compares two runs: overlaid curves and differing config fields', a
   await page.waitForSelector(`tr[data-run="${s.run1}"]`);
   await page.check(`tr[data-run="${s.run1}"] input[type=checkbox]`);
   await page.check(`tr[data-run="${s.run2}"] input[type=checkbox]`);
-  await page.click('button:has-text("Compare selected (2)")');
+  await page.getByRole('button', { name: 'Compare selected (2)' }).click();
   await page.waitForSelector('.chart[data-series="2"]', { timeout: 30000 });
   await page.waitForSelector('tr.diff[data-field="steps"]');
   await page.locator('.chart').scrollIntoViewIfNeeded();

@@ -70,7 +70,8 @@ export async function runsList(params = {}) {
 
 export function runLabel(r, projects = []) {
   const p = projects.find((x) => String(x.id) === String(r.project_id));
-  return `${r.name || `run ${r.id}`}${p ? ` · ${p.name}` : ''} (${r.status})`;
+  const name = r.name || `run ${r.id}`;
+  return `${name}${p && !name.startsWith(p.name) ? ` · ${p.name}` : ''} (${r.status})`;
 }
 
 // A run <select> plus a <select> of that run's models; calls onpick({path, kind, adapter}).

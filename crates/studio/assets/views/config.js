@@ -127,7 +127,7 @@ export async function mount(el, ctx) {
     const err = h('div', { class: 'err', id: `${id}-err`, role: 'alert' });
     input.setAttribute('aria-describedby', `${id}-err`);
     const range = o.range || (o.min !== undefined || o.max !== undefined ? `${o.min ?? ''}…${o.max ?? ''}` : null);
-    const dflt = [o.default != null ? `default ${o.default}` : null, range ? `range ${range}` : null, o.value_name && o.kind !== 'bool' ? o.value_name : null].filter(Boolean).join(' · ');
+    const dflt = [o.default != null ? `default ${o.default}` : null, range ? `range ${range}` : null, o.value_name && o.kind !== 'bool' && o.value_name !== key.toUpperCase() ? o.value_name : null].filter(Boolean).join(' · ');
     const wrap = h('div', { class: `opt${v !== undefined ? ' set' : ''}`, dataset: { key } },
       h('div', { class: 'opt-head' }, h('label', { class: 'flag', for: id }, o.flag), h('span', { class: 'dflt', title: dflt }, dflt)),
       box,
@@ -302,7 +302,7 @@ export async function mount(el, ctx) {
     add('trainable', `${fmtCount(init.trainable_params ?? plan.trainable_params)}${init.params && init.trainable_params ? ` (${((init.trainable_params / init.params) * 100).toFixed(init.trainable_params === init.params ? 0 : 2)}%)` : ''}`);
     if (init.layers) add('shape', `${init.layers} layers · dim ${init.dim} · ${init.heads} heads · seq ${init.seq} · vocab ${init.vocab}`);
     const mem = plan.memory_bytes;
-    const free = plan.free_memory_bytes ?? r.system?.free_memory_bytes ?? r.free_memory_bytes ?? r.system?.available_memory_bytes;
+    const free = r.free_memory_bytes ?? r.dry_run?.free_memory_bytes ?? plan.free_memory_bytes ?? r.system?.free_memory_bytes;
     if (mem !== undefined) {
       const frac = free ? mem / free : null;
       add('memory', `${fmtBytes(mem)}${free ? ` of ${fmtBytes(free)} free` : ''}`,
@@ -311,7 +311,8 @@ export async function mount(el, ctx) {
     const ckpt = plan.checkpoint_bytes ?? estimateCheckpoint(init, resolved);
     if (ckpt) {
       const keep = Number(resolved.keep_checkpoints ?? config.keep_checkpoints ?? 0);
-      add('checkpoint', `${plan.checkpoint_bytes ? '' : '≈ '}${fmtBytes(ckpt)} each${keep ? ` · ≤ ${fmtBytes(ckpt * keep)} kept` : ''}`);
+      const disk = plan.disk_bytes ?? (keep ? ckpt * keep : null);
+      add('checkpoint', `${plan.checkpoint_bytes ? '' : '≈ '}${fmtBytes(ckpt)} each${disk ? ` · ${fmtBytes(disk)} on disk` : ''}`);
     }
     add('tokens / step', fmtCount(plan.tokens_per_step));
     add('total tokens', fmtCount(plan.total_tokens));

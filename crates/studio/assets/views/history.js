@@ -128,7 +128,7 @@ export async function mount(el, ctx) {
           h('thead', {}, h('tr', {}, h('th', {}, 'field'), cr.map((r, i) => h('th', {}, h('i', { class: 'swatch', style: { display: 'inline-block', width: '10px', height: '3px', background: css(COLORS[i % COLORS.length]), marginRight: '5px', verticalAlign: 'middle' } }), r.name || `run ${r.id}`)))),
           h('tbody', {},
             finals.map(([k, f]) => h('tr', {}, h('td', {}, h('b', {}, k)), cr.map((r) => h('td', {}, f(r))))),
-            keys.map((k) => h('tr', { class: diff.has(k) ? 'diff' : '', dataset: { field: k } }, h('td', { class: 'mono' }, k), cr.map((r) => h('td', { class: 'mono' }, show(r.config?.[k])))))))))));
+            keys.map((k) => h('tr', { class: diff.has(k) ? 'diff' : '', dataset: { field: k } }, h('td', { class: 'mono' }, k), cr.map((r) => h('td', { class: 'mono' }, show(r.config?.[k]))))))))));
     fill();
   }
 
