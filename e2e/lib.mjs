@@ -17,7 +17,8 @@ export const SHOTS = process.env.E2E_SHOTS || join(ROOT, 'e2e', 'screenshots');
 // Small procedural stories (seeded), enough text for a 512-token BPE and a tiny model.
 export function corpus(stories = 1500, seed = 7) {
   let s = seed >>> 0;
-  const rnd = (n) => { s = (s * 1664525 + 1013904223) >>> 0; return s % n; };
+  // The high bits of the LCG: its low bits repeat with a short period.
+  const rnd = (n) => { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; return (s >>> 16) % n; };
   const pick = (a) => a[rnd(a.length)];
   const names = ['Tom', 'Lily', 'Max', 'Mia', 'Ben', 'Sue', 'Sam', 'Anna'];
   const things = ['ball', 'kite', 'cat', 'dog', 'boat', 'cake', 'tree', 'box', 'hat', 'bird'];
@@ -27,9 +28,11 @@ export function corpus(stories = 1500, seed = 7) {
   const out = [];
   for (let i = 0; i < stories; i++) {
     const a = pick(names), b = pick(names), t = pick(things);
-    out.push(`Once upon a time, ${a} went to the ${pick(places)}. ${a} ${pick(verbs)} a ${pick(adj)} ${t}. `
-      + `${b} said, "Can I play with the ${t}?" ${a} said yes, and they were ${pick(adj)} all day. `
-      + `At the end, the ${t} was ${pick(adj)} and ${a} and ${b} went home.`);
+    let story = `Once upon a time, ${a} went to the ${pick(places)}. ${a} ${pick(verbs)} a ${pick(adj)} ${t}. `;
+    for (let k = rnd(4); k > 0; k--) story += `Then ${pick(names)} ${pick(verbs)} a ${pick(adj)} ${pick(things)} in the ${pick(places)}. `;
+    story += `${b} said, "Can I play with the ${t}?" ${a} said yes, and they were ${pick(adj)} all day. `
+      + `At the end, the ${t} was ${pick(adj)} and ${a} and ${b} went home.`;
+    out.push(story);
   }
   return `${out.join('\n\n')}\n`;
 }

@@ -95,7 +95,6 @@ test('starts a run: the chart receives points and the cards change', async () =>
   assert.ok((await points(1)) > 0, 'lr points');
   assert.ok((await points(2)) > 0, 'throughput points');
   await until(async () => (await run(s.run1)).summary?.last_checkpoint, 'a first checkpoint', 60000);
-  await shot('dashboard');
 });
 
 test('reloading mid-run rebuilds the same chart, which keeps growing', async () => {
@@ -146,6 +145,8 @@ test('resumes the first run from its checkpoint, then stops it again', async () 
   await page.waitForSelector('.banner.running', { timeout: 60000 });
   await until(async () => (await run(s.run1)).summary.step > s.stoppedAt + 2, 'steps past the stop', 120000);
   await until(async () => (await lastX(0)) > s.stoppedAt, 'the chart to continue', 30000);
+  await until(async () => (await run(s.run1)).summary.step > s.stoppedAt + 60, 'a longer curve for the picture', 60000);
+  await shot('dashboard');
   await page.getByRole('button', { name: 'Stop', exact: true }).click();
   await page.waitForSelector('.banner.interrupted', { timeout: 90000 });
   const r = await run(s.run1);
@@ -178,6 +179,12 @@ test('exports the finished model as GGUF', async () => {
   const path = (await page.locator('.kv dd.mono').first().textContent()).trim();
   assert.match(path, /\.gguf$/);
   assert.ok(statSync(path).size > 1000, 'a GGUF file with weights');
+  // ... and imports it back as a model folder.
+  await page.fill('[aria-label="Import source"]', path);
+  await page.getByRole('button', { name: 'Import', exact: true }).click();
+  await page.waitForSelector('.status-line.ok:has-text("import done")', { timeout: 120000 });
+  const folder = (await page.locator('.kv dd.mono').first().textContent()).trim();
+  assert.ok(statSync(join(folder, 'model.safetensors')).size > 1000, 'an imported model folder');
   await shot('io');
 });
 
@@ -203,8 +210,7 @@ test('History compares two runs: overlaid curves and differing config fields', a
   await page.getByRole('button', { name: 'Compare selected (2)' }).click();
   await page.waitForSelector('.chart[data-series="2"]', { timeout: 30000 });
   await page.waitForSelector('tr.diff[data-field="steps"]');
-  await page.locator('.chart').scrollIntoViewIfNeeded();
-  await shot('history');
+  await page.screenshot({ path: join(SHOTS, 'history.png'), fullPage: true });
 });
 
 test('no errors in the browser console', () => {

@@ -144,7 +144,7 @@ export async function mount(el, ctx) {
     const pct = s.total ? `${((100 * (s.step || 0)) / s.total).toFixed(1)}%` : '';
     const mfu = s.mfu != null ? `${(s.mfu * (s.mfu <= 1 ? 100 : 1)).toFixed(1)}%` : '—';
     clear(cards,
-      card('step', `${fmtInt(s.step ?? 0)} / ${fmtInt(s.total)}`, pct, 'step'),
+      card('step', fmtInt(s.step ?? 0), `of ${fmtInt(s.total)}${pct ? ` · ${pct}` : ''}`, 'step'),
       card('loss', fmtNum(s.loss), '', 'loss'),
       card('best loss', fmtNum(s.best_loss), '', 'best_loss'),
       card('val loss', fmtNum(s.val_loss), s.best_val_loss != null ? `best ${fmtNum(s.best_val_loss)}` : '', 'val_loss'),

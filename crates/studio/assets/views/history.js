@@ -115,7 +115,7 @@ export async function mount(el, ctx) {
     const finals = [
       ['final loss', (r) => fmtNum(r.summary?.final_loss ?? r.summary?.loss)],
       ['best val loss', (r) => fmtNum(r.summary?.best_val_loss)],
-      ['steps', (r) => r.summary?.step ?? '—'],
+      ['steps done', (r) => r.summary?.step ?? '—'],
       ['tokens/s', (r) => fmtCount(r.summary?.tokens_per_s)],
       ['status', (r) => r.status],
     ];
