@@ -106,6 +106,23 @@ test('reloading mid-run rebuilds the same chart, which keeps growing', async () 
   assert.match(page.url(), new RegExp(`run=${s.run1}`));
 });
 
+test('drag-zoom asks for finer buckets of that range; x axis by tokens', async () => {
+  const box = await page.locator('.chart canvas').first().boundingBox();
+  const asked = page.waitForRequest((r) => /\/series\?metric=loss&.*from=.*to=/.test(r.url()));
+  await page.mouse.move(box.x + box.width * 0.3, box.y + box.height / 2);
+  await page.mouse.down();
+  await page.mouse.move(box.x + box.width * 0.6, box.y + box.height / 2, { steps: 5 });
+  await page.mouse.up();
+  await asked;
+  const reset = page.getByRole('button', { name: 'Reset zoom' });
+  assert.ok(await reset.isEnabled(), 'zoomed');
+  await reset.click();
+  assert.ok(await reset.isDisabled(), 'zoom reset');
+  await page.selectOption('[aria-label="x axis"]', 'tokens');
+  await until(async () => (await lastX(0)) > 1000, 'the loss by tokens');
+  await page.selectOption('[aria-label="x axis"]', 'step');
+});
+
 test('queues two more runs, reorders and cancels one', async () => {
   await tab('Config');
   await page.waitForSelector('#opt-steps');

@@ -352,7 +352,7 @@ export async function mount(el, ctx) {
       await put(`/api/projects/${ctx.projectId}`, { name: nameIn.value.trim() || project.name, config });
       const run = await post(`/api/projects/${ctx.projectId}/runs`, { config: {}, auto_resume: autoResume.checked, max_restarts: Number(maxRestarts.value) || 0 });
       if (queueOnly) {
-        toast(`${run.name || `Run ${run.id}`} added (${run.status}${run.queue_pos ? ` #${run.queue_pos}` : ''})`, 'ok');
+        toast(`${run.name || `Run ${run.id}`} added (${run.status}${typeof run.queue_pos === 'number' ? ` #${run.queue_pos + 1}` : ''})`, 'ok');
       } else {
         ctx.navigate({ tab: 'dashboard', run: run.id });
       }

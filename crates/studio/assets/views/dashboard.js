@@ -118,7 +118,7 @@ export async function mount(el, ctx) {
       if ((!p || p === 'loading' || p === 'preparing') && run.restarts > 0 && !sum.step) text = PHASE_TEXT.resuming;
       else text = PHASE_TEXT[p] || (p ? `${p}…` : 'Starting…');
       if (p === 'training' && sum.total) text = `Training — step ${fmtInt(sum.step)} of ${fmtInt(sum.total)}`;
-    } else if (s === 'queued') text = `Queued${run.queue_pos ? ` (position ${run.queue_pos})` : ''} — starts when a slot is free`;
+    } else if (s === 'queued') text = `Queued${typeof run.queue_pos === 'number' ? ` (position ${run.queue_pos + 1})` : ''} — starts when a slot is free`;
     else if (s === 'stopping') text = 'Stopping — saving a checkpoint…';
     else if (s === 'interrupted') text = `Interrupted at step ${fmtInt(sum.step)}${sum.last_checkpoint ? ` — resume continues from the checkpoint at step ${sum.last_checkpoint.step}` : ''}`;
     else if (s === 'done') text = `Done — ${fmtInt(sum.step)} steps, final loss ${fmtNum(sum.final_loss ?? sum.loss)}${sum.best_val_loss != null ? `, best val loss ${fmtNum(sum.best_val_loss)}` : ''}`;
@@ -149,10 +149,12 @@ export async function mount(el, ctx) {
       card('best loss', fmtNum(s.best_loss), '', 'best_loss'),
       card('val loss', fmtNum(s.val_loss), s.best_val_loss != null ? `best ${fmtNum(s.best_val_loss)}` : '', 'val_loss'),
       card('tokens/s', fmtCount(s.tokens_per_s), s.gflops != null ? `${fmtNum(s.gflops, 3)} GFLOP/s` : '', 'tokens_per_s'),
-      card('MFU', mfu, '', 'mfu'),
+      card('MFU', mfu, s.mfu != null ? '' : 'not reported by the CLI', 'mfu'),
       card('ETA', eta != null ? fmtDuration(eta) : '—', '', 'eta'),
       card('elapsed', fmtDuration(wall ?? train), train != null ? `training ${fmtDuration(train)}` : '', 'elapsed'),
-      card('peak memory', fmtBytes(s.peak_rss ?? s.peak_rss_bytes), '', 'peak_rss'),
+      s.peak_rss != null
+        ? card('peak memory', fmtBytes(s.peak_rss), '', 'peak_rss')
+        : card('memory', s.plan?.memory_bytes != null ? `≈ ${fmtBytes(s.plan.memory_bytes)}` : '—', 'planned (peak not reported)', 'peak_rss'),
       card('last checkpoint', s.last_checkpoint ? `step ${fmtInt(s.last_checkpoint.step)}` : '—', s.last_checkpoint?.path ? String(s.last_checkpoint.path).split('/').slice(-2).join('/') : '', 'checkpoint'));
   }
 
