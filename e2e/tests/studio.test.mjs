@@ -30,7 +30,10 @@ after(async () => {
   if (ws && !process.env.E2E_KEEP) ws.cleanup();
 });
 
-const shot = (name) => page.screenshot({ path: join(SHOTS, `${name}.png`) });
+const shot = async (name, opts = {}) => {
+  await page.evaluate(() => document.querySelector('.toasts')?.replaceChildren()); // no stray toasts in pictures
+  await page.screenshot({ path: join(SHOTS, `${name}.png`), ...opts });
+};
 const points = async (nth = 0) => Number(await page.locator('.chart').nth(nth).getAttribute('data-points'));
 const lastX = async (nth = 0) => Number(await page.locator('.chart').nth(nth).getAttribute('data-last-x'));
 const card = (k) => page.locator(`[data-card="${k}"] .v`).textContent();
@@ -42,6 +45,11 @@ test('the page loads and shows the shell', async () => {
   await page.waitForSelector('#tabs .tab');
   assert.equal(await page.locator('.tab').count(), 7);
   await until(async () => (await page.locator('#conn').getAttribute('class')).includes('ok'), 'health dot');
+  // Keyboard: digits switch tabs.
+  await page.keyboard.press('6');
+  await page.waitForSelector('#tab-history[aria-selected="true"]');
+  await page.keyboard.press('1');
+  await page.waitForSelector('#tab-config[aria-selected="true"]');
 });
 
 test('creates a project from the "quick test" preset', async () => {
@@ -72,6 +80,9 @@ test('config: every option group, validation as you type, pre-flight and command
   // The CLI's own refusal lands next to the field it names.
   await page.fill('#opt-lr', '-1');
   await page.waitForSelector('#opt-lr-err:has-text("--lr")', { timeout: 60000 });
+  await page.waitForSelector('.status-line.bad:has-text("refuses")');
+  await page.evaluate(() => document.getElementById('opt-lr').scrollIntoView({ block: 'center' }));
+  await shot('config-error');
   await page.fill('#opt-lr', '0.003');
   await page.waitForSelector('.status-line.ok:has-text("accepts")', { timeout: 60000 });
   const pre = await page.locator('.kv').first().textContent();
@@ -80,6 +91,7 @@ test('config: every option group, validation as you type, pre-flight and command
   const cmd = await page.locator('.cmd').first().textContent();
   assert.match(cmd, /neuralforge train/);
   assert.match(cmd, /--steps(=| )20000/);
+  await page.evaluate(() => document.querySelector('.view').scrollTo(0, 0));
   await shot('config');
 });
 
@@ -227,7 +239,7 @@ test('History compares two runs: overlaid curves and differing config fields', a
   await page.getByRole('button', { name: 'Compare selected (2)' }).click();
   await page.waitForSelector('.chart[data-series="2"]', { timeout: 30000 });
   await page.waitForSelector('tr.diff[data-field="steps"]');
-  await page.screenshot({ path: join(SHOTS, 'history.png'), fullPage: true });
+  await shot('history', { fullPage: true });
 });
 
 test('no errors in the browser console', () => {
