@@ -69,7 +69,12 @@ test('config: every option group, validation as you type, pre-flight and command
   for (const g of ['model', 'data', 'optimizer']) {
     assert.ok(await page.locator('.opt-group h4', { hasText: new RegExp(g, 'i') }).count() >= 1, `group ${g}`);
   }
-  await page.fill('#opt-data', ws.text);
+  // The data path comes from the server-side file browser.
+  await page.locator('.opt[data-key="data"] button:has-text("Browse")').click();
+  await page.fill('dialog [aria-label="Folder"]', join(ws.data, 'inputs'));
+  await page.press('dialog [aria-label="Folder"]', 'Enter');
+  await page.locator('dialog .fs-entry.file', { hasText: 'stories.txt' }).click();
+  assert.equal(await page.inputValue('#opt-data'), ws.text);
   await page.fill('#opt-tokenizer', ws.tokenizer);
   await page.fill('#opt-steps', '20000');
   await page.fill('#opt-ckpt_every', '20');
@@ -195,6 +200,18 @@ test('generates streamed text from the finished run', async () => {
   await page.waitForSelector('.status-line.ok:has-text("tokens/s")', { timeout: 60000 });
   await page.waitForSelector('.hist-item');
   await shot('generate');
+  // Chat: a system message and two turns.
+  await page.getByRole('button', { name: 'Chat', exact: true }).click();
+  await page.fill('[aria-label="System message"]', 'You tell short stories.');
+  // The tiny model's own tokenizer has no chat template; the one beside the corpus has ChatML.
+  await page.fill('[aria-label="Tokenizer path"]', ws.tokenizer);
+  for (const turn of ['Tell me about Tom.', 'And then?']) {
+    const before = await page.locator('.msg.assistant').count();
+    await page.fill('[aria-label="Prompt"]', turn);
+    await page.press('[aria-label="Prompt"]', 'Enter');
+    await until(async () => (await page.locator('.msg.assistant:not(.streaming)').count()) === before + 1, 'an assistant reply', 60000, 100);
+  }
+  assert.equal(await page.locator('.msg.user').count(), 2);
 });
 
 test('exports the finished model as GGUF', async () => {
@@ -240,6 +257,15 @@ test('History compares two runs: overlaid curves and differing config fields', a
   await page.waitForSelector('.chart[data-series="2"]', { timeout: 30000 });
   await page.waitForSelector('tr.diff[data-field="steps"]');
   await shot('history', { fullPage: true });
+});
+
+test('deletes the cancelled run after a confirmation', async () => {
+  await page.goto(`${base}#tab=dashboard&project=${s.project.id}&run=${s.run3}`);
+  await page.waitForSelector('.banner.cancelled');
+  await page.getByRole('button', { name: 'Delete', exact: true }).click();
+  await page.locator('dialog').getByRole('button', { name: 'Delete', exact: true }).click();
+  await until(async () => !(await api(base, 'GET', '/api/runs')).some((r) => String(r.id) === s.run3), 'run 3 gone');
+  await page.waitForURL((u) => !/run=/.test(u.hash) || !new RegExp(`run=${s.run3}\\b`).test(u.hash));
 });
 
 test('no errors in the browser console', () => {

@@ -15,6 +15,7 @@ export async function mount(el, ctx) {
   // ---- model
   const pathBox = pathInput({ label: 'Model path', placeholder: 'model folder, .gguf or checkpoint', onchange: (v) => { model.path = v; } });
   const adapterBox = pathInput({ label: 'Adapter path', placeholder: '(optional) LoRA adapter folder', onchange: (v) => { model.adapter = v; } });
+  const tokBox = pathInput({ label: 'Tokenizer path', placeholder: '(optional) tokenizer to use instead of the model’s own (e.g. one with a chat template)' });
   const picker = modelPicker({
     projects: ctx.projects, preferRun: ctx.runId,
     onpick: (m) => {
@@ -52,7 +53,8 @@ export async function mount(el, ctx) {
   const main = h('div', { class: 'stack' },
     h('div', { class: 'panel stack' }, h('h3', {}, 'Model'), picker,
       h('div', { class: 'row' }, h('span', { class: 'field-label', style: { width: '60px' } }, 'path'), h('div', { class: 'grow' }, pathBox)),
-      h('div', { class: 'row' }, h('span', { class: 'field-label', style: { width: '60px' } }, 'adapter'), h('div', { class: 'grow' }, adapterBox))),
+      h('div', { class: 'row' }, h('span', { class: 'field-label', style: { width: '60px' } }, 'adapter'), h('div', { class: 'grow' }, adapterBox)),
+      h('div', { class: 'row' }, h('span', { class: 'field-label', style: { width: '60px' } }, 'tokenizer'), h('div', { class: 'grow' }, tokBox))),
     h('div', { class: 'panel stack' },
       h('div', { class: 'row between' }, h('div', { class: 'seg', role: 'group', 'aria-label': 'Mode' }, modeBtns), sampling),
       system, out, chatBox, prompt,
@@ -91,6 +93,7 @@ export async function mount(el, ctx) {
       temp: Number(temp.value), top_k: Number(topK.value), top_p: Number(topP.value), max_tokens: Number(maxTok.value),
     };
     if (adapterBox.input.value.trim()) body.adapter = adapterBox.input.value.trim();
+    if (tokBox.input.value.trim()) body.tokenizer = tokBox.input.value.trim();
     if (seed.value !== '') body.seed = Number(seed.value);
     if (mode === 'chat') {
       if (!text.trim()) return;
@@ -127,7 +130,11 @@ export async function mount(el, ctx) {
       if (ended) return;
       ended = true;
       if (es) { es.close(); es = null; }
-      if (mode === 'chat') { messages.push({ role: 'assistant', content: produced }); renderChat(); }
+      if (mode === 'chat') {
+        if (bad && !produced) { messages.pop(); if (!prompt.value) prompt.value = text; } // the turn did not happen
+        else messages.push({ role: 'assistant', content: produced });
+        renderChat();
+      }
       finish();
       show();
       requestAnimationFrame(() => { if (msg) { stats.className = `status-line ${bad ? 'bad' : 'ok'}`; stats.textContent = msg; } });
@@ -140,7 +147,20 @@ export async function mount(el, ctx) {
         end(`${e.tokens ?? tokens} tokens in ${fmtNum(ms / 1000, 3)} s · ${fmtNum(((e.tokens ?? tokens) * 1000) / ms, 3)} tokens/s${e.stopped ? ' · stopped' : ''}`);
       },
       error: (e) => end(`${e.code ? `[${e.code}] ` : ''}${e.message || 'generation failed'}`, true),
-      status: (e) => { if (e && ['done', 'error', 'stopped', 'cancelled'].includes(e.status)) setTimeout(() => end(e.error ? errorText(e.error) : `${tokens} tokens · ${e.status}`, !!e.error), 300); },
+      status: (e) => {
+        if (!e || !['done', 'error', 'stopped', 'cancelled'].includes(e.status)) return;
+        // A generation that ended before this stream connected comes back as its stored record.
+        let extra = e.extra || {};
+        if (typeof extra === 'string') { try { extra = JSON.parse(extra); } catch { extra = {}; } }
+        if (!produced && e.stored) { produced = e.stored; show(); }
+        const err = extra.error || e.error;
+        const done = extra.done;
+        setTimeout(() => {
+          if (err) end(`${err.code ? `[${err.code}] ` : ''}${err.message || 'generation failed'}`, true);
+          else if (done) end(`${done.tokens} tokens in ${fmtNum(done.total_ms / 1000, 3)} s · ${fmtNum((done.tokens * 1000) / done.total_ms, 3)} tokens/s`);
+          else end(`${tokens} tokens · ${e.status}`);
+        }, 200);
+      },
       end: () => end(`${tokens} tokens`),
     }, (st) => { if (st === 'closed') end(`${tokens} tokens`); });
   }
@@ -176,6 +196,7 @@ export async function mount(el, ctx) {
     const rq = g.request || g;
     if (rq.model) { pathBox.input.value = rq.model; model.path = rq.model; }
     adapterBox.input.value = rq.adapter || '';
+    tokBox.input.value = rq.tokenizer || '';
     if (rq.system) system.value = rq.system;
     const p = rq;
     if (p.temp !== undefined) temp.value = p.temp;
