@@ -106,9 +106,10 @@ export async function mount(el, ctx) {
     let produced = '', tokens = 0;
     const t0 = performance.now();
     let tFirst = null;
+    let ended = false;
     const show = frameThrottle(() => {
-      if (mode === 'chat') renderChat(produced);
-      else { clear(out, h('span', { class: 'prompt' }, text), produced); out.scrollTop = out.scrollHeight; }
+      // After the end the turn is a message of its own.
+      if (mode === 'chat') { if (!ended) renderChat(produced); } else { clear(out, h('span', { class: 'prompt' }, text), produced); out.scrollTop = out.scrollHeight; }
       const dt = tFirst ? (performance.now() - tFirst) / 1000 : 0;
       stats.textContent = `${tokens} tokens${dt > 0 && tokens > 1 ? ` · ${fmtNum((tokens - 1) / dt, 3)} tokens/s` : ''}`;
     });
@@ -125,7 +126,6 @@ export async function mount(el, ctx) {
       return;
     }
     genId = r.id;
-    let ended = false;
     const end = (msg, bad) => {
       if (ended) return;
       ended = true;
