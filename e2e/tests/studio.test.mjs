@@ -268,6 +268,17 @@ test('deletes the cancelled run after a confirmation', async () => {
   await page.waitForURL((u) => !/run=/.test(u.hash) || !new RegExp(`run=${s.run3}\\b`).test(u.hash));
 });
 
+test('the queue view stores the concurrency setting', async () => {
+  await tab('Queue');
+  await page.waitForSelector('[aria-label="maximum concurrent runs"]');
+  await page.fill('[aria-label="maximum concurrent runs"]', '2');
+  await page.press('[aria-label="maximum concurrent runs"]', 'Tab');
+  await until(async () => (await api(base, 'GET', '/api/settings')).max_concurrent_runs === 2, 'concurrency 2');
+  await page.fill('[aria-label="maximum concurrent runs"]', '1');
+  await page.press('[aria-label="maximum concurrent runs"]', 'Tab');
+  await until(async () => (await api(base, 'GET', '/api/settings')).max_concurrent_runs === 1, 'concurrency 1');
+});
+
 test('no errors in the browser console', () => {
   const real = consoleErrors.filter((e) => !/favicon|ERR_ABORTED|net::ERR_/.test(e));
   assert.deepEqual(real, []);

@@ -1,9 +1,9 @@
 // History: every run with its configuration and final numbers; filter and sort; select
 // several to overlay their loss curves and compare configurations (differences highlighted).
 
-import { get, qs } from '../api.js';
-import { h, clear, errorText, fmtNum, fmtCount, fmtDuration, fmtTime, toSeconds, statusBadge } from '../ui.js';
-import { runsList } from '../pickers.js';
+import { get, post, qs } from '../api.js';
+import { h, clear, toast, errorText, fmtNum, fmtCount, fmtDuration, fmtTime, toSeconds, statusBadge } from '../ui.js';
+import { runsList, browse } from '../pickers.js';
 import { Chart } from '../chart.js';
 
 const COLORS = ['--c1', '--c2', '--c3', '--c4', '--c5', '--c6'];
@@ -18,11 +18,21 @@ export async function mount(el, ctx) {
   const statusSel = h('select', { 'aria-label': 'Status filter' }, ['', 'done', 'running', 'queued', 'interrupted', 'error', 'cancelled'].map((s) => h('option', { value: s }, s || 'any status')));
   const text = h('input', { type: 'search', placeholder: 'filter by name or config', 'aria-label': 'Text filter' });
   const cmpBtn = h('button', { type: 'button', class: 'primary', disabled: true, onclick: compare }, 'Compare selected');
+  // A run folder trained outside the studio (or before a reinstall) joins the history.
+  const addBtn = h('button', { type: 'button', title: 'Add a run folder that holds events.ndjson', onclick: async () => {
+    const path = await browse('');
+    if (!path) return;
+    try {
+      const r = await post('/api/runs/import', { path });
+      toast(`${r.name || `Run ${r.id}`} added`, 'ok');
+      load();
+    } catch (e) { toast(errorText(e), 'error'); }
+  } }, 'Add run folder…');
   const table = h('div', { style: { overflow: 'auto' } });
   const cmpBox = h('div', { class: 'stack', style: { marginTop: '14px' } });
   for (const c of [projSel, statusSel]) c.addEventListener('change', load);
   text.addEventListener('input', render);
-  clear(el, h('div', { class: 'toolbar' }, projSel, statusSel, text, cmpBtn, h('span', { class: 'hint' }, 'tick runs to compare them')),
+  clear(el, h('div', { class: 'toolbar' }, projSel, statusSel, text, cmpBtn, h('span', { class: 'hint' }, 'tick runs to compare them'), h('span', { class: 'grow' }), addBtn),
     h('div', { class: 'panel' }, table), cmpBox);
 
   const projectName = (id) => ctx.projects.find((p) => String(p.id) === String(id))?.name || `#${id}`;
