@@ -48,6 +48,8 @@ enum Command {
     Tokenizer(cmd::tokenizer::Args),
     /// Train a tiny model on a generated corpus for about a minute, then sample from it.
     Quickstart(cmd::quickstart::Args),
+    /// The local web app: projects, live dashboard, queue, generation, data, history.
+    Studio(cmd::studio::Args),
     /// A command's options as JSON (name, help, default, kind, group), e.g. `options train`.
     Options(cmd::options::Args),
     /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
@@ -92,6 +94,7 @@ fn main() {
         Command::Data(a) => cmd::data::run(a, &out),
         Command::Tokenizer(a) => cmd::tokenizer::run(a, &out),
         Command::Quickstart(a) => cmd::quickstart::run(a, &out),
+        Command::Studio(a) => cmd::studio::run(a, &out),
         Command::Options(a) => cmd::options::run(a, &root, &out),
         Command::Completions(a) => cmd::completions::run(a, &mut root),
     };

@@ -11,6 +11,7 @@ pub mod info;
 pub mod ingest;
 pub mod options;
 pub mod quickstart;
+pub mod studio;
 pub mod tokenize;
 pub mod tokenizer;
 pub mod train;

@@ -1,0 +1,133 @@
+//! The run folders are the source of truth: `events.ndjson` of each folder rebuilds its rows
+//! (`--reindex`), and folders that appear in the runs folder (a CLI run, "Add existing run
+//! folder") become runs of History.
+
+use crate::db;
+use crate::error::{ApiError, ApiResult};
+use crate::journal::Journal;
+use crate::runs::{Manager, EVENTS_FILE};
+use crate::util;
+use rusqlite::{params, OptionalExtension};
+use serde_json::{json, Value};
+use std::path::Path;
+
+/// Status a finished stream implies: done, interrupted or error (a folder without a clean
+/// end is interrupted: resumable).
+fn status_of(events: &[(i64, Value)]) -> &'static str {
+    let last = events
+        .iter()
+        .rev()
+        .find(|(_, e)| matches!(e["type"].as_str(), Some("done" | "error" | "init" | "restart")));
+    match last.map(|(_, e)| (e["type"].as_str(), e["interrupted"] == json!(true))) {
+        Some((Some("done"), false)) => "done",
+        Some((Some("error"), _)) => "error",
+        _ => "interrupted",
+    }
+}
+
+fn lines(dir: &Path) -> ApiResult<Vec<String>> {
+    let text = std::fs::read_to_string(dir.join(EVENTS_FILE)).map_err(|_| {
+        ApiError::bad_request("not_a_run", format!("{} holds no {EVENTS_FILE}", dir.display()))
+    })?;
+    Ok(text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+fn config_of(dir: &Path) -> Value {
+    std::fs::read_to_string(dir.join("config.toml"))
+        .ok()
+        .and_then(|t| toml::from_str::<toml::Value>(&t).ok())
+        .and_then(|v| serde_json::to_value(v).ok())
+        .unwrap_or_else(|| json!({}))
+}
+
+/// Adds the run folder `dir` as a run (its events journaled); returns the run id.
+pub fn import_folder(m: &Manager, dir: &Path) -> ApiResult<i64> {
+    let dir = dir
+        .canonicalize()
+        .map_err(|_| ApiError::bad_request("missing_path", "path: no such folder"))?;
+    let key = dir.to_string_lossy().to_string();
+    let known: Option<i64> = m
+        .db
+        .conn()
+        .query_row("SELECT id FROM runs WHERE run_dir = ?1", [&key], |r| r.get(0))
+        .optional()?;
+    if let Some(id) = known {
+        return Ok(id);
+    }
+    let lines = lines(&dir)?;
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "run".into());
+    let command = json!(["neuralforge", "train", "--json", format!("--resume={key}")]);
+    let id = {
+        let conn = m.db.conn();
+        conn.execute(
+            "INSERT INTO runs(name, status, run_dir, command, config, created_at)
+             VALUES (?1, 'interrupted', ?2, ?3, ?4, ?5)",
+            params![name, key, command.to_string(), config_of(&dir).to_string(), util::now()],
+        )?;
+        conn.last_insert_rowid()
+    };
+    let mut journal = Journal::default();
+    let events = m.journal(id, &mut journal, &lines, 0)?;
+    db::set_status(&m.db.conn(), id, status_of(&events))?;
+    m.bump();
+    Ok(id)
+}
+
+/// Folders of the runs folder that the database does not know yet.
+pub fn discover(m: &Manager) -> usize {
+    let Ok(rd) = std::fs::read_dir(m.runs_dir()) else { return 0 };
+    let mut n = 0;
+    for e in rd.flatten() {
+        let p = e.path();
+        if !p.join(EVENTS_FILE).is_file() {
+            continue;
+        }
+        let key = p.canonicalize().unwrap_or(p.clone()).to_string_lossy().to_string();
+        let known: bool = m
+            .db
+            .conn()
+            .query_row("SELECT COUNT(*) > 0 FROM runs WHERE run_dir = ?1", [&key], |r| r.get(0))
+            .unwrap_or(true);
+        if !known && import_folder(m, &p).is_ok() {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Rebuilds every run's events from its folder, then adds unknown folders.
+/// Returns (runs rebuilt, events stored).
+pub fn reindex_all(m: &Manager) -> ApiResult<(usize, usize)> {
+    let runs: Vec<(i64, String, String)> = {
+        let conn = m.db.conn();
+        let mut st = conn.prepare("SELECT id, run_dir, status FROM runs")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.flatten().collect()
+    };
+    let (mut n, mut total) = (0, 0);
+    for (id, dir, status) in runs {
+        let Ok(lines) = lines(Path::new(&dir)) else { continue };
+        m.db.conn().execute(
+            "DELETE FROM events WHERE run_id = ?1; ",
+            [id],
+        )?;
+        m.db.conn()
+            .execute("UPDATE runs SET summary = '{}' WHERE id = ?1", [id])?;
+        let mut journal = Journal::default();
+        let events = m.journal(id, &mut journal, &lines, 0)?;
+        if !matches!(status.as_str(), "queued" | "running" | "stopping") {
+            db::set_status(&m.db.conn(), id, status_of(&events))?;
+        }
+        total += events.len();
+        n += 1;
+    }
+    n += discover(m);
+    Ok((n, total))
+}
