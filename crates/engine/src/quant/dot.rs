@@ -77,9 +77,9 @@ pub fn dot_rows<const R: usize>(
                         };
                         x86::dot_float(kind, w, rows.map(|r| &x[r * cols..(r + 1) * cols]))
                     }
-                    QType::Q8_0 => x86::dot_q8_signed(false, w, rows.map(|r| acts.q8_row(r))),
-                    QType::Q4_0 => x86::dot_q8_signed(true, w, rows.map(|r| acts.q8_row(r))),
-                    QType::Q4_1 => x86::dot_q4_1(w, rows.map(|r| acts.q8_row(r))),
+                    QType::Q8_0 => x86::dot_q32::<R, 0>(w, rows.map(|r| acts.q8_row(r))),
+                    QType::Q4_0 => x86::dot_q32::<R, 1>(w, rows.map(|r| acts.q8_row(r))),
+                    QType::Q4_1 => x86::dot_q32::<R, 2>(w, rows.map(|r| acts.q8_row(r))),
                     QType::Q4K => x86::dot_q45k(false, w, rows.map(|r| acts.q8k_row(r))),
                     QType::Q5K => x86::dot_q45k(true, w, rows.map(|r| acts.q8k_row(r))),
                     QType::Q6K => x86::dot_q6k(w, rows.map(|r| acts.q8k_row(r))),

@@ -181,9 +181,7 @@ impl QMatrix {
                 block: qtype.block_len(),
             });
         }
-        let want = rows
-            .checked_mul(cols / qtype.block_len() * qtype.block_bytes())
-            .unwrap_or(usize::MAX);
+        let want = rows.saturating_mul(cols / qtype.block_len() * qtype.block_bytes());
         let len = (*buf).as_ref().len();
         if offset.checked_add(want).is_none_or(|end| end > len) {
             return Err(QuantError::Bytes {

@@ -1,6 +1,8 @@
 //! The reference: dequantization of one row, and the scalar dot products of a quantized row
 //! with quantized activations (exact integer sums per block, then the block's scales).
 
+#![allow(clippy::needless_range_loop)]
+
 use super::act::{BlockQ8, BlockQ8K};
 use super::{QType, QK, QK_K};
 

@@ -7,15 +7,12 @@
 //! 31, Q6 <= 63 (unsigned) times |a| <= 127 gives at most 2 * 63 * 127 = 16002 < 32767; the
 //! Q8_0 / Q4_0 paths use |w| via the sign trick, |w| <= 127 -> 2 * 127 * 127 = 32258.
 
+// Index loops over block lanes read closer to the block layouts than iterator chains.
+#![allow(clippy::needless_range_loop)]
+
 use super::act::{BlockQ8, BlockQ8K};
 use super::scalar::scales_mins_k4;
 use std::arch::x86_64::*;
-
-#[inline]
-fn f16_at(p: *const u8) -> f32 {
-    // SAFETY: callers pass pointers inside a block they have bounds-checked.
-    unsafe { half::f16::from_bits(u16::from_le_bytes([*p, *p.add(1)])).to_f32() }
-}
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn hsum(v: __m256) -> f32 {
@@ -43,66 +40,107 @@ unsafe fn nibbles32(p: *const u8) -> __m256i {
     _mm256_set_m128i(hi, lo)
 }
 
-/// Q8_0 (`signed = true`, bytes as stored) or Q4_0 (nibbles minus 8) rows; `off` is the
-/// offset of the values in the block.
+/// Up to 8 f16 values at `p + k * stride` (k < n) as f32; the rest 0. Converting a group at
+/// once keeps the per-block loop free of scalar conversions (a scalar `vpinsrw` + `vcvtph2ps`
+/// per block chained every block to the previous one through a false register dependency).
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q8_signed<const R: usize>(q4: bool, w: &[u8], a: [&[BlockQ8]; R]) -> [f32; R] {
-    let bb = if q4 { 18 } else { 34 };
+unsafe fn f16x8(p: *const u8, stride: usize, n: usize) -> __m256 {
+    let mut bits = [0u16; 8];
+    for (k, b) in bits.iter_mut().enumerate().take(n) {
+        *b = (p.add(k * stride) as *const u16).read_unaligned();
+    }
+    _mm256_cvtph_ps(_mm_loadu_si128(bits.as_ptr() as *const __m128i))
+}
+
+/// The weight bytes of one 32-block ready for `maddubs`: (|w| or the unsigned nibbles, the
+/// signs to move onto the activation or None for unsigned). `KIND` 0 = Q8_0, 1 = Q4_0,
+/// 2 = Q4_1.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn unpack32<const KIND: u8>(b: *const u8) -> (__m256i, __m256i) {
+    match KIND {
+        0 => {
+            let q = _mm256_loadu_si256(b.add(2) as *const __m256i);
+            (_mm256_sign_epi8(q, q), q)
+        }
+        1 => {
+            let q = _mm256_sub_epi8(nibbles32(b.add(2)), _mm256_set1_epi8(8));
+            (_mm256_sign_epi8(q, q), q)
+        }
+        _ => {
+            let q = nibbles32(b.add(4));
+            (q, q)
+        }
+    }
+}
+
+/// The 8 partial integer sums of one block times an activation block, as f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn block32<const KIND: u8>(u: __m256i, q: __m256i, y: *const i8) -> __m256 {
+    let y = _mm256_loadu_si256(y as *const __m256i);
+    let y = if KIND == 2 { y } else { _mm256_sign_epi8(y, q) };
+    _mm256_cvtepi32_ps(mul_sum_u8_i8(u, y))
+}
+
+/// The 32-block types (`KIND` as [`unpack32`]; Q4_1 adds its minimum times the activation
+/// block sum). Block scales are converted 8 at a time (a scalar f16 conversion per block
+/// chained each block to the previous one through a false register dependency), and blocks
+/// alternate between two accumulators per row so the FMA latency does not serialise them.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q32<const R: usize, const KIND: u8>(w: &[u8], a: [&[BlockQ8]; R]) -> [f32; R] {
+    let bb = match KIND {
+        0 => 34,
+        1 => 18,
+        _ => 20,
+    };
     let nb = w.len() / bb;
     for ar in &a {
         assert!(ar.len() >= nb);
     }
-    let mut acc = [_mm256_setzero_ps(); R];
-    let eight = _mm256_set1_epi8(8);
+    let mut acc0 = [_mm256_setzero_ps(); R];
+    let mut acc1 = [_mm256_setzero_ps(); R];
+    let mut min0 = [0f32; R];
+    let mut min1 = [0f32; R];
     let wp = w.as_ptr();
-    for i in 0..nb {
-        let b = wp.add(i * bb);
-        let d = f16_at(b);
-        let q = if q4 {
-            _mm256_sub_epi8(nibbles32(b.add(2)), eight)
-        } else {
-            _mm256_loadu_si256(b.add(2) as *const __m256i)
-        };
-        let ax = _mm256_sign_epi8(q, q);
-        for r in 0..R {
-            let blk = a[r].get_unchecked(i);
-            let y = _mm256_loadu_si256(blk.qs.as_ptr() as *const __m256i);
-            let p = mul_sum_u8_i8(ax, _mm256_sign_epi8(y, q));
-            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * blk.d), acc[r]);
+    let mut dw = [0f32; 8];
+    let mut mw = [0f32; 8];
+    let mut i = 0;
+    while i < nb {
+        let n = (nb - i).min(8);
+        let g = wp.add(i * bb);
+        _mm256_storeu_ps(dw.as_mut_ptr(), f16x8(g, bb, n));
+        if KIND == 2 {
+            _mm256_storeu_ps(mw.as_mut_ptr(), f16x8(g.add(2), bb, n));
         }
+        let mut k = 0;
+        while k < n {
+            let b = g.add(k * bb);
+            let (u, q) = unpack32::<KIND>(b);
+            for r in 0..R {
+                let blk = a[r].get_unchecked(i + k);
+                let p = block32::<KIND>(u, q, blk.qs.as_ptr());
+                let scale = _mm256_set1_ps(dw[k] * blk.d);
+                if k & 1 == 0 {
+                    acc0[r] = _mm256_fmadd_ps(p, scale, acc0[r]);
+                    if KIND == 2 {
+                        min0[r] += mw[k] * blk.s;
+                    }
+                } else {
+                    acc1[r] = _mm256_fmadd_ps(p, scale, acc1[r]);
+                    if KIND == 2 {
+                        min1[r] += mw[k] * blk.s;
+                    }
+                }
+            }
+            k += 1;
+        }
+        i += n;
     }
     let mut out = [0f32; R];
     for r in 0..R {
-        out[r] = hsum(acc[r]);
-    }
-    out
-}
-
-/// Q4_1 rows: unsigned nibbles times the activation, plus the minimum times the block sum.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q4_1<const R: usize>(w: &[u8], a: [&[BlockQ8]; R]) -> [f32; R] {
-    let nb = w.len() / 20;
-    for ar in &a {
-        assert!(ar.len() >= nb);
-    }
-    let mut acc = [_mm256_setzero_ps(); R];
-    let mut mins = [0f32; R];
-    let wp = w.as_ptr();
-    for i in 0..nb {
-        let b = wp.add(i * 20);
-        let (d, m) = (f16_at(b), f16_at(b.add(2)));
-        let q = nibbles32(b.add(4));
-        for r in 0..R {
-            let blk = a[r].get_unchecked(i);
-            let y = _mm256_loadu_si256(blk.qs.as_ptr() as *const __m256i);
-            let p = mul_sum_u8_i8(q, y);
-            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * blk.d), acc[r]);
-            mins[r] += m * blk.s;
-        }
-    }
-    let mut out = [0f32; R];
-    for r in 0..R {
-        out[r] = hsum(acc[r]) + mins[r];
+        out[r] = hsum(_mm256_add_ps(acc0[r], acc1[r])) + (min0[r] + min1[r]);
     }
     out
 }
@@ -123,7 +161,8 @@ pub unsafe fn dot_q45k<const R: usize>(five: bool, w: &[u8], a: [&[BlockQ8K]; R]
     let wp = w.as_ptr();
     for i in 0..nb {
         let b = wp.add(i * bb);
-        let (d, dmin) = (f16_at(b), f16_at(b.add(2)));
+        let dm = _mm_cvtph_ps(_mm_cvtsi32_si128((b as *const i32).read_unaligned()));
+        let (d, dmin) = (_mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_movehdup_ps(dm)));
         let (sc, m) = scales_mins_k4(std::slice::from_raw_parts(b.add(4), 12));
         let qh = if five {
             _mm256_loadu_si256(b.add(16) as *const __m256i)
@@ -198,7 +237,11 @@ pub unsafe fn dot_q6k<const R: usize>(w: &[u8], a: [&[BlockQ8K]; R]) -> [f32; R]
     let wp = w.as_ptr();
     for i in 0..nb {
         let b = wp.add(i * 210);
-        let d = f16_at(b.add(208));
+        // d is the last 2 bytes of the block: read 4 bytes ending there, take the upper half.
+        let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(
+            (b.add(206) as *const i32).read_unaligned(),
+        ));
+        let d = _mm_cvtss_f32(_mm_movehdup_ps(dm));
         let sc = std::slice::from_raw_parts(b.add(192), 16);
         let mut sumi = [_mm256_setzero_si256(); R];
         for h in 0..2 {
