@@ -33,6 +33,10 @@ pub struct Args {
     /// Worker threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Dequantize a quantized GGUF to f32 (the training forward pass) instead of evaluating
+    /// on its quantized blocks.
+    #[arg(long)]
+    pub dequantize: bool,
 }
 
 /// What an evaluation measured.
@@ -128,20 +132,71 @@ pub fn evaluate(
     })
 }
 
+/// Mean cross-entropy on the quantized inference path: each window is one causal prefill
+/// through the KV-cache session (`prefill_all_logits`), the same windows as [`evaluate`].
+pub fn evaluate_quantized(
+    model: &engine::quant::QuantModel,
+    tokens: &[u32],
+    seq: usize,
+    max_windows: Option<usize>,
+) -> anyhow::Result<EvalResult> {
+    if seq == 0 {
+        bail!("--seq-len must be at least 1");
+    }
+    let available = tokens.len().saturating_sub(1) / seq;
+    let windows = max_windows.map_or(available, |m| m.min(available));
+    if windows == 0 {
+        bail!(
+            "the token file holds {} tokens: not enough for one window of {} (--seq-len + 1)",
+            tokens.len(),
+            seq + 1
+        );
+    }
+    let v = model.config.vocab_size;
+    let mut session = engine::infer::InferenceSession::new(model, seq)?;
+    let mut total = LossSum::default();
+    for w in 0..windows {
+        let win = &tokens[w * seq..w * seq + seq + 1];
+        session.reset();
+        let logits = session.prefill_all_logits(&win[..seq])?;
+        for (row, &target) in logits.chunks_exact(v).zip(&win[1..]) {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let lse = max
+                + row
+                    .iter()
+                    .map(|&x| (x as f64 - max).exp())
+                    .sum::<f64>()
+                    .ln();
+            total.sum += lse - row[target as usize] as f64;
+            total.count += 1;
+        }
+    }
+    let loss = total.mean();
+    Ok(EvalResult {
+        loss,
+        perplexity: loss.exp(),
+        tokens: total.count,
+        windows,
+        seq_len: seq,
+    })
+}
+
 pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
     engine::threads::set_threads(args.threads).context("--threads")?;
-    let model = formats::load_model(&args.model)
-        .with_context(|| format!("loading model {}", args.model.display()))?;
-    let params = model.params;
-    let tokens = read_tokens(&args.tokens, args.u32, params.config.vocab_size)?;
+    let loaded = super::generate::load_for_inference(&args.model, args.dequantize, false)?;
+    let vocab = loaded.meta.params.config.vocab_size;
+    let tokens = read_tokens(&args.tokens, args.u32, vocab)?;
     let start = std::time::Instant::now();
-    let r = evaluate(
-        &params,
-        &tokens,
-        args.seq_len,
-        args.batch_size,
-        args.max_windows,
-    )?;
+    let r = match &loaded.quant {
+        Some(q) => evaluate_quantized(q, &tokens, args.seq_len, args.max_windows)?,
+        None => evaluate(
+            &loaded.meta.params,
+            &tokens,
+            args.seq_len,
+            args.batch_size,
+            args.max_windows,
+        )?,
+    };
     let secs = start.elapsed().as_secs_f64();
     if out.json {
         let mut v = serde_json::to_value(&r)?;
