@@ -323,10 +323,12 @@ fn target(args: &Args) -> anyhow::Result<Option<Target>> {
         (Format::Hf, OutDtype::F16) => Target::Hf(DType::F16),
         (Format::Hf, OutDtype::Bf16) => Target::Hf(DType::BF16),
         (Format::Hf, OutDtype::Q8_0 | OutDtype::Q4_0 | OutDtype::Q4_1) => {
-            bail!(
-                "--dtype {:?} is for GGUF; a Hugging Face folder takes f32, f16 or bf16",
-                args.dtype
-            )
+            let name = match args.dtype {
+                OutDtype::Q4_0 => "q4_0",
+                OutDtype::Q4_1 => "q4_1",
+                _ => "q8_0",
+            };
+            bail!("--dtype {name} is for GGUF; a Hugging Face folder takes f32, f16 or bf16")
         }
         (Format::Gguf, OutDtype::F32) => Target::Gguf(GgmlType::F32),
         (Format::Gguf, OutDtype::F16) => Target::Gguf(GgmlType::F16),
