@@ -101,6 +101,7 @@ fn smollm2_prompt_ids_and_greedy_continuation_equal_transformers() {
     // compare up to it.
     let eos = want.iter().position(|&t| model.eos_token_ids.contains(&t));
     let upto = eos.unwrap_or(want.len());
+    // The default f32 path (dequantized) reproduces transformers' greedy ids exactly.
     let (ids, texts, _) = generate_json(&[
         "--model",
         &smollm2(&shared),
@@ -110,9 +111,24 @@ fn smollm2_prompt_ids_and_greedy_continuation_equal_transformers() {
         "0",
         "--max-tokens",
         "32",
+        "--dequantize",
     ]);
     assert_eq!(ids, want[..upto]);
     assert_eq!(texts.concat(), tok.decode(&want[..upto]));
+    // The quantized path (--quantized, 8-bit activations) follows them until a near-tie
+    // (tolerances in generate_quantized.rs): at least the first 5 tokens.
+    let (ids, _, _) = generate_json(&[
+        "--model",
+        &smollm2(&shared),
+        "--prompt",
+        prompt,
+        "--temp",
+        "0",
+        "--max-tokens",
+        "32",
+        "--quantized",
+    ]);
+    assert_eq!(ids[..5], want[..5]);
     for p in reference["prompts"].as_array().expect("prompts") {
         let ids: Vec<u32> = p["token_ids"]
             .as_array()

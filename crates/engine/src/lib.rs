@@ -9,6 +9,7 @@ pub mod lora;
 pub mod model;
 pub mod optim;
 pub mod params;
+pub mod quant;
 pub mod rng;
 pub mod threads;
 

@@ -15,7 +15,13 @@ pub fn half_to_interleaved(w: &mut [f32], n_heads: usize, cols: usize) {
     permute(w, n_heads, cols, false)
 }
 
-fn permute(w: &mut [f32], n_heads: usize, cols: usize, to_half: bool) {
+/// Reorders `[n_heads*head_dim]` rows of `row_len` items each (e.g. the bytes of quantized
+/// rows) from the interleaved layout to rotate-half.
+pub fn interleaved_to_half_rows<T: Copy>(w: &mut [T], n_heads: usize, row_len: usize) {
+    permute(w, n_heads, row_len, true)
+}
+
+fn permute<T: Copy>(w: &mut [T], n_heads: usize, cols: usize, to_half: bool) {
     if n_heads == 0 || cols == 0 {
         return;
     }

@@ -45,6 +45,13 @@ pub struct Args {
     /// Worker threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Evaluate a quantized GGUF on its quantized blocks (8-bit activations) instead of the
+    /// default f32 dequantization.
+    #[arg(long)]
+    pub quantized: bool,
+    /// Dequantize a quantized GGUF to f32 (the default; overrides --quantized).
+    #[arg(long)]
+    pub dequantize: bool,
 }
 
 /// What an evaluation measured.
@@ -119,6 +126,55 @@ pub fn evaluate(
     })
 }
 
+/// Mean cross-entropy on the quantized inference path: each window is one causal prefill
+/// through the KV-cache session (`prefill_all_logits`), the same windows as [`evaluate`].
+pub fn evaluate_quantized(
+    model: &engine::quant::QuantModel,
+    tokens: &[u32],
+    seq: usize,
+    max_windows: Option<usize>,
+) -> anyhow::Result<EvalResult> {
+    if seq == 0 {
+        bail!("--seq-len must be at least 1");
+    }
+    let available = tokens.len().saturating_sub(1) / seq;
+    let windows = max_windows.map_or(available, |m| m.min(available));
+    if windows == 0 {
+        bail!(
+            "the token file holds {} tokens: not enough for one window of {} (--seq-len + 1)",
+            tokens.len(),
+            seq + 1
+        );
+    }
+    let v = model.config.vocab_size;
+    let mut session = engine::infer::InferenceSession::new(model, seq)?;
+    let mut total = LossSum::default();
+    for w in 0..windows {
+        let win = &tokens[w * seq..w * seq + seq + 1];
+        session.reset();
+        let logits = session.prefill_all_logits(&win[..seq])?;
+        for (row, &target) in logits.chunks_exact(v).zip(&win[1..]) {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let lse = max
+                + row
+                    .iter()
+                    .map(|&x| (x as f64 - max).exp())
+                    .sum::<f64>()
+                    .ln();
+            total.sum += lse - row[target as usize] as f64;
+            total.count += 1;
+        }
+    }
+    let loss = total.mean();
+    Ok(EvalResult {
+        loss,
+        perplexity: loss.exp(),
+        tokens: total.count,
+        windows,
+        seq_len: seq,
+    })
+}
+
 pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
     use crate::trainer::{data_source, model_setup::TokEncode};
     engine::threads::set_threads(args.threads).context("--threads")?;
@@ -126,10 +182,10 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
     if let Some(n) = note {
         out.log(n);
     }
-    let model = super::export::load_any_model(&path, out)
-        .with_context(|| format!("loading model {}", path.display()))?;
-    let params = model.params;
-    let vocab = params.config.vocab_size;
+    let quantized = args.quantized && !args.dequantize;
+    let loaded = super::generate::load_for_inference(&path, !quantized, false, out)?;
+    let model = &loaded.meta;
+    let vocab = model.params.config.vocab_size;
     let tokenizer = match (&args.tokenizer, &model.tokenizer) {
         (Some(p), _) => Some(
             data::Tokenizer::from_path(p)
@@ -165,7 +221,7 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
         }
         None => data_source::load(&args.data, dtype, enc_ref, vocab)?,
     };
-    let max_seq = params.config.max_seq_len;
+    let max_seq = model.params.config.max_seq_len;
     let seq = args.seq_len.unwrap_or(256.min(max_seq));
     if seq > max_seq {
         return Err(crate::output::Coded::new(
@@ -177,14 +233,23 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
     }
     out.log(format!("data: {}", data.source));
     let start = std::time::Instant::now();
-    let r = evaluate(
-        &params,
-        &data.tokens,
-        data.mask.as_deref(),
-        seq,
-        args.batch_size,
-        args.max_windows,
-    )?;
+    let r = match &loaded.quant {
+        // The quantized forward scores every position (no loss mask).
+        Some(q) if data.mask.is_none() => {
+            evaluate_quantized(q, &data.tokens, seq, args.max_windows)?
+        }
+        Some(_) => bail!(
+            "--quantized eval scores every token; this data has a loss mask: leave out --quantized"
+        ),
+        None => evaluate(
+            &model.params,
+            &data.tokens,
+            data.mask.as_deref(),
+            seq,
+            args.batch_size,
+            args.max_windows,
+        )?,
+    };
     let secs = start.elapsed().as_secs_f64();
     if out.json {
         let mut v = serde_json::to_value(&r)?;

@@ -28,6 +28,10 @@ pub enum OutDtype {
     Bf16,
     #[value(name = "q8_0")]
     Q8_0,
+    #[value(name = "q4_0")]
+    Q4_0,
+    #[value(name = "q4_1")]
+    Q4_1,
 }
 
 #[derive(clap::Args)]
@@ -40,7 +44,7 @@ pub struct Args {
     /// Output file (gguf, llama2c) or folder (hf, peft).
     #[arg(long)]
     pub out: PathBuf,
-    /// Storage type: gguf f32|f16|q8_0, hf f32|f16|bf16, llama2c f32 only.
+    /// Storage type: gguf f32|f16|q8_0|q4_0|q4_1, hf f32|f16|bf16, llama2c f32 only.
     #[arg(long, value_enum, default_value = "f32")]
     pub dtype: OutDtype,
     /// LoRA adapter folder (PEFT) to fold into the base weights before exporting.
@@ -437,13 +441,22 @@ fn target(args: &Args) -> anyhow::Result<Option<Target>> {
         (Format::Hf, OutDtype::F32) => Target::Hf(DType::F32),
         (Format::Hf, OutDtype::F16) => Target::Hf(DType::F16),
         (Format::Hf, OutDtype::Bf16) => Target::Hf(DType::BF16),
-        (Format::Hf, OutDtype::Q8_0) => {
-            bail!("--dtype q8_0 is for GGUF; a Hugging Face folder takes f32, f16 or bf16")
+        (Format::Hf, OutDtype::Q8_0 | OutDtype::Q4_0 | OutDtype::Q4_1) => {
+            let name = match args.dtype {
+                OutDtype::Q4_0 => "q4_0",
+                OutDtype::Q4_1 => "q4_1",
+                _ => "q8_0",
+            };
+            bail!("--dtype {name} is for GGUF; a Hugging Face folder takes f32, f16 or bf16")
         }
         (Format::Gguf, OutDtype::F32) => Target::Gguf(GgmlType::F32),
         (Format::Gguf, OutDtype::F16) => Target::Gguf(GgmlType::F16),
         (Format::Gguf, OutDtype::Q8_0) => Target::Gguf(GgmlType::Q8_0),
-        (Format::Gguf, OutDtype::Bf16) => bail!("GGUF export takes --dtype f32, f16 or q8_0"),
+        (Format::Gguf, OutDtype::Q4_0) => Target::Gguf(GgmlType::Q4_0),
+        (Format::Gguf, OutDtype::Q4_1) => Target::Gguf(GgmlType::Q4_1),
+        (Format::Gguf, OutDtype::Bf16) => {
+            bail!("GGUF export takes --dtype f32, f16, q8_0, q4_0 or q4_1")
+        }
         (Format::Llama2c, OutDtype::F32) => Target::Llama2c,
         (Format::Llama2c, _) => bail!("llama2.c export is f32 only (its legacy format)"),
     }))

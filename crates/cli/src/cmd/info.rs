@@ -61,6 +61,22 @@ fn tokenizer_facts(f: &mut Facts, path: &Path) {
     }
 }
 
+/// The read bandwidth the bound in `info` assumes (GB/s): measured by `generate --bench`
+/// (f32 decode kernel streaming the weights) on the machine of docs/performance-generate.md.
+const REFERENCE_BANDWIDTH_GB_S: f64 = 18.1;
+
+/// Bytes one decoded token reads on the quantized path: every tensor as stored once, except
+/// an untied embedding, of which only one row is read.
+fn bytes_per_token(h: &GgufHeader) -> Option<u64> {
+    let all: u64 = h.tensors.iter().map(|t| t.n_bytes).sum();
+    if h.tensor("output.weight").is_none() {
+        return Some(all); // tied: the embedding is the classifier, read in full
+    }
+    let e = h.tensor("token_embd.weight")?;
+    let rows = e.dims.get(1).copied().filter(|&r| r > 0)?;
+    Some(all - e.n_bytes + e.n_bytes / rows)
+}
+
 fn gguf_facts(f: &mut Facts, path: &Path) -> anyhow::Result<()> {
     let h: GgufHeader = gguf::read_header(path)?;
     f.add("format", format!("gguf v{}", h.version));
@@ -91,6 +107,16 @@ fn gguf_facts(f: &mut Facts, path: &Path) -> anyhow::Result<()> {
         "tensor_bytes",
         h.tensors.iter().map(|t| t.n_bytes).sum::<u64>(),
     );
+    if let Some(per_token) = bytes_per_token(&h) {
+        f.add("bytes_per_token", per_token);
+        f.add(
+            "bandwidth_bound",
+            format!(
+                "{:.0} tok/s at {REFERENCE_BANDWIDTH_GB_S} GB/s (the read bandwidth `generate --bench` measured on the 2-core Zen 3 machine of docs/performance-generate.md; measure yours with --bench)",
+                REFERENCE_BANDWIDTH_GB_S * 1e9 / per_token as f64
+            ),
+        );
+    }
     f.add(
         "tokenizer",
         format!(

@@ -3,6 +3,7 @@
 //! and the bytes of weights one decoded token has to read.
 
 use super::kernels;
+use super::weights::Weights;
 use crate::config::ModelConfig;
 use std::time::Instant;
 
@@ -50,6 +51,70 @@ pub fn measure_read_bandwidth_of(data: &[f32], min_seconds: f64) -> f64 {
     }
     std::hint::black_box(&out);
     best
+}
+
+/// Read bandwidth in bytes/s over the weights a session reads: the f32 parameters, or the
+/// block bytes of every quantized matrix (viewed as f32 words: only the bytes streamed
+/// matter), streamed by the decode kernel.
+pub fn measure_read_bandwidth_of_weights(weights: Weights<'_>, min_seconds: f64) -> f64 {
+    match weights {
+        Weights::Dense(p) => measure_read_bandwidth_of(&p.data, min_seconds),
+        Weights::Quant(m) => {
+            // The biggest matrices cover nearly every byte; each is streamed in turn and the
+            // bandwidth is total bytes over total time of the best pass.
+            let mats = m.matrices();
+            let words: Vec<&[f32]> = mats
+                .iter()
+                .map(|q| {
+                    // SAFETY: every bit pattern is a valid f32; align_to gives the aligned
+                    // middle of the byte slice (all but < 4 bytes at each end).
+                    let (_, mid, _) = unsafe { q.bytes().align_to::<f32>() };
+                    mid
+                })
+                .collect();
+            let total: usize = words.iter().map(|w| w.len() * 4).sum();
+            let start = Instant::now();
+            let mut best = 0f64;
+            let mut first = true;
+            loop {
+                let t = Instant::now();
+                for w in &words {
+                    stream_once(w);
+                }
+                let secs = t.elapsed().as_secs_f64();
+                if !first {
+                    best = best.max(total as f64 / secs);
+                }
+                first = false;
+                if !first && best > 0.0 && start.elapsed().as_secs_f64() >= min_seconds {
+                    break;
+                }
+            }
+            best
+        }
+    }
+}
+
+/// One pass of the decode kernel over `data` as `[rows, 64]` (small rows: the quantized
+/// matrices are short).
+fn stream_once(data: &[f32]) {
+    const COLS: usize = 64;
+    let rows = data.len() / COLS;
+    if rows == 0 {
+        return;
+    }
+    let x = vec![1.0f32; COLS];
+    let mut out = vec![0.0f32; rows];
+    kernels::matvec(&data[..rows * COLS], &x, &mut out);
+    std::hint::black_box(&out);
+}
+
+/// Bytes [`measure_read_bandwidth_of_weights`] streams.
+pub fn weights_buffer_bytes(weights: Weights<'_>) -> usize {
+    match weights {
+        Weights::Dense(p) => p.data.len() * 4,
+        Weights::Quant(m) => m.matrices().iter().map(|q| q.bytes().len()).sum(),
+    }
 }
 
 #[cfg(test)]

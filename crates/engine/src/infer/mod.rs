@@ -8,8 +8,10 @@ pub mod generate;
 pub mod kernels;
 pub mod sampler;
 pub mod session;
+pub mod weights;
 
 pub use generate::{generate, GenerateOptions, StopReason};
 pub use kernels::Simd;
 pub use sampler::{argmax, Sampler, SamplerConfig, SamplerError, SmallRng};
 pub use session::{InferError, InferenceSession, KvCache};
+pub use weights::{Mat, Weights};

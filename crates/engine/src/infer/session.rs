@@ -2,8 +2,9 @@
 //! the prompt (GEMM per projection) and then one token at a time (matrix-vector products).
 
 use super::kernels::{self, MatVec};
+use super::weights::{LayerW, Mat, Weights};
 use crate::kernels::rope::RopeTable;
-use crate::params::{LayerView, Params};
+use crate::quant::{self, QuantizedActs};
 use rayon::prelude::*;
 
 /// Prompt tokens processed per GEMM batch: bounds the scratch memory of long prompts.
@@ -108,18 +109,22 @@ impl Scratch {
 
 /// Generation state for one sequence of one model.
 pub struct InferenceSession<'p> {
-    params: &'p Params,
+    weights: Weights<'p>,
     cache: KvCache,
     rope: RopeTable,
     one: Scratch,
     batch: Option<Scratch>,
     logits: Vec<f32>,
+    /// The current input vector/rows quantized for the integer kernels (quantized models).
+    acts: QuantizedActs,
 }
 
 impl<'p> InferenceSession<'p> {
-    /// A session with room for `capacity` positions (at most the model's `max_seq_len`).
-    pub fn new(params: &'p Params, capacity: usize) -> Result<Self, InferError> {
-        let cfg = &params.config;
+    /// A session with room for `capacity` positions (at most the model's `max_seq_len`) over
+    /// f32 `Params` or a `QuantModel`.
+    pub fn new(weights: impl Into<Weights<'p>>, capacity: usize) -> Result<Self, InferError> {
+        let weights = weights.into();
+        let cfg = weights.config();
         cfg.validate()?;
         if capacity == 0 || capacity > cfg.max_seq_len {
             return Err(InferError::BadCapacity {
@@ -129,7 +134,8 @@ impl<'p> InferenceSession<'p> {
         }
         let (d, kv, h) = (cfg.dim, cfg.kv_dim(), cfg.hidden_dim);
         Ok(InferenceSession {
-            params,
+            weights,
+            acts: QuantizedActs::default(),
             cache: KvCache::new(cfg.n_layers, kv, capacity),
             rope: RopeTable::new(capacity, cfg.head_dim(), cfg.rope_theta),
             one: Scratch::new(1, d, kv, h),
@@ -138,8 +144,13 @@ impl<'p> InferenceSession<'p> {
         })
     }
 
-    pub fn params(&self) -> &Params {
-        self.params
+    /// The weights this session runs on.
+    pub fn weights(&self) -> Weights<'p> {
+        self.weights
+    }
+
+    pub fn config(&self) -> &'p crate::config::ModelConfig {
+        self.weights.config()
     }
 
     /// The next position to be written (= tokens processed so far).
@@ -174,7 +185,7 @@ impl<'p> InferenceSession<'p> {
         if tokens.is_empty() {
             return Err(InferError::Empty);
         }
-        let vocab = self.params.config.vocab_size;
+        let vocab = self.weights.config().vocab_size;
         if let Some(&t) = tokens.iter().find(|&&t| t as usize >= vocab) {
             return Err(InferError::TokenOutOfRange { token: t, vocab });
         }
@@ -199,7 +210,7 @@ impl<'p> InferenceSession<'p> {
     /// (for evaluation and tests).
     pub fn prefill_all_logits(&mut self, tokens: &[u32]) -> Result<Vec<f32>, InferError> {
         self.check_tokens(tokens)?;
-        let mut all = Vec::with_capacity(tokens.len() * self.params.config.vocab_size);
+        let mut all = Vec::with_capacity(tokens.len() * self.weights.config().vocab_size);
         for chunk in tokens.chunks(PREFILL_CHUNK) {
             self.forward_batch(chunk, true, &mut all);
         }
@@ -209,33 +220,21 @@ impl<'p> InferenceSession<'p> {
     /// Feeds one token at the next position and returns the next-token logits.
     pub fn decode(&mut self, token: u32) -> Result<&[f32], InferError> {
         self.check_tokens(&[token])?;
-        let params = self.params;
-        let cfg = &params.config;
-        let (d, eps) = (cfg.dim, cfg.norm_eps as f32);
+        let weights = self.weights;
+        let cfg = weights.config();
+        let eps = cfg.norm_eps as f32;
         let pos = self.cache.len;
         let s = &mut self.one;
-        let t = token as usize;
-        s.x.copy_from_slice(&params.embedding()[t * d..(t + 1) * d]);
+        let acts = &mut self.acts;
+        weights.embed_row(token as usize, &mut s.x);
         for l in 0..cfg.n_layers {
-            let lw = params.layer(l);
+            let lw = weights.layer(l);
             kernels::rmsnorm(&mut s.xn, &s.x, lw.attn_norm, eps);
-            kernels::matvec_many(vec![
-                MatVec {
-                    w: lw.wq,
-                    x: &s.xn,
-                    out: &mut s.q,
-                },
-                MatVec {
-                    w: lw.wk,
-                    x: &s.xn,
-                    out: &mut s.k,
-                },
-                MatVec {
-                    w: lw.wv,
-                    x: &s.xn,
-                    out: &mut s.v,
-                },
-            ]);
+            matvec_many(
+                &s.xn,
+                acts,
+                vec![(lw.wq, &mut s.q), (lw.wk, &mut s.k), (lw.wv, &mut s.v)],
+            );
             add_bias(&mut s.q, lw.bq);
             add_bias(&mut s.k, lw.bk);
             add_bias(&mut s.v, lw.bv);
@@ -253,21 +252,21 @@ impl<'p> InferenceSession<'p> {
                 cfg,
                 pos >= PARALLEL_ATTENTION_FROM,
             );
-            kernels::matvec(lw.wo, &s.att, &mut s.proj);
+            matvec_many(&s.att, acts, vec![(lw.wo, &mut s.proj)]);
             kernels::add_into(&mut s.x, &s.proj);
-            ffn_one(s, &lw, eps);
+            ffn_one(s, acts, &lw, eps);
         }
         self.cache.len = pos + 1;
-        kernels::rmsnorm(&mut s.xn, &s.x, params.final_norm(), eps);
-        kernels::matvec(params.classifier(), &s.xn, &mut self.logits);
+        kernels::rmsnorm(&mut s.xn, &s.x, weights.final_norm(), eps);
+        matvec_many(&s.xn, acts, vec![(weights.classifier(), &mut self.logits)]);
         Ok(&self.logits)
     }
 
     /// Processes `tokens` (already checked) at positions `len..len+n`; leaves the last
     /// token's logits in `self.logits`, and appends every row's logits to `all` when asked.
     fn forward_batch(&mut self, tokens: &[u32], want_all: bool, all: &mut Vec<f32>) {
-        let params = self.params;
-        let cfg = &params.config;
+        let weights = self.weights;
+        let cfg = weights.config();
         let (d, kv, h, v) = (cfg.dim, cfg.kv_dim(), cfg.hidden_dim, cfg.vocab_size);
         let eps = cfg.norm_eps as f32;
         let n = tokens.len();
@@ -278,18 +277,23 @@ impl<'p> InferenceSession<'p> {
         let Some(s) = self.batch.as_mut() else {
             return;
         };
-        let emb = params.embedding();
+        let acts = &mut self.acts;
         for (row, &t) in s.x[..n * d].chunks_exact_mut(d).zip(tokens) {
-            let t = t as usize;
-            row.copy_from_slice(&emb[t * d..(t + 1) * d]);
+            weights.embed_row(t as usize, row);
         }
         for l in 0..cfg.n_layers {
-            let lw = params.layer(l);
+            let lw = weights.layer(l);
             rmsnorm_rows(&mut s.xn[..n * d], &s.x[..n * d], lw.attn_norm, eps, d);
-            let xn = &s.xn[..n * d];
-            kernels::matmul_bt(xn, lw.wq, &mut s.q[..n * d], n, d, d);
-            kernels::matmul_bt(xn, lw.wk, &mut s.k[..n * kv], n, kv, d);
-            kernels::matmul_bt(xn, lw.wv, &mut s.v[..n * kv], n, kv, d);
+            matmul_bt_many(
+                &s.xn[..n * d],
+                n,
+                acts,
+                vec![
+                    (lw.wq, &mut s.q[..n * d]),
+                    (lw.wk, &mut s.k[..n * kv]),
+                    (lw.wv, &mut s.v[..n * kv]),
+                ],
+            );
             let rope = &self.rope;
             s.q[..n * d]
                 .par_chunks_mut(d)
@@ -313,39 +317,99 @@ impl<'p> InferenceSession<'p> {
                 .for_each(|(r, out)| {
                     attend_row(&q[r * d..(r + 1) * d], out, kc, vc, start + r, cfg, false)
                 });
-            kernels::matmul_bt(&s.att[..n * d], lw.wo, &mut s.proj[..n * d], n, d, d);
+            matmul_bt_many(
+                &s.att[..n * d],
+                n,
+                acts,
+                vec![(lw.wo, &mut s.proj[..n * d])],
+            );
             kernels::add_into(&mut s.x[..n * d], &s.proj[..n * d]);
             rmsnorm_rows(&mut s.xn[..n * d], &s.x[..n * d], lw.ffn_norm, eps, d);
-            let xn = &s.xn[..n * d];
-            kernels::matmul_bt(xn, lw.w_gate, &mut s.gate[..n * h], n, h, d);
-            kernels::matmul_bt(xn, lw.w_up, &mut s.up[..n * h], n, h, d);
+            matmul_bt_many(
+                &s.xn[..n * d],
+                n,
+                acts,
+                vec![
+                    (lw.w_gate, &mut s.gate[..n * h]),
+                    (lw.w_up, &mut s.up[..n * h]),
+                ],
+            );
             s.gate[..n * h]
                 .par_chunks_mut(h)
                 .zip(s.up[..n * h].par_chunks(h))
                 .for_each(|(g, u)| kernels::swiglu(g, u));
-            kernels::matmul_bt(&s.gate[..n * h], lw.w_down, &mut s.proj[..n * d], n, d, h);
+            matmul_bt_many(
+                &s.gate[..n * h],
+                n,
+                acts,
+                vec![(lw.w_down, &mut s.proj[..n * d])],
+            );
             kernels::add_into(&mut s.x[..n * d], &s.proj[..n * d]);
         }
         self.cache.len = start + n;
-        let final_norm = params.final_norm();
+        let final_norm = weights.final_norm();
         if want_all {
             rmsnorm_rows(&mut s.xn[..n * d], &s.x[..n * d], final_norm, eps, d);
             let base = all.len();
             all.resize(base + n * v, 0.0);
-            kernels::matmul_bt(
+            matmul_bt_many(
                 &s.xn[..n * d],
-                params.classifier(),
-                &mut all[base..],
                 n,
-                v,
-                d,
+                acts,
+                vec![(weights.classifier(), &mut all[base..])],
             );
             self.logits.copy_from_slice(&all[base + (n - 1) * v..]);
         } else {
             // Only the last position's logits are needed to continue.
             let last = &s.x[(n - 1) * d..n * d];
             kernels::rmsnorm(&mut s.xn[..d], last, final_norm, eps);
-            kernels::matvec(params.classifier(), &s.xn[..d], &mut self.logits);
+            matvec_many(
+                &s.xn[..d],
+                acts,
+                vec![(weights.classifier(), &mut self.logits)],
+            );
+        }
+    }
+}
+
+/// Matrix-vector products sharing the input `x`, in one parallel region: f32 matrices on the
+/// f32 kernel, quantized ones with `x` quantized once into `acts`.
+fn matvec_many(x: &[f32], acts: &mut QuantizedActs, jobs: Vec<(Mat<'_>, &mut [f32])>) {
+    let mut dense = Vec::new();
+    let mut quantized = Vec::new();
+    for (w, out) in jobs {
+        match w {
+            Mat::F32(w) => dense.push(MatVec { w, x, out }),
+            Mat::Q(w) => quantized.push(quant::QMatVec { w, out }),
+        }
+    }
+    if !dense.is_empty() {
+        kernels::matvec_many(dense);
+    }
+    if !quantized.is_empty() {
+        quant::qmatvec_many(x, acts, quantized);
+    }
+}
+
+/// `out = x[n, k] · wᵀ` for each job, all reading the same rows `x`: f32 matrices through the
+/// GEMM, quantized ones through the blocked integer kernel with `x` quantized once.
+fn matmul_bt_many(x: &[f32], n: usize, acts: &mut QuantizedActs, jobs: Vec<(Mat<'_>, &mut [f32])>) {
+    let k = x.len() / n.max(1);
+    let mut kinds = Vec::new();
+    for (w, _) in &jobs {
+        if let Mat::Q(m) = w {
+            if !kinds.contains(&m.qtype().act_kind()) {
+                kinds.push(m.qtype().act_kind());
+            }
+        }
+    }
+    if !kinds.is_empty() {
+        acts.prepare(x, n, k, &kinds);
+    }
+    for (w, out) in jobs {
+        match w {
+            Mat::F32(w) => kernels::matmul_bt(x, w, out, n, out.len() / n.max(1), k),
+            Mat::Q(w) => quant::qmatmul_bt(x, acts, w, out, n),
         }
     }
 }
@@ -363,22 +427,15 @@ fn rmsnorm_rows(out: &mut [f32], x: &[f32], w: &[f32], eps: f32, d: usize) {
 }
 
 /// SwiGLU feed-forward of the single decode row, residual added into `s.x`.
-fn ffn_one(s: &mut Scratch, lw: &LayerView<'_>, eps: f32) {
+fn ffn_one(s: &mut Scratch, acts: &mut QuantizedActs, lw: &LayerW<'_>, eps: f32) {
     kernels::rmsnorm(&mut s.xn, &s.x, lw.ffn_norm, eps);
-    kernels::matvec_many(vec![
-        MatVec {
-            w: lw.w_gate,
-            x: &s.xn,
-            out: &mut s.gate,
-        },
-        MatVec {
-            w: lw.w_up,
-            x: &s.xn,
-            out: &mut s.up,
-        },
-    ]);
+    matvec_many(
+        &s.xn,
+        acts,
+        vec![(lw.w_gate, &mut s.gate), (lw.w_up, &mut s.up)],
+    );
     kernels::swiglu(&mut s.gate, &s.up);
-    kernels::matvec(lw.w_down, &s.gate, &mut s.proj);
+    matvec_many(&s.gate, acts, vec![(lw.w_down, &mut s.proj)]);
     kernels::add_into(&mut s.x, &s.proj);
 }
 

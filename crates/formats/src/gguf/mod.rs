@@ -3,6 +3,7 @@
 
 pub mod hf_tokenizer;
 pub mod quant;
+pub mod quant_load;
 pub mod reader;
 pub mod writer;
 
@@ -12,6 +13,7 @@ use crate::model::{LoadedModel, ModelFormat, TokenizerSource};
 use engine::params::names;
 use engine::ModelConfig;
 pub use quant::GgmlType;
+pub use quant_load::{is_quantized_gguf, load_quant_model, QuantLoaded};
 pub use reader::{parse_header, GgufHeader, TensorInfo, Value};
 use std::path::Path;
 pub use writer::{write, WriteOptions};
@@ -274,27 +276,34 @@ fn type_summary(h: &GgufHeader) -> String {
     s
 }
 
+/// The GGUF tensor of internal tensor `name`, its dims checked against `shape` (`[out, in]`).
+pub(crate) fn find_tensor<'h>(
+    path: &Path,
+    h: &'h GgufHeader,
+    name: &str,
+    shape: &[usize],
+) -> Result<&'h TensorInfo> {
+    let gname = gguf_name(name).ok_or_else(|| FormatError::invalid(path, name, "no GGUF name"))?;
+    let t = h
+        .tensor(&gname)
+        .ok_or_else(|| FormatError::invalid(path, &gname, "tensor missing"))?;
+    // GGUF lists dims innermost first: [in, out] for a [out, in] matrix.
+    let want: Vec<u64> = shape.iter().rev().map(|&d| d as u64).collect();
+    if t.dims != want {
+        return Err(FormatError::invalid(
+            path,
+            &gname,
+            format!("dims {:?}, expected {:?} from the metadata", t.dims, want),
+        ));
+    }
+    Ok(t)
+}
+
 /// Parses a whole GGUF file already in memory into a model.
 pub fn parse_model(path: &Path, b: &[u8]) -> Result<LoadedModel> {
     let h = parse_header(path, b)?;
     let cfg = model_config(&h)?;
-    let find = |name: &str, shape: &[usize]| -> Result<&TensorInfo> {
-        let gname =
-            gguf_name(name).ok_or_else(|| FormatError::invalid(path, name, "no GGUF name"))?;
-        let t = h
-            .tensor(&gname)
-            .ok_or_else(|| FormatError::invalid(path, &gname, "tensor missing"))?;
-        // GGUF lists dims innermost first: [in, out] for a [out, in] matrix.
-        let want: Vec<u64> = shape.iter().rev().map(|&d| d as u64).collect();
-        if t.dims != want {
-            return Err(FormatError::invalid(
-                path,
-                &gname,
-                format!("dims {:?}, expected {:?} from the metadata", t.dims, want),
-            ));
-        }
-        Ok(t)
-    };
+    let find = |name: &str, shape: &[usize]| find_tensor(path, &h, name, shape);
     let params = build_params(
         path,
         &cfg,
@@ -306,7 +315,17 @@ pub fn parse_model(path: &Path, b: &[u8]) -> Result<LoadedModel> {
             Ok(())
         },
     )?;
-    let tokenizer = tokenizer(&h)?;
+    with_metadata(path, &h, params)
+}
+
+/// A model's tokenizer, special tokens and chat template from the header, around `params`.
+pub(crate) fn with_metadata(
+    path: &Path,
+    h: &GgufHeader,
+    params: engine::Params,
+) -> Result<LoadedModel> {
+    let cfg = params.config.clone();
+    let tokenizer = tokenizer(h)?;
     let (bos, eos, pad, add_bos, add_eos, bos_t, eos_t) = match &tokenizer {
         Some(TokenizerSource::Gguf {
             model,
@@ -332,7 +351,7 @@ pub fn parse_model(path: &Path, b: &[u8]) -> Result<LoadedModel> {
         _ => (None, None, None, false, false, None, None),
     };
     let mut eos_ids: Vec<u32> = eos.into_iter().collect();
-    if let Some(eot) = meta_u32(&h, "tokenizer.ggml.eot_token_id")? {
+    if let Some(eot) = meta_u32(h, "tokenizer.ggml.eot_token_id")? {
         if !eos_ids.contains(&eot) && (eot as usize) < cfg.vocab_size {
             eos_ids.push(eot);
         }
@@ -340,7 +359,7 @@ pub fn parse_model(path: &Path, b: &[u8]) -> Result<LoadedModel> {
     Ok(LoadedModel {
         params,
         tokenizer,
-        chat_template: meta_str(&h, "tokenizer.chat_template")?.map(String::from),
+        chat_template: meta_str(h, "tokenizer.chat_template")?.map(String::from),
         bos_token_id: bos,
         eos_token_ids: eos_ids,
         pad_token_id: pad,
@@ -350,7 +369,7 @@ pub fn parse_model(path: &Path, b: &[u8]) -> Result<LoadedModel> {
         eos_token: eos_t,
         generation_config: None,
         format: ModelFormat::Gguf,
-        source: format!("gguf v{} {}", h.version, type_summary(&h)),
+        source: format!("gguf v{} {}", h.version, type_summary(h)),
         path: path.to_path_buf(),
     })
 }

@@ -277,6 +277,44 @@ pub fn quantize(t: GgmlType, src: &[f32]) -> Option<Vec<u8>> {
                     .for_each(|x| out.push((x * inv).round().clamp(-127.0, 127.0) as i8 as u8));
             }
         }
+        GgmlType::Q4_0 => {
+            for blk in src.chunks_exact(32) {
+                // The value of largest magnitude maps to -8 (the full signed range).
+                let max = blk
+                    .iter()
+                    .fold(0f32, |m, &x| if x.abs() > m.abs() { x } else { m });
+                let d = f16::from_f32(max / -8.0);
+                let inv = if d.to_f32() != 0.0 {
+                    1.0 / d.to_f32()
+                } else {
+                    0.0
+                };
+                out.extend_from_slice(&d.to_le_bytes());
+                let q = |x: f32| ((x * inv + 8.0).round().clamp(0.0, 15.0)) as u8;
+                for j in 0..16 {
+                    out.push(q(blk[j]) | (q(blk[j + 16]) << 4));
+                }
+            }
+        }
+        GgmlType::Q4_1 => {
+            for blk in src.chunks_exact(32) {
+                let min = blk.iter().copied().fold(f32::INFINITY, f32::min);
+                let max = blk.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let d = f16::from_f32((max - min) / 15.0);
+                let m = f16::from_f32(min);
+                let inv = if d.to_f32() != 0.0 {
+                    1.0 / d.to_f32()
+                } else {
+                    0.0
+                };
+                out.extend_from_slice(&d.to_le_bytes());
+                out.extend_from_slice(&m.to_le_bytes());
+                let q = |x: f32| (((x - m.to_f32()) * inv).round().clamp(0.0, 15.0)) as u8;
+                for j in 0..16 {
+                    out.push(q(blk[j]) | (q(blk[j + 16]) << 4));
+                }
+            }
+        }
         _ => return None,
     }
     Some(out)
@@ -301,6 +339,31 @@ mod tests {
         dequantize(GgmlType::Q8_0, &q, &mut back);
         for (a, b) in src.iter().zip(&back) {
             assert!((a - b).abs() <= 1.6 / 127.0 * 0.51 + 2e-3, "{a} {b}");
+        }
+    }
+
+    #[test]
+    fn q4_0_and_q4_1_round_trips_stay_within_half_a_step() {
+        let src: Vec<f32> = (0..256)
+            .map(|i| ((i * 53) % 97) as f32 / 31.0 - 1.4)
+            .collect();
+        for t in [GgmlType::Q4_0, GgmlType::Q4_1] {
+            let q = quantize(t, &src).unwrap();
+            assert_eq!(q.len(), 8 * t.block_bytes());
+            let mut back = vec![0.0; src.len()];
+            dequantize(t, &q, &mut back);
+            for (blk, (s, b)) in q
+                .chunks(t.block_bytes())
+                .zip(src.chunks(32).zip(back.chunks(32)))
+            {
+                let d = f16::from_le_bytes([blk[0], blk[1]]).to_f32().abs();
+                for (x, y) in s.iter().zip(b) {
+                    // Half a step, plus the f16 rounding of the minimum (Q4_1) and of d
+                    // times the largest level (15 or 8).
+                    let bound = d * 0.5 + 16.0 * d * 1e-3 + x.abs() * 1e-3;
+                    assert!((x - y).abs() <= bound, "{t:?}: {x} -> {y} (bound {bound})");
+                }
+            }
         }
     }
 

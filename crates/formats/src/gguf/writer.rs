@@ -82,11 +82,16 @@ fn metadata(path: &Path, params: &Params, opts: &WriteOptions) -> Result<Vec<(St
         GgmlType::F32 => 0,
         GgmlType::F16 => 1,
         GgmlType::Q8_0 => 7,
+        GgmlType::Q4_0 => 2,
+        GgmlType::Q4_1 => 3,
         other => {
             return Err(FormatError::unsupported(
                 path,
                 "dtype",
-                format!("{} (GGUF output is F32, F16 or Q8_0)", other.name()),
+                format!(
+                    "{} (GGUF output is F32, F16, Q8_0, Q4_0 or Q4_1)",
+                    other.name()
+                ),
             ))
         }
     };
@@ -245,13 +250,20 @@ pub fn write(path: &Path, params: &Params, opts: &WriteOptions) -> Result<()> {
         })?;
         let data = to_file_rope(&spec.name, &spec.shape, cfg, &params.data[spec.range()]);
         let cols = *spec.shape.last().unwrap_or(&1);
-        let ty = if spec.shape.len() < 2 || (opts.dtype == GgmlType::Q8_0 && cols % 32 != 0) {
-            // Norms and biases stay F32; rows that are not whole Q8_0 blocks fall back to F16.
+        let blocks = matches!(opts.dtype, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1);
+        let ty = if spec.shape.len() < 2 || (blocks && cols % 32 != 0) {
+            // Norms and biases stay F32; rows that are not whole 32-blocks fall back to F16.
             if spec.shape.len() < 2 {
                 GgmlType::F32
             } else {
                 GgmlType::F16
             }
+        } else if matches!(opts.dtype, GgmlType::Q4_0 | GgmlType::Q4_1)
+            && (name == "token_embd.weight" || name == "output.weight")
+        {
+            // As llama.cpp's 4-bit presets: the embedding and the classifier keep more bits
+            // (Q8_0 here; llama.cpp uses Q6_K, which we do not write yet).
+            GgmlType::Q8_0
         } else {
             opts.dtype
         };

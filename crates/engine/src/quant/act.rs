@@ -1,0 +1,176 @@
+//! Activations quantized once per input vector, for the integer dot products: 8-bit values
+//! with one f32 scale per block (amax / 127, rounded to nearest), so the quantization error of
+//! each value is at most half a step, `d / 2`.
+
+use super::{QK, QK_K};
+
+/// What a weight type needs from the activation it multiplies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActKind {
+    /// The f32 values themselves (F32 / F16 / BF16 weights).
+    F32,
+    /// Blocks of 32 (Q8_0, Q4_0, Q4_1 weights).
+    Q8,
+    /// Super-blocks of 256 with sums of each 16 values (K-quant weights).
+    Q8K,
+}
+
+/// 32 activation values: `x[i] ≈ d * qs[i]`; `s = d * Σ qs` (the term Q4_1's minimum meets).
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub struct BlockQ8 {
+    pub d: f32,
+    pub s: f32,
+    pub qs: [i8; QK],
+}
+
+/// 256 activation values: `x[i] ≈ d * qs[i]`; `bsums[g] = Σ qs[16g..16g+16]`.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub struct BlockQ8K {
+    pub d: f32,
+    pub qs: [i8; QK_K],
+    pub bsums: [i16; QK_K / 16],
+}
+
+/// The scale and 8-bit values of `x` (one block): `d = amax / 127`.
+fn quantize_block(x: &[f32], qs: &mut [i8]) -> f32 {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+    for (q, &v) in qs.iter_mut().zip(x) {
+        *q = (v * inv).round().clamp(-127.0, 127.0) as i8;
+    }
+    d
+}
+
+/// `x` (a multiple of 32 values) in blocks of 32.
+pub fn quantize_q8(x: &[f32], out: &mut Vec<BlockQ8>) {
+    out.clear();
+    for c in x.chunks_exact(QK) {
+        let mut b = BlockQ8 {
+            d: 0.0,
+            s: 0.0,
+            qs: [0; QK],
+        };
+        b.d = quantize_block(c, &mut b.qs);
+        b.s = b.d * b.qs.iter().map(|&q| q as i32).sum::<i32>() as f32;
+        out.push(b);
+    }
+}
+
+/// `x` (a multiple of 256 values) in super-blocks of 256.
+pub fn quantize_q8k(x: &[f32], out: &mut Vec<BlockQ8K>) {
+    out.clear();
+    for c in x.chunks_exact(QK_K) {
+        let mut b = BlockQ8K {
+            d: 0.0,
+            qs: [0; QK_K],
+            bsums: [0; QK_K / 16],
+        };
+        b.d = quantize_block(c, &mut b.qs);
+        for (g, s) in b.bsums.iter_mut().enumerate() {
+            *s = b.qs[16 * g..16 * g + 16].iter().map(|&q| q as i16).sum();
+        }
+        out.push(b);
+    }
+}
+
+/// Rows of activations (`[rows, cols]`) prepared in the forms the weights need; each form is
+/// computed once and shared by every matrix that reads it (q/k/v, gate/up).
+#[derive(Default)]
+pub struct QuantizedActs {
+    pub rows: usize,
+    pub cols: usize,
+    /// `[rows, cols / 32]` when some matrix needs it.
+    pub q8: Vec<BlockQ8>,
+    /// `[rows, cols / 256]` when some matrix needs it.
+    pub q8k: Vec<BlockQ8K>,
+    has_q8: bool,
+    has_q8k: bool,
+}
+
+impl QuantizedActs {
+    /// Prepares `x` (`rows` rows of `cols`) for the given kinds (F32 needs nothing). `cols`
+    /// must be a multiple of the block of each kind asked for (the matrices guarantee it).
+    pub fn prepare(&mut self, x: &[f32], rows: usize, cols: usize, kinds: &[ActKind]) {
+        self.rows = rows;
+        self.cols = cols;
+        self.has_q8 = kinds.contains(&ActKind::Q8) && cols.is_multiple_of(QK);
+        self.has_q8k = kinds.contains(&ActKind::Q8K) && cols.is_multiple_of(QK_K);
+        let mut tmp8 = Vec::new();
+        let mut tmpk = Vec::new();
+        if self.has_q8 {
+            self.q8.clear();
+            for r in x.chunks_exact(cols).take(rows) {
+                quantize_q8(r, &mut tmp8);
+                self.q8.extend_from_slice(&tmp8);
+            }
+        }
+        if self.has_q8k {
+            self.q8k.clear();
+            for r in x.chunks_exact(cols).take(rows) {
+                quantize_q8k(r, &mut tmpk);
+                self.q8k.extend_from_slice(&tmpk);
+            }
+        }
+    }
+
+    /// The 32-blocks of row `r`.
+    pub fn q8_row(&self, r: usize) -> &[BlockQ8] {
+        let n = self.cols / QK;
+        &self.q8[r * n..(r + 1) * n]
+    }
+
+    /// The 256-blocks of row `r`.
+    pub fn q8k_row(&self, r: usize) -> &[BlockQ8K] {
+        let n = self.cols / QK_K;
+        &self.q8k[r * n..(r + 1) * n]
+    }
+
+    pub fn has(&self, kind: ActKind) -> bool {
+        match kind {
+            ActKind::F32 => true,
+            ActKind::Q8 => self.has_q8,
+            ActKind::Q8K => self.has_q8k,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q8_error_is_at_most_half_a_step() {
+        let x: Vec<f32> = (0..512)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.013)
+            .collect();
+        let mut b = Vec::new();
+        quantize_q8(&x, &mut b);
+        for (blk, c) in b.iter().zip(x.chunks(QK)) {
+            for (q, v) in blk.qs.iter().zip(c) {
+                assert!((*q as f32 * blk.d - v).abs() <= blk.d * 0.5 + 1e-6);
+            }
+            let s: i32 = blk.qs.iter().map(|&q| q as i32).sum();
+            assert_eq!(blk.s, blk.d * s as f32);
+        }
+        let mut k = Vec::new();
+        quantize_q8k(&x, &mut k);
+        assert_eq!(k.len(), 2);
+        for blk in &k {
+            for g in 0..16 {
+                let s: i32 = blk.qs[16 * g..16 * g + 16].iter().map(|&q| q as i32).sum();
+                assert_eq!(blk.bsums[g] as i32, s);
+            }
+        }
+    }
+
+    #[test]
+    fn zero_vector_has_zero_scale() {
+        let mut b = Vec::new();
+        quantize_q8(&[0.0; 32], &mut b);
+        assert_eq!(b[0].d, 0.0);
+        assert!(b[0].qs.iter().all(|&q| q == 0));
+    }
+}

@@ -1,0 +1,100 @@
+//! Row dot products of a quantized weight row with prepared activation rows, at the SIMD
+//! level of this CPU (detected once) or at a level a test asks for.
+
+use super::act::QuantizedActs;
+use super::scalar;
+use super::{ActKind, QType};
+
+/// The kernel family: AVX2 + FMA + F16C, or the portable scalar reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Avx2,
+    Scalar,
+}
+
+impl Level {
+    pub fn detect() -> Level {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("f16c")
+            {
+                return Level::Avx2;
+            }
+        }
+        Level::Scalar
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Avx2 => "avx2",
+            Level::Scalar => "scalar",
+        }
+    }
+}
+
+/// The level of this CPU, detected once.
+pub fn level() -> Level {
+    static LEVEL: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(Level::detect)
+}
+
+/// `out[j] = w · x[rows[j]]` for one weight row `w` (block bytes of `t`): `x` is the f32
+/// activations `[n, acts.cols]` (read by F32/F16/BF16 rows), `acts` their quantized forms
+/// (prepared for `t.act_kind()`). The weight row is unpacked once for all `R` rows.
+///
+/// Panics if `acts` lacks the form `t` needs or rows are out of range (callers prepare both).
+pub fn dot_rows<const R: usize>(
+    level: Level,
+    t: QType,
+    w: &[u8],
+    x: &[f32],
+    acts: &QuantizedActs,
+    rows: [usize; R],
+) -> [f32; R] {
+    let cols = acts.cols;
+    assert!(
+        acts.has(t.act_kind()),
+        "activations not prepared for {}",
+        t.name()
+    );
+    assert_eq!(w.len(), cols / t.block_len() * t.block_bytes());
+    let mut out = [0f32; R];
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => {
+            use super::x86;
+            // SAFETY: `Level::Avx2` is only detected (or chosen by a test that checked it) on
+            // CPUs with AVX2, FMA and F16C; each kernel checks its activation lengths.
+            unsafe {
+                out = match t {
+                    QType::F32 | QType::F16 | QType::BF16 => {
+                        let kind = match t {
+                            QType::F32 => 0,
+                            QType::F16 => 1,
+                            _ => 2,
+                        };
+                        x86::dot_float(kind, w, rows.map(|r| &x[r * cols..(r + 1) * cols]))
+                    }
+                    QType::Q8_0 => x86::dot_q32::<R, 0>(w, rows.map(|r| acts.q8_row(r))),
+                    QType::Q4_0 => x86::dot_q32::<R, 1>(w, rows.map(|r| acts.q8_row(r))),
+                    QType::Q4_1 => x86::dot_q32::<R, 2>(w, rows.map(|r| acts.q8_row(r))),
+                    QType::Q4K => x86::dot_q45k(false, w, rows.map(|r| acts.q8k_row(r))),
+                    QType::Q5K => x86::dot_q45k(true, w, rows.map(|r| acts.q8k_row(r))),
+                    QType::Q6K => x86::dot_q6k(w, rows.map(|r| acts.q8k_row(r))),
+                };
+            }
+        }
+        _ => {
+            for (o, &r) in out.iter_mut().zip(&rows) {
+                *o = match t.act_kind() {
+                    ActKind::F32 => scalar::dot_float(t, w, &x[r * cols..(r + 1) * cols]),
+                    ActKind::Q8 => scalar::dot_q8(t, w, acts.q8_row(r)),
+                    ActKind::Q8K => scalar::dot_q8k(t, w, acts.q8k_row(r)),
+                };
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,144 @@
+//! Multithreaded products of quantized matrices with activations quantized once: the
+//! matrix-vector product of decode (several matrices sharing one input in one parallel
+//! region) and the matrix-matrix product of prefill (each weight row unpacked once per tile of
+//! activation rows).
+
+use super::act::QuantizedActs;
+use super::dot::{self, dot_rows, Level};
+use super::{ActKind, QMatrix};
+use rayon::prelude::*;
+
+/// Bytes of weights one decode task streams: large enough that task overhead vanishes, small
+/// enough for the pool to share the work evenly.
+const TASK_BYTES: usize = 32 * 1024;
+
+/// Activation rows that meet one unpacked weight row in prefill.
+const TILE: usize = 4;
+
+/// Weight rows per prefill task (they stay in L1/L2 while every activation tile passes).
+const PREFILL_ROWS: usize = 16;
+
+/// One matrix-vector product of a fused region: `out = w · x` for the region's shared `x`.
+pub struct QMatVec<'a> {
+    pub w: &'a QMatrix,
+    pub out: &'a mut [f32],
+}
+
+fn kinds_of<'a>(ws: impl Iterator<Item = &'a QMatrix>) -> Vec<ActKind> {
+    let mut kinds = Vec::new();
+    for w in ws {
+        let k = w.qtype().act_kind();
+        if !kinds.contains(&k) {
+            kinds.push(k);
+        }
+    }
+    kinds
+}
+
+/// Runs every job on the shared input `x` (quantized once into `acts`, reused across jobs)
+/// in one parallel region.
+pub fn qmatvec_many(x: &[f32], acts: &mut QuantizedActs, jobs: Vec<QMatVec<'_>>) {
+    qmatvec_many_with(dot::level(), x, acts, jobs)
+}
+
+/// [`qmatvec_many`] at an explicit kernel level (tests).
+pub fn qmatvec_many_with(
+    level: Level,
+    x: &[f32],
+    acts: &mut QuantizedActs,
+    jobs: Vec<QMatVec<'_>>,
+) {
+    let cols = x.len();
+    for j in &jobs {
+        assert_eq!(
+            j.w.cols(),
+            cols,
+            "matvec: {:?} does not take {cols} inputs",
+            j.w
+        );
+        assert_eq!(
+            j.w.rows(),
+            j.out.len(),
+            "matvec: {:?} has another output size",
+            j.w
+        );
+    }
+    acts.prepare(x, 1, cols, &kinds_of(jobs.iter().map(|j| j.w)));
+    let acts = &*acts;
+    let mut tasks: Vec<(&QMatrix, usize, &mut [f32])> = Vec::new();
+    for job in jobs {
+        let rows = (TASK_BYTES / job.w.row_bytes().max(1)).clamp(4, 256);
+        for (i, out) in job.out.chunks_mut(rows).enumerate() {
+            tasks.push((job.w, i * rows, out));
+        }
+    }
+    let run = |(w, r0, out): (&QMatrix, usize, &mut [f32])| {
+        let t = w.qtype();
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = dot_rows(level, t, w.row(r0 + i), x, acts, [0])[0];
+        }
+    };
+    if rayon::current_num_threads() <= 1 || tasks.len() <= 1 {
+        tasks.into_iter().for_each(run);
+    } else {
+        tasks.into_par_iter().for_each(run);
+    }
+}
+
+/// `c[m, n] = x[m, k] · wᵀ` for `w` `[n, k]`, with `acts` already prepared from `x` for the
+/// form `w` needs (prepare once, reuse for every matrix reading the same rows).
+pub fn qmatmul_bt(x: &[f32], acts: &QuantizedActs, w: &QMatrix, c: &mut [f32], m: usize) {
+    qmatmul_bt_with(dot::level(), x, acts, w, c, m)
+}
+
+/// [`qmatmul_bt`] at an explicit kernel level (tests).
+pub fn qmatmul_bt_with(
+    level: Level,
+    x: &[f32],
+    acts: &QuantizedActs,
+    w: &QMatrix,
+    c: &mut [f32],
+    m: usize,
+) {
+    let (n, k) = (w.rows(), w.cols());
+    assert_eq!(x.len(), m * k, "matmul: lhs is not [m, k]");
+    assert_eq!(c.len(), m * n, "matmul: dst is not [m, n]");
+    assert!(
+        acts.rows >= m && acts.cols == k,
+        "matmul: activations not prepared"
+    );
+    let t = w.qtype();
+    let c_addr = c.as_mut_ptr() as usize;
+    let task = |p: usize| {
+        let j0 = p * PREFILL_ROWS;
+        let j1 = (j0 + PREFILL_ROWS).min(n);
+        let put = |r: usize, j: usize, v: f32| {
+            debug_assert!(r < m && j < n);
+            // SAFETY: r < m and j < n, so the index is inside c (length m * n); task p
+            // writes only columns j0..j1, disjoint from every other task's.
+            unsafe { *(c_addr as *mut f32).add(r * n + j) = v }
+        };
+        let mut r = 0;
+        while r + TILE <= m {
+            for j in j0..j1 {
+                let v = dot_rows(level, t, w.row(j), x, acts, [r, r + 1, r + 2, r + 3]);
+                for (i, &vi) in v.iter().enumerate() {
+                    put(r + i, j, vi);
+                }
+            }
+            r += TILE;
+        }
+        while r < m {
+            for j in j0..j1 {
+                put(r, j, dot_rows(level, t, w.row(j), x, acts, [r])[0]);
+            }
+            r += 1;
+        }
+    };
+    let pieces = n.div_ceil(PREFILL_ROWS);
+    if rayon::current_num_threads() <= 1 || pieces <= 1 {
+        (0..pieces).for_each(task);
+    } else {
+        (0..pieces).into_par_iter().for_each(task);
+    }
+}

@@ -1,0 +1,333 @@
+//! AVX2 (+FMA, F16C) dot products of one quantized weight row with `R` activation rows: the
+//! weight blocks are unpacked once and meet every activation row (R = 1 for decode, more for
+//! prefill). Integer products per block are exact (`maddubs`: unsigned x signed bytes into
+//! i16 pairs, then `madd` into i32), scales are applied in f32 with FMA.
+//!
+//! Bounds that keep `maddubs` from saturating (two products per i16): Q4 values <= 15, Q5 <=
+//! 31, Q6 <= 63 (unsigned) times |a| <= 127 gives at most 2 * 63 * 127 = 16002 < 32767; the
+//! Q8_0 / Q4_0 paths use |w| via the sign trick, |w| <= 127 -> 2 * 127 * 127 = 32258.
+
+// Index loops over block lanes read closer to the block layouts than iterator chains.
+#![allow(clippy::needless_range_loop)]
+
+use super::act::{BlockQ8, BlockQ8K};
+use super::scalar::scales_mins_k4;
+use std::arch::x86_64::*;
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hsum(v: __m256) -> f32 {
+    let lo = _mm256_castps256_ps128(v);
+    let hi = _mm256_extractf128_ps(v, 1);
+    let s = _mm_add_ps(lo, hi);
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    _mm_cvtss_f32(s)
+}
+
+/// Eight i32 sums of pairs of products of unsigned `u` and signed `y` bytes.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn mul_sum_u8_i8(u: __m256i, y: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), _mm256_set1_epi16(1))
+}
+
+/// 32 nibbles of 16 bytes: low nibbles first, then high nibbles (values 0..16, 16..32).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn nibbles32(p: *const u8) -> __m256i {
+    let raw = _mm_loadu_si128(p as *const __m128i);
+    let m4 = _mm_set1_epi8(0x0f);
+    let lo = _mm_and_si128(raw, m4);
+    let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), m4);
+    _mm256_set_m128i(hi, lo)
+}
+
+/// Up to 8 f16 values at `p + k * stride` (k < n) as f32; the rest 0. Converting a group at
+/// once keeps the per-block loop free of scalar conversions (a scalar `vpinsrw` + `vcvtph2ps`
+/// per block chained every block to the previous one through a false register dependency).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16x8(p: *const u8, stride: usize, n: usize) -> __m256 {
+    let mut bits = [0u16; 8];
+    for (k, b) in bits.iter_mut().enumerate().take(n) {
+        *b = (p.add(k * stride) as *const u16).read_unaligned();
+    }
+    _mm256_cvtph_ps(_mm_loadu_si128(bits.as_ptr() as *const __m128i))
+}
+
+/// The weight bytes of one 32-block ready for `maddubs`: (|w| or the unsigned nibbles, the
+/// signs to move onto the activation or None for unsigned). `KIND` 0 = Q8_0, 1 = Q4_0,
+/// 2 = Q4_1.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn unpack32<const KIND: u8>(b: *const u8) -> (__m256i, __m256i) {
+    match KIND {
+        0 => {
+            let q = _mm256_loadu_si256(b.add(2) as *const __m256i);
+            (_mm256_sign_epi8(q, q), q)
+        }
+        1 => {
+            let q = _mm256_sub_epi8(nibbles32(b.add(2)), _mm256_set1_epi8(8));
+            (_mm256_sign_epi8(q, q), q)
+        }
+        _ => {
+            let q = nibbles32(b.add(4));
+            (q, q)
+        }
+    }
+}
+
+/// The 8 partial integer sums of one block times an activation block, as f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn block32<const KIND: u8>(u: __m256i, q: __m256i, y: *const i8) -> __m256 {
+    let y = _mm256_loadu_si256(y as *const __m256i);
+    let y = if KIND == 2 { y } else { _mm256_sign_epi8(y, q) };
+    _mm256_cvtepi32_ps(mul_sum_u8_i8(u, y))
+}
+
+/// The 32-block types (`KIND` as [`unpack32`]; Q4_1 adds its minimum times the activation
+/// block sum). Block scales are converted 8 at a time (a scalar f16 conversion per block
+/// chained each block to the previous one through a false register dependency), and blocks
+/// alternate between two accumulators per row so the FMA latency does not serialise them.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q32<const R: usize, const KIND: u8>(w: &[u8], a: [&[BlockQ8]; R]) -> [f32; R] {
+    let bb = match KIND {
+        0 => 34,
+        1 => 18,
+        _ => 20,
+    };
+    let nb = w.len() / bb;
+    for ar in &a {
+        assert!(ar.len() >= nb);
+    }
+    let mut acc0 = [_mm256_setzero_ps(); R];
+    let mut acc1 = [_mm256_setzero_ps(); R];
+    let mut min0 = [0f32; R];
+    let mut min1 = [0f32; R];
+    let wp = w.as_ptr();
+    let mut dw = [0f32; 8];
+    let mut mw = [0f32; 8];
+    let mut i = 0;
+    while i < nb {
+        let n = (nb - i).min(8);
+        let g = wp.add(i * bb);
+        _mm256_storeu_ps(dw.as_mut_ptr(), f16x8(g, bb, n));
+        if KIND == 2 {
+            _mm256_storeu_ps(mw.as_mut_ptr(), f16x8(g.add(2), bb, n));
+        }
+        let mut k = 0;
+        while k < n {
+            let b = g.add(k * bb);
+            let (u, q) = unpack32::<KIND>(b);
+            for r in 0..R {
+                let blk = a[r].get_unchecked(i + k);
+                let p = block32::<KIND>(u, q, blk.qs.as_ptr());
+                let scale = _mm256_set1_ps(dw[k] * blk.d);
+                if k & 1 == 0 {
+                    acc0[r] = _mm256_fmadd_ps(p, scale, acc0[r]);
+                    if KIND == 2 {
+                        min0[r] += mw[k] * blk.s;
+                    }
+                } else {
+                    acc1[r] = _mm256_fmadd_ps(p, scale, acc1[r]);
+                    if KIND == 2 {
+                        min1[r] += mw[k] * blk.s;
+                    }
+                }
+            }
+            k += 1;
+        }
+        i += n;
+    }
+    let mut out = [0f32; R];
+    for r in 0..R {
+        out[r] = hsum(_mm256_add_ps(acc0[r], acc1[r])) + (min0[r] + min1[r]);
+    }
+    out
+}
+
+/// Q4_K (`five = false`) and Q5_K rows with 256-block activations.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q45k<const R: usize>(five: bool, w: &[u8], a: [&[BlockQ8K]; R]) -> [f32; R] {
+    let bb = if five { 176 } else { 144 };
+    let qs_off = if five { 48 } else { 16 };
+    let nb = w.len() / bb;
+    for ar in &a {
+        assert!(ar.len() >= nb);
+    }
+    let mut acc = [_mm256_setzero_ps(); R];
+    let mut mins = [0f32; R];
+    let m4 = _mm256_set1_epi8(0x0f);
+    let one = _mm256_set1_epi8(1);
+    let wp = w.as_ptr();
+    for i in 0..nb {
+        let b = wp.add(i * bb);
+        let dm = _mm_cvtph_ps(_mm_cvtsi32_si128((b as *const i32).read_unaligned()));
+        let (d, dmin) = (_mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_movehdup_ps(dm)));
+        let (sc, m) = scales_mins_k4(std::slice::from_raw_parts(b.add(4), 12));
+        let qh = if five {
+            _mm256_loadu_si256(b.add(16) as *const __m256i)
+        } else {
+            _mm256_setzero_si256()
+        };
+        let mut sumi = [_mm256_setzero_si256(); R];
+        for c in 0..4 {
+            let raw = _mm256_loadu_si256(b.add(qs_off + 32 * c) as *const __m256i);
+            let mut lo = _mm256_and_si256(raw, m4);
+            let mut hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+            if five {
+                let sh_lo = _mm_cvtsi32_si128(2 * c as i32);
+                let sh_hi = _mm_cvtsi32_si128(2 * c as i32 + 1);
+                let b_lo = _mm256_and_si256(_mm256_srl_epi16(qh, sh_lo), one);
+                let b_hi = _mm256_and_si256(_mm256_srl_epi16(qh, sh_hi), one);
+                lo = _mm256_or_si256(lo, _mm256_slli_epi16(b_lo, 4));
+                hi = _mm256_or_si256(hi, _mm256_slli_epi16(b_hi, 4));
+            }
+            let s_lo = _mm256_set1_epi16(sc[2 * c] as i16);
+            let s_hi = _mm256_set1_epi16(sc[2 * c + 1] as i16);
+            for r in 0..R {
+                let y = a[r].get_unchecked(i).qs.as_ptr().add(64 * c);
+                let ya = _mm256_loadu_si256(y as *const __m256i);
+                let yb = _mm256_loadu_si256(y.add(32) as *const __m256i);
+                let p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, ya), s_lo);
+                let p_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, yb), s_hi);
+                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_add_epi32(p_lo, p_hi));
+            }
+        }
+        for r in 0..R {
+            let blk = a[r].get_unchecked(i);
+            let mut msum = 0i32;
+            for j in 0..8 {
+                msum += m[j] as i32 * (blk.bsums[2 * j] as i32 + blk.bsums[2 * j + 1] as i32);
+            }
+            acc[r] = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(sumi[r]),
+                _mm256_set1_ps(d * blk.d),
+                acc[r],
+            );
+            mins[r] -= dmin * blk.d * msum as f32;
+        }
+    }
+    let mut out = [0f32; R];
+    for r in 0..R {
+        out[r] = hsum(acc[r]) + mins[r];
+    }
+    out
+}
+
+/// Bits `s, s+1` of every byte of `qh`, moved to bits 4 and 5.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn high_bits(qh: __m256i, s: i32, m3: __m256i) -> __m256i {
+    let sh = _mm_cvtsi32_si128(s);
+    _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, sh), m3), 4)
+}
+
+/// Q6_K rows with 256-block activations: unsigned 6-bit values, the offset of 32 through the
+/// block sums.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q6k<const R: usize>(w: &[u8], a: [&[BlockQ8K]; R]) -> [f32; R] {
+    let nb = w.len() / 210;
+    for ar in &a {
+        assert!(ar.len() >= nb);
+    }
+    let mut acc = [_mm256_setzero_ps(); R];
+    let mut offs = [0f32; R];
+    let m4 = _mm256_set1_epi8(0x0f);
+    let m3 = _mm256_set1_epi8(3);
+    let wp = w.as_ptr();
+    for i in 0..nb {
+        let b = wp.add(i * 210);
+        // d is the last 2 bytes of the block: read 4 bytes ending there, take the upper half.
+        let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(
+            (b.add(206) as *const i32).read_unaligned(),
+        ));
+        let d = _mm_cvtss_f32(_mm_movehdup_ps(dm));
+        let sc = std::slice::from_raw_parts(b.add(192), 16);
+        let mut sumi = [_mm256_setzero_si256(); R];
+        for h in 0..2 {
+            let ql0 = _mm256_loadu_si256(b.add(64 * h) as *const __m256i);
+            let ql1 = _mm256_loadu_si256(b.add(64 * h + 32) as *const __m256i);
+            let qh = _mm256_loadu_si256(b.add(128 + 32 * h) as *const __m256i);
+            let u = [
+                _mm256_or_si256(_mm256_and_si256(ql0, m4), high_bits(qh, 0, m3)),
+                _mm256_or_si256(_mm256_and_si256(ql1, m4), high_bits(qh, 2, m3)),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                    high_bits(qh, 4, m3),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                    high_bits(qh, 6, m3),
+                ),
+            ];
+            for (q, &uq) in u.iter().enumerate() {
+                let g = 8 * h + 2 * q;
+                let scale = _mm256_set_m128i(
+                    _mm_set1_epi16(sc[g + 1] as i8 as i16),
+                    _mm_set1_epi16(sc[g] as i8 as i16),
+                );
+                for r in 0..R {
+                    let y = a[r].get_unchecked(i).qs.as_ptr().add(128 * h + 32 * q);
+                    let y = _mm256_loadu_si256(y as *const __m256i);
+                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(uq, y), scale);
+                    sumi[r] = _mm256_add_epi32(sumi[r], p);
+                }
+            }
+        }
+        for r in 0..R {
+            let blk = a[r].get_unchecked(i);
+            let mut osum = 0i32;
+            for g in 0..16 {
+                osum += (sc[g] as i8) as i32 * blk.bsums[g] as i32;
+            }
+            let dd = d * blk.d;
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[r]), _mm256_set1_ps(dd), acc[r]);
+            offs[r] -= dd * (32 * osum) as f32;
+        }
+    }
+    let mut out = [0f32; R];
+    for r in 0..R {
+        out[r] = hsum(acc[r]) + offs[r];
+    }
+    out
+}
+
+/// F32 / F16 / BF16 rows (`kind` 0, 1, 2) with f32 activations.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_float<const R: usize>(kind: u8, w: &[u8], x: [&[f32]; R]) -> [f32; R] {
+    let eb = if kind == 0 { 4 } else { 2 };
+    let n = w.len() / eb;
+    for xr in &x {
+        assert!(xr.len() >= n);
+    }
+    let body = n / 8 * 8;
+    let wp = w.as_ptr();
+    let mut acc = [_mm256_setzero_ps(); R];
+    let mut i = 0;
+    while i < body {
+        let wv = match kind {
+            0 => _mm256_loadu_ps(wp.add(4 * i) as *const f32),
+            1 => _mm256_cvtph_ps(_mm_loadu_si128(wp.add(2 * i) as *const __m128i)),
+            _ => _mm256_castsi256_ps(_mm256_slli_epi32(
+                _mm256_cvtepu16_epi32(_mm_loadu_si128(wp.add(2 * i) as *const __m128i)),
+                16,
+            )),
+        };
+        for r in 0..R {
+            acc[r] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[r].as_ptr().add(i)), acc[r]);
+        }
+        i += 8;
+    }
+    let mut out = [0f32; R];
+    for r in 0..R {
+        out[r] = hsum(acc[r]);
+    }
+    if body < n {
+        let kinds = [super::QType::F32, super::QType::F16, super::QType::BF16];
+        let t = kinds[kind as usize];
+        for r in 0..R {
+            out[r] += super::scalar::dot_float(t, &w[body * eb..], &x[r][body..n]);
+        }
+    }
+    out
+}

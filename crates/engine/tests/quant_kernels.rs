@@ -1,0 +1,361 @@
+//! Quantized dot products and products against the dequantize-then-f64 reference, the AVX2
+//! kernels against the scalar ones, and a quantized model session against the f32 session.
+
+#![allow(clippy::needless_range_loop)]
+
+use engine::quant::dot::{dot_rows, Level};
+use engine::quant::matmul::{qmatmul_bt_with, qmatvec_many_with};
+use engine::quant::{ActKind, QMatVec, QMatrix, QType, QuantModel, QuantizedActs, QK, QK_K};
+
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    fn f(&mut self) -> f32 {
+        (self.next() % 20001) as f32 / 10000.0 - 1.0
+    }
+}
+
+fn put_f16(b: &mut [u8], at: usize, v: f32) {
+    b[at..at + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
+}
+
+/// Random but well-formed blocks of `t` for a `[rows, cols]` matrix (scales of a realistic
+/// size, every quantized bit random).
+fn random_matrix(t: QType, rows: usize, cols: usize, seed: u64) -> QMatrix {
+    let mut g = Lcg(seed);
+    let nb = rows * cols / t.block_len();
+    let bb = t.block_bytes();
+    let mut bytes: Vec<u8> = (0..nb * bb).map(|_| g.next() as u8).collect();
+    for b in bytes.chunks_exact_mut(bb) {
+        match t {
+            QType::F32 => b.copy_from_slice(&g.f().to_le_bytes()),
+            QType::F16 => put_f16(b, 0, g.f()),
+            QType::BF16 => b.copy_from_slice(&half::bf16::from_f32(g.f()).to_le_bytes()),
+            QType::Q8_0 | QType::Q4_0 => put_f16(b, 0, 0.01 + 0.02 * g.f().abs()),
+            QType::Q4_1 => {
+                put_f16(b, 0, 0.01 + 0.02 * g.f().abs());
+                put_f16(b, 2, -0.1 * g.f().abs());
+            }
+            QType::Q4K | QType::Q5K => {
+                put_f16(b, 0, 0.001 + 0.002 * g.f().abs());
+                put_f16(b, 2, 0.001 + 0.002 * g.f().abs());
+            }
+            QType::Q6K => put_f16(b, 208, 0.001 + 0.002 * g.f().abs()),
+        }
+    }
+    QMatrix::from_bytes("test", t, rows, cols, bytes).expect("well-formed matrix")
+}
+
+fn random_vec(n: usize, seed: u64) -> Vec<f32> {
+    let mut g = Lcg(seed);
+    (0..n).map(|_| g.f() * 2.0).collect()
+}
+
+fn prepared(x: &[f32], rows: usize, cols: usize, t: QType) -> QuantizedActs {
+    let mut a = QuantizedActs::default();
+    a.prepare(x, rows, cols, &[t.act_kind()]);
+    a
+}
+
+/// The activation row as the kernels see it (quantized and dequantized back) and the
+/// per-value step of its block (0 for f32 activations).
+fn seen_activation(acts: &QuantizedActs, x: &[f32], t: QType, r: usize) -> (Vec<f32>, Vec<f32>) {
+    let cols = acts.cols;
+    match t.act_kind() {
+        ActKind::F32 => (x[r * cols..(r + 1) * cols].to_vec(), vec![0.0; cols]),
+        ActKind::Q8 => {
+            let (mut v, mut d) = (Vec::new(), Vec::new());
+            for b in acts.q8_row(r) {
+                v.extend(b.qs.iter().map(|&q| q as f32 * b.d));
+                d.extend([b.d; QK]);
+            }
+            (v, d)
+        }
+        ActKind::Q8K => {
+            let (mut v, mut d) = (Vec::new(), Vec::new());
+            for b in acts.q8k_row(r) {
+                v.extend(b.qs.iter().map(|&q| q as f32 * b.d));
+                d.extend([b.d; QK_K]);
+            }
+            (v, d)
+        }
+    }
+}
+
+const COLS: [usize; 3] = [256, 576, 1536];
+
+#[test]
+fn dot_products_match_the_dequantized_reference() {
+    let levels: Vec<Level> = [Level::Scalar, Level::detect()].into_iter().collect();
+    for t in QType::ALL {
+        for &cols in &COLS {
+            if !cols.is_multiple_of(t.block_len()) {
+                continue;
+            }
+            let w = random_matrix(t, 3, cols, 7 + cols as u64);
+            let x = random_vec(2 * cols, 11);
+            let acts = prepared(&x, 2, cols, t);
+            for r in 0..2 {
+                let (xq, step) = seen_activation(&acts, &x, t, r);
+                let xr = &x[r * cols..(r + 1) * cols];
+                for j in 0..3 {
+                    let wf = w.to_f32()[j * cols..(j + 1) * cols].to_vec();
+                    // Exact products of the dequantized weight with the activation it meets.
+                    let exact: f64 = wf.iter().zip(&xq).map(|(&a, &b)| a as f64 * b as f64).sum();
+                    let mag: f64 = wf
+                        .iter()
+                        .zip(&xq)
+                        .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                        .sum();
+                    // Against the f32 activation: the quantization moved each value by at
+                    // most half a step, |err| <= sum_i |w_i| * d_block(i) / 2.
+                    let full: f64 = wf.iter().zip(xr).map(|(&a, &b)| a as f64 * b as f64).sum();
+                    let qbound: f64 = wf
+                        .iter()
+                        .zip(&step)
+                        .map(|(&a, &d)| a.abs() as f64 * d as f64 / 2.0)
+                        .sum();
+                    for &level in &levels {
+                        let got = dot_rows(level, t, w.row(j), &x, &acts, [r])[0] as f64;
+                        // f32 rounding of the block scales and sums: relative 1e-5 of the
+                        // sum of magnitudes.
+                        assert!(
+                            (got - exact).abs() <= 1e-5 * mag + 1e-6,
+                            "{} {level:?} cols {cols}: {got} vs exact {exact}",
+                            t.name()
+                        );
+                        assert!(
+                            (got - full).abs() <= qbound + 1e-5 * mag + 1e-6,
+                            "{} {level:?}: {got} vs f32 {full} (bound {qbound})",
+                            t.name()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn avx2_rows_equal_scalar_rows() {
+    if Level::detect() == Level::Scalar {
+        eprintln!("skipped: no AVX2 on this CPU");
+        return;
+    }
+    for t in QType::ALL {
+        let cols = 512;
+        let w = random_matrix(t, 2, cols, 3);
+        let x = random_vec(4 * cols, 5);
+        let acts = prepared(&x, 4, cols, t);
+        for j in 0..2 {
+            let four = dot_rows(Level::Avx2, t, w.row(j), &x, &acts, [0, 1, 2, 3]);
+            for r in 0..4 {
+                let one = dot_rows(Level::Avx2, t, w.row(j), &x, &acts, [r])[0];
+                let s = dot_rows(Level::Scalar, t, w.row(j), &x, &acts, [r])[0];
+                // The same blocks in the same order: tiling rows changes nothing.
+                assert_eq!(
+                    four[r].to_bits(),
+                    one.to_bits(),
+                    "{} tile row {r}",
+                    t.name()
+                );
+                // Integer block sums are exact in both; only the f32 accumulation order of
+                // the block terms differs (8 lanes vs one), bound 1e-5 relative.
+                let (xq, _) = seen_activation(&acts, &x, t, r);
+                let wf = &w.to_f32()[j * cols..(j + 1) * cols];
+                let mag: f32 = wf.iter().zip(&xq).map(|(a, b)| (a * b).abs()).sum();
+                assert!(
+                    (one - s).abs() <= 1e-5 * mag + 1e-6,
+                    "{}: {one} vs {s}",
+                    t.name()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn matvec_and_prefill_products_equal_row_dots() {
+    for t in QType::ALL {
+        for level in [Level::Scalar, Level::detect()] {
+            let (n, k, m) = (37, 512, 6);
+            let w = random_matrix(t, n, k, 9);
+            let x = random_vec(m * k, 13);
+            let acts = prepared(&x, m, k, t);
+            let mut c = vec![0f32; m * n];
+            qmatmul_bt_with(level, &x, &acts, &w, &mut c, m);
+            for r in 0..m {
+                for j in 0..n {
+                    let want = dot_rows(level, t, w.row(j), &x, &acts, [r])[0];
+                    assert_eq!(
+                        c[r * n + j].to_bits(),
+                        want.to_bits(),
+                        "{} [{r}, {j}]",
+                        t.name()
+                    );
+                }
+            }
+            // Two matrices sharing one input vector, one region.
+            let w2 = random_matrix(t, 5, k, 10);
+            let (mut o1, mut o2) = (vec![0f32; n], vec![0f32; 5]);
+            let mut acts1 = QuantizedActs::default();
+            qmatvec_many_with(
+                level,
+                &x[..k],
+                &mut acts1,
+                vec![
+                    QMatVec {
+                        w: &w,
+                        out: &mut o1,
+                    },
+                    QMatVec {
+                        w: &w2,
+                        out: &mut o2,
+                    },
+                ],
+            );
+            for j in 0..n {
+                assert_eq!(
+                    o1[j].to_bits(),
+                    c[j].to_bits(),
+                    "{} matvec row {j}",
+                    t.name()
+                );
+            }
+            let a1 = prepared(&x[..k], 1, k, t);
+            for j in 0..5 {
+                let want = dot_rows(level, t, w2.row(j), &x[..k], &a1, [0])[0];
+                assert_eq!(o2[j].to_bits(), want.to_bits());
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_matrices_are_errors() {
+    assert!(QMatrix::from_bytes("w", QType::Q4K, 1, 100, vec![0; 144]).is_err());
+    assert!(QMatrix::from_bytes("w", QType::Q8_0, 2, 32, vec![0; 34]).is_err());
+    assert!(QMatrix::from_bytes("w", QType::Q8_0, 1, 32, vec![0; 34]).is_ok());
+}
+
+fn tiny_config() -> engine::ModelConfig {
+    engine::ModelConfig {
+        dim: 256,
+        hidden_dim: 512,
+        n_layers: 2,
+        n_heads: 4,
+        n_kv_heads: 2,
+        vocab_size: 96,
+        max_seq_len: 64,
+        rope_theta: 10000.0,
+        norm_eps: 1e-5,
+        tied_embeddings: false,
+        qkv_bias: true,
+    }
+}
+
+/// A test-only Q8_0 encoder (amax / 127 per block, f16 scale).
+fn encode_q8_0(name: &str, rows: usize, cols: usize, data: &[f32]) -> Option<QMatrix> {
+    let mut bytes = Vec::new();
+    for blk in data.chunks_exact(32) {
+        let amax = blk.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = half::f16::from_f32(amax / 127.0);
+        let inv = if d.to_f32() > 0.0 {
+            1.0 / d.to_f32()
+        } else {
+            0.0
+        };
+        bytes.extend(d.to_le_bytes());
+        bytes.extend(
+            blk.iter()
+                .map(|v| (v * inv).round().clamp(-127.0, 127.0) as i8 as u8),
+        );
+    }
+    QMatrix::from_bytes(name, QType::Q8_0, rows, cols, bytes).ok()
+}
+
+fn logits_of(weights: engine::infer::Weights<'_>, ids: &[u32]) -> (Vec<f32>, Vec<f32>) {
+    let mut s = engine::infer::InferenceSession::new(weights, 32).expect("session");
+    let all = s.prefill_all_logits(ids).expect("prefill");
+    let mut s2 = engine::infer::InferenceSession::new(weights, 32).expect("session");
+    s2.prefill(&ids[..1]).expect("prefill one");
+    let mut last = Vec::new();
+    for &t in &ids[1..] {
+        last = s2.decode(t).expect("decode").to_vec();
+    }
+    (all, last)
+}
+
+#[test]
+fn quantized_session_matches_the_f32_session() {
+    let cfg = tiny_config();
+    let mut params = engine::init::init_params(&cfg, 3).expect("params");
+    // Non-trivial norms and biases.
+    for (i, v) in params.data.iter_mut().enumerate() {
+        *v += 0.001 * ((i % 13) as f32 - 6.0);
+    }
+    let ids: Vec<u32> = vec![1, 5, 9, 33, 70, 2, 95, 40];
+    let v = cfg.vocab_size;
+    // F32 matrices: the same numbers, through the quantized session's code.
+    let exact = QuantModel::from_params(&params, |_, _, _, _| None).expect("f32 model");
+    let (want_all, want_last) = logits_of((&params).into(), &ids);
+    let (got_all, got_last) = logits_of((&exact).into(), &ids);
+    for (a, b) in want_all.iter().zip(&got_all) {
+        assert!((a - b).abs() < 1e-4, "F32 QuantModel prefill {a} vs {b}");
+    }
+    for (a, b) in want_last.iter().zip(&got_last) {
+        assert!((a - b).abs() < 1e-4, "F32 QuantModel decode {a} vs {b}");
+    }
+    // Q8_0 matrices against the f32 session on the same dequantized weights: the only
+    // difference left is the 8-bit activations (relative error ~ 1/254 per product).
+    let q8 = QuantModel::from_params(&params, encode_q8_0).expect("q8 model");
+    let mut deq = params.clone();
+    for name in deq
+        .layout
+        .tensors
+        .iter()
+        .map(|t| t.name.clone())
+        .collect::<Vec<_>>()
+    {
+        let spec = deq.layout.find(&name).expect("spec").clone();
+        if spec.shape.len() == 2 {
+            let m = encode_q8_0(
+                &name,
+                spec.shape[0],
+                spec.shape[1],
+                &params.data[spec.range()],
+            )
+            .expect("encode");
+            deq.data[spec.range()].copy_from_slice(&m.to_f32());
+        }
+    }
+    let (want_all, want_last) = logits_of((&deq).into(), &ids);
+    let (got_all, got_last) = logits_of((&q8).into(), &ids);
+    let scale = want_all.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let worst = want_all
+        .iter()
+        .zip(&got_all)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        worst <= 0.02 * scale + 1e-3,
+        "Q8_0 prefill off by {worst} (scale {scale})"
+    );
+    for (a, b) in want_last.iter().zip(&got_last) {
+        assert!(
+            (a - b).abs() <= 0.02 * scale + 1e-3,
+            "Q8_0 decode {a} vs {b}"
+        );
+    }
+    // Prefill's last row equals decode's (same kernels on the same activations).
+    assert_eq!(got_all.len(), ids.len() * v);
+    for (a, b) in got_all[(ids.len() - 1) * v..].iter().zip(&got_last) {
+        assert!((a - b).abs() < 1e-4);
+    }
+}

@@ -1,0 +1,180 @@
+//! GGUF models for quantized inference: the file is read once and its tensor blocks stay as
+//! they are (`engine::quant::QMatrix` over the shared bytes). Only the q/k rows are reordered
+//! in place (interleaved -> rotate-half RoPE, whole rows, so blocks are untouched), and norms
+//! and biases become f32. Types without a quantized kernel (Q5_0, Q5_1) are dequantized to F32
+//! matrices.
+
+use super::quant::GgmlType;
+use super::{find_tensor, model_config, parse_header, with_metadata, GgufHeader};
+use crate::assemble::{rope_heads, to_internal_rope};
+use crate::error::{FormatError, Result};
+use crate::model::LoadedModel;
+use engine::quant::{QMatrix, QType, QuantError, QuantModel, SharedBytes};
+use engine::{ModelConfig, ParamLayout, Params};
+use std::path::Path;
+use std::sync::Arc;
+
+/// A quantized model and its metadata. `meta.params` holds the config and layout only (no
+/// weight data: `meta.params.data` is empty).
+pub struct QuantLoaded {
+    pub model: QuantModel,
+    pub meta: LoadedModel,
+}
+
+/// The engine type that keeps `t`'s blocks as they are, if there is a kernel for it.
+pub fn engine_type(t: GgmlType) -> Option<QType> {
+    Some(match t {
+        GgmlType::F32 => QType::F32,
+        GgmlType::F16 => QType::F16,
+        GgmlType::BF16 => QType::BF16,
+        GgmlType::Q8_0 => QType::Q8_0,
+        GgmlType::Q4_0 => QType::Q4_0,
+        GgmlType::Q4_1 => QType::Q4_1,
+        GgmlType::Q4K => QType::Q4K,
+        GgmlType::Q5K => QType::Q5K,
+        GgmlType::Q6K => QType::Q6K,
+        GgmlType::Q5_0 | GgmlType::Q5_1 => return None,
+    })
+}
+
+/// Loads `path` for quantized inference (one read of the file).
+pub fn load_quant_model(path: &Path) -> Result<QuantLoaded> {
+    let mut bytes = std::fs::read(path).map_err(|e| FormatError::io(path, e))?;
+    let h = parse_header(path, &bytes)?;
+    let cfg = model_config(&h)?;
+    let layout = ParamLayout::for_config(&cfg);
+    // q/k rows into the rotate-half order, in place (before the bytes are shared).
+    for spec in &layout.tensors {
+        let Some(heads) = rope_heads(&spec.name, &cfg) else {
+            continue;
+        };
+        let t = find_tensor(path, &h, &spec.name, &spec.shape)?;
+        if spec.shape.len() != 2 || engine_type(t.ggml_type).is_none() {
+            continue; // biases and dequantized types are permuted as f32 below
+        }
+        let range = tensor_range(path, &h, t, bytes.len())?;
+        let row_bytes = t.n_bytes as usize / spec.shape[0];
+        crate::rope::interleaved_to_half_rows(&mut bytes[range], heads, row_bytes);
+    }
+    let shared: Arc<Vec<u8>> = Arc::new(bytes);
+    let buf: SharedBytes = shared.clone();
+    let model = build(path, &h, &cfg, &buf, &shared)?;
+    let meta_params = Params {
+        config: cfg.clone(),
+        layout: Arc::new(layout),
+        data: Vec::new(),
+    };
+    let mut meta = with_metadata(path, &h, meta_params)?;
+    meta.source = format!(
+        "gguf v{} {} (quantized in memory)",
+        h.version,
+        model.type_summary()
+    );
+    Ok(QuantLoaded { model, meta })
+}
+
+fn tensor_range(
+    path: &Path,
+    h: &GgufHeader,
+    t: &super::TensorInfo,
+    len: usize,
+) -> Result<std::ops::Range<usize>> {
+    h.data_offset
+        .checked_add(t.offset)
+        .and_then(|s| Some((s, s.checked_add(t.n_bytes)?)))
+        .and_then(|(s, e)| Some(usize::try_from(s).ok()?..usize::try_from(e).ok()?))
+        .filter(|r| r.end <= len)
+        .ok_or_else(|| FormatError::invalid(path, &t.name, "data runs past the end of the file"))
+}
+
+enum BuildError {
+    Format(FormatError),
+    Quant(QuantError),
+}
+
+impl From<QuantError> for BuildError {
+    fn from(e: QuantError) -> Self {
+        BuildError::Quant(e)
+    }
+}
+
+impl From<FormatError> for BuildError {
+    fn from(e: FormatError) -> Self {
+        BuildError::Format(e)
+    }
+}
+
+fn build(
+    path: &Path,
+    h: &GgufHeader,
+    cfg: &ModelConfig,
+    buf: &SharedBytes,
+    bytes: &[u8],
+) -> Result<QuantModel> {
+    let r = QuantModel::build(
+        cfg,
+        |name: &str, shape: &[usize]| -> std::result::Result<QMatrix, BuildError> {
+            let t = find_tensor(path, h, name, shape)?;
+            let (rows, cols) = match shape {
+                [n] => (1, *n),
+                [r, c] => (*r, *c),
+                _ => (0, 0),
+            };
+            let range = tensor_range(path, h, t, bytes.len())?;
+            match engine_type(t.ggml_type) {
+                Some(qt) if shape.len() == 2 || qt == QType::F32 => {
+                    if shape.len() == 1 && rope_heads(name, cfg).is_some() {
+                        // An F32 q/k bias: reorder as f32 values.
+                        return f32_matrix(h, t, name, shape, cfg, bytes, rows, cols);
+                    }
+                    Ok(QMatrix::new(
+                        name,
+                        qt,
+                        rows,
+                        cols,
+                        buf.clone(),
+                        range.start,
+                    )?)
+                }
+                _ => f32_matrix(h, t, name, shape, cfg, bytes, rows, cols),
+            }
+        },
+    );
+    r.map_err(|e| match e {
+        BuildError::Format(f) => f,
+        BuildError::Quant(q) => FormatError::invalid(path, "tensors", q.to_string()),
+    })
+}
+
+/// The tensor dequantized to an F32 matrix (RoPE rows reordered).
+#[allow(clippy::too_many_arguments)]
+fn f32_matrix(
+    h: &GgufHeader,
+    t: &super::TensorInfo,
+    name: &str,
+    shape: &[usize],
+    cfg: &ModelConfig,
+    bytes: &[u8],
+    rows: usize,
+    cols: usize,
+) -> std::result::Result<QMatrix, BuildError> {
+    let mut v = vec![0f32; rows * cols];
+    super::reader::read_tensor_f32(h, bytes, t, &mut v)?;
+    to_internal_rope(name, shape, cfg, &mut v);
+    Ok(QMatrix::from_f32(name, rows, cols, &v)?)
+}
+
+/// Whether `path` is a GGUF file with at least one matrix that is not F32 (the files the
+/// quantized path is for). Any read error gives false: the ordinary loader then reports it.
+pub fn is_quantized_gguf(path: &Path) -> bool {
+    if !matches!(crate::detect_format(path), Ok(crate::ModelFormat::Gguf)) {
+        return false;
+    }
+    match super::read_header(path) {
+        Ok(h) => h
+            .tensors
+            .iter()
+            .any(|t| t.dims.len() == 2 && t.ggml_type != GgmlType::F32),
+        Err(_) => false,
+    }
+}
