@@ -89,7 +89,10 @@ fn body_json(b: &Bytes) -> ApiResult<Value> {
     let v: Value = serde_json::from_slice(b)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("request body: {e}")))?;
     if !v.is_object() {
-        return Err(ApiError::bad_request("invalid_json", "request body: expected an object"));
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "request body: expected an object",
+        ));
     }
     Ok(v)
 }
@@ -143,12 +146,22 @@ async fn health() -> Json<Value> {
 }
 
 async fn options(State(app): State<App>) -> JsonResult {
-    if let Some(v) = app.options.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+    if let Some(v) = app
+        .options
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+    {
         return Ok(Json(v));
     }
     let (exe, cwd) = (exe(&app), app.data_dir.clone());
     let done = blocking(move || {
-        Ok(children::run(&exe, &["options".into(), "train".into()], &cwd, Duration::from_secs(30))?)
+        Ok(children::run(
+            &exe,
+            &["options".into(), "train".into()],
+            &cwd,
+            Duration::from_secs(30),
+        )?)
     })
     .await?;
     let parsed: Option<Value> = serde_json::from_str(done.stdout.trim())
@@ -201,15 +214,17 @@ async fn validate(State(app): State<App>, body: Bytes) -> JsonResult {
     let targs = match args::train_args(&config) {
         Ok(a) => a,
         Err(e) if e.status == StatusCode::BAD_REQUEST => {
-            return Ok(Json(json!({"ok": false, "error": {"message": e.message, "code": e.code}})))
+            return Ok(Json(
+                json!({"ok": false, "error": {"message": e.message, "code": e.code}}),
+            ))
         }
         Err(e) => return Err(e),
     };
     let mut argv = vec!["train".to_string(), "--json".into(), "--dry-run".into()];
     argv.extend(targs.iter().cloned());
     let (exe, cwd) = (exe(&app), app.data_dir.clone());
-    let done = blocking(move || Ok(children::run(&exe, &argv, &cwd, Duration::from_secs(120))?))
-        .await?;
+    let done =
+        blocking(move || Ok(children::run(&exe, &argv, &cwd, Duration::from_secs(120))?)).await?;
     let events = done.events();
     let command = display_command(&targs, "RUN_DIR");
     if let Some(err) = done.error() {
@@ -263,12 +278,22 @@ fn project_fields(body: &Value) -> ApiResult<(Option<String>, Option<Value>)> {
     let name = match body.get("name") {
         None => None,
         Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 200 => Some(s.trim().into()),
-        Some(_) => return Err(ApiError::bad_request("invalid_name", "name: 1 to 200 characters")),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_name",
+                "name: 1 to 200 characters",
+            ))
+        }
     };
     let config = match body.get("config") {
         None => None,
         Some(v @ Value::Object(_)) => Some(v.clone()),
-        Some(_) => return Err(ApiError::bad_request("invalid_config", "config: expected an object")),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_config",
+                "config: expected an object",
+            ))
+        }
     };
     Ok((name, config))
 }
@@ -303,19 +328,30 @@ async fn update_project(
     let (name, config) = project_fields(&body)?;
     let conn = app.db.conn();
     if let Some(n) = name {
-        conn.execute("UPDATE projects SET name = ?2 WHERE id = ?1", params![id, n])?;
+        conn.execute(
+            "UPDATE projects SET name = ?2 WHERE id = ?1",
+            params![id, n],
+        )?;
     }
     if let Some(c) = config {
-        conn.execute("UPDATE projects SET config = ?2 WHERE id = ?1", params![id, c.to_string()])?;
+        conn.execute(
+            "UPDATE projects SET config = ?2 WHERE id = ?1",
+            params![id, c.to_string()],
+        )?;
     }
-    conn.execute("UPDATE projects SET updated_at = ?2 WHERE id = ?1", params![id, util::now()])?;
+    conn.execute(
+        "UPDATE projects SET updated_at = ?2 WHERE id = ?1",
+        params![id, util::now()],
+    )?;
     drop(conn);
     Ok(Json(project(&app.db, id)?))
 }
 
 async fn delete_project(State(app): State<App>, UrlPath(id): UrlPath<i64>) -> JsonResult {
     project(&app.db, id)?;
-    app.db.conn().execute("DELETE FROM projects WHERE id = ?1", [id])?;
+    app.db
+        .conn()
+        .execute("DELETE FROM projects WHERE id = ?1", [id])?;
     Ok(Json(json!({"deleted": id})))
 }
 
@@ -330,7 +366,10 @@ async fn create_run(
     let p = project(&app.db, pid)?;
     let config = args::merged(&p["config"], body.get("config").unwrap_or(&Value::Null));
     let targs = args::train_args(&config)?;
-    let auto = body.get("auto_resume").and_then(Value::as_bool).unwrap_or(true);
+    let auto = body
+        .get("auto_resume")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
     let max = body
         .get("max_restarts")
         .and_then(Value::as_u64)
@@ -465,7 +504,11 @@ async fn import_run(State(app): State<App>, body: Bytes) -> ApiResult<Response> 
     Ok((StatusCode::CREATED, Json(run_or_404(&app.db, id)?)).into_response())
 }
 
-async fn run_events(State(app): State<App>, UrlPath(id): UrlPath<i64>, Query(q): Q) -> ApiResult<Response> {
+async fn run_events(
+    State(app): State<App>,
+    UrlPath(id): UrlPath<i64>,
+    Query(q): Q,
+) -> ApiResult<Response> {
     run_or_404(&app.db, id)?;
     let after: i64 = q.get("after").and_then(|s| s.parse().ok()).unwrap_or(0);
     let limit: i64 = q
@@ -490,7 +533,11 @@ async fn run_events(State(app): State<App>, UrlPath(id): UrlPath<i64>, Query(q):
             }
             first = false;
             let rest = data.strip_prefix('{').unwrap_or(&data);
-            let sep = if rest.trim_start().starts_with('}') { "" } else { "," };
+            let sep = if rest.trim_start().starts_with('}') {
+                ""
+            } else {
+                ","
+            };
             out.push_str(&format!("{{\"id\":{eid}{sep}{rest}"));
         }
         out.push(']');
@@ -513,13 +560,20 @@ async fn run_stream(
 
 async fn run_series(State(app): State<App>, UrlPath(id): UrlPath<i64>, Query(q): Q) -> JsonResult {
     run_or_404(&app.db, id)?;
-    let num = |k: &str| q.get(k).and_then(|s| s.parse::<f64>().ok()).filter(|v| v.is_finite());
+    let num = |k: &str| {
+        q.get(k)
+            .and_then(|s| s.parse::<f64>().ok())
+            .filter(|v| v.is_finite())
+    };
     let query = series::Query {
         metric: q.get("metric").cloned().unwrap_or_else(|| "loss".into()),
         x: q.get("x").cloned().unwrap_or_else(|| "step".into()),
         from: num("from"),
         to: num("to"),
-        buckets: q.get("buckets").and_then(|s| s.parse().ok()).unwrap_or(1000),
+        buckets: q
+            .get("buckets")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1000),
     };
     let db = Arc::clone(&app.db);
     blocking(move || Ok(Json(series::series(&db.reader()?, id, &query)?))).await
@@ -543,19 +597,30 @@ async fn run_log(State(app): State<App>, UrlPath(id): UrlPath<i64>) -> ApiResult
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 
-async fn run_export(State(app): State<App>, UrlPath(id): UrlPath<i64>, Query(q): Q) -> ApiResult<Response> {
+async fn run_export(
+    State(app): State<App>,
+    UrlPath(id): UrlPath<i64>,
+    Query(q): Q,
+) -> ApiResult<Response> {
     run_or_404(&app.db, id)?;
     let csv = match q.get("format").map(String::as_str) {
         Some("csv") | None => true,
         Some("ndjson") => false,
-        Some(_) => return Err(ApiError::bad_request("invalid_format", "format: csv or ndjson")),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_format",
+                "format: csv or ndjson",
+            ))
+        }
     };
     let db = Arc::clone(&app.db);
     let body = blocking(move || {
         let conn = db.reader()?;
         let mut out = String::new();
         if csv {
-            out.push_str("event_id,type,step,tokens,time_s,loss,val_loss,lr,tokens_per_s,nonfinite\n");
+            out.push_str(
+                "event_id,type,step,tokens,time_s,loss,val_loss,lr,tokens_per_s,nonfinite\n",
+            );
             let mut st = conn.prepare(
                 "SELECT id, type, x_step, x_tokens, x_time, loss, val_loss, lr, tps, bad FROM events
                  WHERE run_id = ?1 AND type IN ('step', 'batch', 'val') ORDER BY id",
@@ -647,7 +712,9 @@ async fn set_queue(State(app): State<App>, body: Bytes) -> JsonResult {
     let order: Vec<i64> = body
         .get("order")
         .and_then(|v| serde_json::from_value(v.clone()).ok())
-        .ok_or_else(|| ApiError::bad_request("invalid_order", "order: expected a list of run ids"))?;
+        .ok_or_else(|| {
+            ApiError::bad_request("invalid_order", "order: expected a list of run ids")
+        })?;
     {
         let mut conn = app.db.conn();
         let tx = conn.transaction()?;
@@ -656,10 +723,17 @@ async fn set_queue(State(app): State<App>, body: Bytes) -> JsonResult {
             let rows = st.query_map([], |r| r.get(0))?;
             rows.flatten().collect()
         };
-        let mut new: Vec<i64> = order.iter().copied().filter(|id| current.contains(id)).collect();
+        let mut new: Vec<i64> = order
+            .iter()
+            .copied()
+            .filter(|id| current.contains(id))
+            .collect();
         new.extend(current.iter().filter(|id| !order.contains(id)));
         for (i, id) in new.iter().enumerate() {
-            tx.execute("UPDATE queue SET pos = ?2 WHERE run_id = ?1", params![id, i as f64])?;
+            tx.execute(
+                "UPDATE queue SET pos = ?2 WHERE run_id = ?1",
+                params![id, i as f64],
+            )?;
         }
         tx.commit()?;
     }
@@ -673,7 +747,10 @@ async fn compare(State(app): State<App>, Query(q): Q) -> JsonResult {
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
         .unwrap_or_default();
     if ids.is_empty() {
-        return Err(ApiError::bad_request("invalid_query", "runs: comma-separated run ids"));
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "runs: comma-separated run ids",
+        ));
     }
     let runs: Vec<Value> = ids
         .iter()
@@ -699,17 +776,36 @@ async fn compare(State(app): State<App>, Query(q): Q) -> JsonResult {
 // ---------- generation, data, import/export jobs ----------
 
 const GEN_FLAGS: &[&str] = &[
-    "adapter", "tokenizer", "system", "temp", "top_k", "top_p", "min_p", "repeat_penalty",
-    "repeat_last_n", "seed", "max_tokens", "threads", "ctx",
+    "adapter",
+    "tokenizer",
+    "system",
+    "temp",
+    "top_k",
+    "top_p",
+    "min_p",
+    "repeat_penalty",
+    "repeat_last_n",
+    "seed",
+    "max_tokens",
+    "threads",
+    "ctx",
 ];
 
 async fn generate(State(app): State<App>, body: Bytes) -> ApiResult<Response> {
     let body = body_json(&body)?;
     let model = need_str(&body, "model")?;
     args::check_path("model", model)?;
-    let mut argv = vec!["generate".to_string(), "--json".into(), format!("--model={model}")];
+    let mut argv = vec![
+        "generate".to_string(),
+        "--json".into(),
+        format!("--model={model}"),
+    ];
     let flags: Map<String, Value> = body.as_object().cloned().unwrap_or_default();
-    argv.extend(args::flag_args(&flags, &["adapter", "tokenizer"], GEN_FLAGS)?);
+    argv.extend(args::flag_args(
+        &flags,
+        &["adapter", "tokenizer"],
+        GEN_FLAGS,
+    )?);
     let messages = body.get("messages").and_then(Value::as_array);
     let chat = messages.is_some() || body.get("chat") == Some(&json!(true));
     let prompt = match messages {
@@ -727,7 +823,12 @@ async fn generate(State(app): State<App>, body: Bytes) -> ApiResult<Response> {
     }
     argv.push(format!("--prompt={prompt}"));
     if let Some(stops) = body.get("stop").and_then(Value::as_array) {
-        argv.extend(stops.iter().filter_map(Value::as_str).map(|s| format!("--stop={s}")));
+        argv.extend(
+            stops
+                .iter()
+                .filter_map(Value::as_str)
+                .map(|s| format!("--stop={s}")),
+        );
     }
     let id = {
         let conn = app.db.conn();
@@ -757,9 +858,11 @@ fn task_stream(app: &App, kind: Kind, id: i64, headers: &HeaderMap) -> ApiResult
         let row: (String, String, Option<String>) = app
             .db
             .conn()
-            .query_row(&format!("SELECT {cols} FROM {table} WHERE id = ?1"), [id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
+            .query_row(
+                &format!("SELECT {cols} FROM {table} WHERE id = ?1"),
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
             .map_err(|_| ApiError::not_found(format!("no {table} {id}")))?;
         let data = json!({"status": row.0, "stored": row.1, "extra": row.2}).to_string();
         let _ = tx.try_send(Ok(Bytes::from(format!("event: status\ndata: {data}\n\n"))));
@@ -779,7 +882,10 @@ fn task_stream(app: &App, kind: Kind, id: i64, headers: &HeaderMap) -> ApiResult
             }
             let finished = !matches!(status.as_str(), "running" | "stopping");
             if finished {
-                buf.push_str(&format!("event: status\ndata: {}\n\n", json!({"status": status})));
+                buf.push_str(&format!(
+                    "event: status\ndata: {}\n\n",
+                    json!({"status": status})
+                ));
             }
             if !buf.is_empty() && tx.send(Ok(Bytes::from(buf))).await.is_err() {
                 return;
@@ -864,7 +970,12 @@ async fn ingest(State(app): State<App>, body: Bytes) -> ApiResult<Response> {
     }
     let tok = need_str(&body, "tokenizer")?;
     args::check_path("tokenizer", tok)?;
-    let out = output_path(&app, "datasets", str_field(&body, "out"), format!("dataset-{}", stamp()));
+    let out = output_path(
+        &app,
+        "datasets",
+        str_field(&body, "out"),
+        format!("dataset-{}", stamp()),
+    );
     let mut argv = vec![
         "ingest".to_string(),
         "--json".into(),
@@ -892,8 +1003,17 @@ async fn import_model(State(app): State<App>, body: Bytes) -> ApiResult<Response
         .file_stem()
         .map(|s| s.to_string_lossy().to_string())
         .unwrap_or_else(|| "model".into());
-    let out = output_path(&app, "models", str_field(&body, "out"), format!("{name}-{}", stamp()));
-    let mut argv = vec!["import".to_string(), "--json".into(), format!("--out={}", out.display())];
+    let out = output_path(
+        &app,
+        "models",
+        str_field(&body, "out"),
+        format!("{name}-{}", stamp()),
+    );
+    let mut argv = vec![
+        "import".to_string(),
+        "--json".into(),
+        format!("--out={}", out.display()),
+    ];
     let flags = body.as_object().cloned().unwrap_or_default();
     argv.extend(args::flag_args(&flags, &[], &["dtype", "force"])?);
     argv.push("--".into());
@@ -907,14 +1027,22 @@ async fn export_model(State(app): State<App>, body: Bytes) -> ApiResult<Response
     args::check_path("source", src)?;
     let format = need_str(&body, "format")?;
     if !matches!(format, "gguf" | "hf" | "llama2c" | "peft") {
-        return Err(ApiError::bad_request("invalid_format", "format: gguf, hf, llama2c or peft"));
+        return Err(ApiError::bad_request(
+            "invalid_format",
+            "format: gguf, hf, llama2c or peft",
+        ));
     }
     let ext = match format {
         "gguf" => ".gguf",
         "llama2c" => ".bin",
         _ => "",
     };
-    let out = output_path(&app, "exports", str_field(&body, "out"), format!("export-{}{ext}", stamp()));
+    let out = output_path(
+        &app,
+        "exports",
+        str_field(&body, "out"),
+        format!("export-{}{ext}", stamp()),
+    );
     let mut argv = vec![
         "export".to_string(),
         "--json".into(),
@@ -975,7 +1103,8 @@ async fn job_stream(
 
 async fn dataset_child(app: &App, argv: Vec<String>) -> ApiResult<Vec<Value>> {
     let (exe, cwd) = (exe(app), app.data_dir.clone());
-    let done = blocking(move || Ok(children::run(&exe, &argv, &cwd, Duration::from_secs(60))?)).await?;
+    let done =
+        blocking(move || Ok(children::run(&exe, &argv, &cwd, Duration::from_secs(60))?)).await?;
     if let Some(err) = done.error() {
         return Err(ApiError::bad_request(
             "dataset",
@@ -990,7 +1119,11 @@ async fn dataset_stats(State(app): State<App>, Query(q): Q) -> JsonResult {
         .get("path")
         .ok_or_else(|| ApiError::bad_request("missing_field", "path: required"))?;
     args::check_path("path", path)?;
-    let events = dataset_child(&app, vec!["info".into(), "--json".into(), "--".into(), path.clone()]).await?;
+    let events = dataset_child(
+        &app,
+        vec!["info".into(), "--json".into(), "--".into(), path.clone()],
+    )
+    .await?;
     let mut info = Map::new();
     for e in events.iter().filter(|e| e["type"] == "info") {
         if let Some(k) = e["key"].as_str() {
@@ -1005,9 +1138,21 @@ async fn dataset_preview(State(app): State<App>, Query(q): Q) -> JsonResult {
         .get("path")
         .ok_or_else(|| ApiError::bad_request("missing_field", "path: required"))?;
     args::check_path("path", path)?;
-    let n: u32 = q.get("n").and_then(|s| s.parse().ok()).unwrap_or(3).clamp(1, 100);
-    let mut argv = vec!["data".into(), "preview".into(), "--json".into(), format!("--n={n}")];
-    if let Some(s) = q.get("split").filter(|s| matches!(s.as_str(), "train" | "val")) {
+    let n: u32 = q
+        .get("n")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3)
+        .clamp(1, 100);
+    let mut argv = vec![
+        "data".into(),
+        "preview".into(),
+        "--json".into(),
+        format!("--n={n}"),
+    ];
+    if let Some(s) = q
+        .get("split")
+        .filter(|s| matches!(s.as_str(), "train" | "val"))
+    {
         argv.push(format!("--split={s}"));
     }
     argv.push("--".into());
@@ -1039,7 +1184,10 @@ async fn fs_list(State(app): State<App>, Query(q): Q) -> JsonResult {
         .map_err(|_| ApiError::not_found("path: no such folder"))?;
     let allowed = |p: &Path| roots.iter().any(|r| p.starts_with(r));
     if !allowed(&dir) {
-        return Err(ApiError::forbidden("outside_roots", "path: outside the home and data folders"));
+        return Err(ApiError::forbidden(
+            "outside_roots",
+            "path: outside the home and data folders",
+        ));
     }
     if !dir.is_dir() {
         return Err(ApiError::bad_request("not_a_folder", "path: not a folder"));
@@ -1061,7 +1209,9 @@ async fn fs_list(State(app): State<App>, Query(q): Q) -> JsonResult {
         (a["kind"] != "dir", a["name"].as_str()).cmp(&(b["kind"] != "dir", b["name"].as_str()))
     });
     let parent = dir.parent().filter(|p| allowed(p)).map(Path::to_path_buf);
-    Ok(Json(json!({"path": dir, "parent": parent, "entries": entries, "roots": roots})))
+    Ok(Json(
+        json!({"path": dir, "parent": parent, "entries": entries, "roots": roots}),
+    ))
 }
 
 fn settings(app: &App) -> Value {
@@ -1080,10 +1230,9 @@ async fn get_settings(State(app): State<App>) -> Json<Value> {
 async fn put_settings(State(app): State<App>, body: Bytes) -> JsonResult {
     let body = body_json(&body)?;
     if let Some(v) = body.get("max_concurrent_runs") {
-        let n = v
-            .as_u64()
-            .filter(|n| (1..=64).contains(n))
-            .ok_or_else(|| ApiError::bad_request("invalid_setting", "max_concurrent_runs: 1 to 64"))?;
+        let n = v.as_u64().filter(|n| (1..=64).contains(n)).ok_or_else(|| {
+            ApiError::bad_request("invalid_setting", "max_concurrent_runs: 1 to 64")
+        })?;
         app.db.set_setting("max_concurrent_runs", &json!(n))?;
         app.m.wake();
     }

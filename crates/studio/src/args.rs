@@ -23,7 +23,10 @@ fn key_ok(k: &str) -> bool {
 pub fn check_path(key: &str, value: &str) -> ApiResult<()> {
     let p = Path::new(value);
     let meta = std::fs::metadata(p).map_err(|_| {
-        ApiError::bad_request("missing_path", format!("{key}: no such file or folder: {value}"))
+        ApiError::bad_request(
+            "missing_path",
+            format!("{key}: no such file or folder: {value}"),
+        )
     })?;
     let readable = if meta.is_dir() {
         std::fs::read_dir(p).is_ok()
@@ -140,13 +143,21 @@ mod tests {
         let a = train_args(&c).unwrap();
         assert_eq!(
             a,
-            vec!["--lora-targets=q,v", "--lr=0.001", "--schedule=--evil", "--steps=5"]
+            vec![
+                "--lora-targets=q,v",
+                "--lr=0.001",
+                "--schedule=--evil",
+                "--steps=5"
+            ]
         );
     }
 
     #[test]
     fn shell_metacharacters_are_just_a_missing_path() {
-        let c = json!({"data": "/tmp/x; touch /tmp/pwned $(id)"}).as_object().cloned().unwrap();
+        let c = json!({"data": "/tmp/x; touch /tmp/pwned $(id)"})
+            .as_object()
+            .cloned()
+            .unwrap();
         let e = train_args(&c).unwrap_err();
         assert_eq!(e.code, "missing_path");
         assert!(!Path::new("/tmp/pwned").exists());

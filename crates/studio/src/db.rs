@@ -142,7 +142,8 @@ pub fn parse_json(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or(Value::Null)
 }
 
-pub const RUN_COLUMNS: &str = "r.id, r.project_id, r.name, r.status, r.run_dir, r.command, r.config,
+pub const RUN_COLUMNS: &str =
+    "r.id, r.project_id, r.name, r.status, r.run_dir, r.command, r.config,
     r.created_at, r.started_at, r.ended_at, r.exit_code, r.pid, r.restarts, r.auto_resume,
     r.max_restarts, r.summary,
     (SELECT COUNT(*) FROM queue q2 WHERE q2.pos < q.pos) AS queue_pos, q.run_id IS NOT NULL";
@@ -173,14 +174,19 @@ pub fn run_from_row(r: &rusqlite::Row) -> rusqlite::Result<Value> {
 
 pub fn get_run(conn: &Connection, id: i64) -> rusqlite::Result<Value> {
     conn.query_row(
-        &format!("SELECT {RUN_COLUMNS} FROM runs r LEFT JOIN queue q ON q.run_id = r.id WHERE r.id = ?1"),
+        &format!(
+            "SELECT {RUN_COLUMNS} FROM runs r LEFT JOIN queue q ON q.run_id = r.id WHERE r.id = ?1"
+        ),
         [id],
         run_from_row,
     )
 }
 
 pub fn set_status(conn: &Connection, id: i64, status: &str) -> rusqlite::Result<()> {
-    conn.execute("UPDATE runs SET status = ?2 WHERE id = ?1", params![id, status])?;
+    conn.execute(
+        "UPDATE runs SET status = ?2 WHERE id = ?1",
+        params![id, status],
+    )?;
     Ok(())
 }
 

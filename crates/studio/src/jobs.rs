@@ -25,7 +25,11 @@ pub struct Task {
 impl Task {
     pub fn snapshot(&self, from: usize) -> (Vec<Value>, String) {
         let ev = self.events.lock().unwrap_or_else(|p| p.into_inner());
-        let st = self.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let st = self
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         (ev.iter().skip(from).cloned().collect(), st)
     }
 }
@@ -98,7 +102,9 @@ impl Tasks {
             let mut text = String::new();
             if let Some(out) = child.stdout.take() {
                 for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    let Ok(e) = serde_json::from_str::<Value>(&line) else { continue };
+                    let Ok(e) = serde_json::from_str::<Value>(&line) else {
+                        continue;
+                    };
                     if e["type"] == "token" {
                         text.push_str(e["text"].as_str().unwrap_or(""));
                     }

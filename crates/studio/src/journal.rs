@@ -160,17 +160,18 @@ impl Journal {
             }
             "val" => {
                 row.val_loss = metric(e, "val_loss", BAD_VAL, &mut bad);
-                at(self, u(e, "step").unwrap_or(self.last_batch) as f64, &mut row);
+                at(
+                    self,
+                    u(e, "step").unwrap_or(self.last_batch) as f64,
+                    &mut row,
+                );
                 self.set("val_loss", row.val_loss.map_or(Value::Null, |v| json!(v)));
                 self.best("best_val_loss", row.val_loss);
             }
             "checkpoint" => {
                 let s = u(e, "step").unwrap_or(self.last_batch);
                 at(self, s as f64, &mut row);
-                self.set(
-                    "last_checkpoint",
-                    json!({"path": e.get("path"), "step": s}),
-                );
+                self.set("last_checkpoint", json!({"path": e.get("path"), "step": s}));
             }
             "restart" => {
                 let s = u(e, "step").unwrap_or(self.last_batch);
@@ -187,7 +188,10 @@ impl Journal {
                         self.set(to, v.clone());
                     }
                 }
-                self.set("interrupted", json!(e.get("interrupted") == Some(&json!(true))));
+                self.set(
+                    "interrupted",
+                    json!(e.get("interrupted") == Some(&json!(true))),
+                );
             }
             "error" => {
                 self.set(
@@ -218,8 +222,19 @@ pub fn insert(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?
     .execute(params![
-        run_id, row.kind, origin, row.x_step, row.x_tokens, row.x_time, row.loss, row.val_loss,
-        row.lr, row.tps, row.bad, ts, data
+        run_id,
+        row.kind,
+        origin,
+        row.x_step,
+        row.x_tokens,
+        row.x_time,
+        row.loss,
+        row.val_loss,
+        row.lr,
+        row.tps,
+        row.bad,
+        ts,
+        data
     ])?;
     Ok(tx.last_insert_rowid())
 }

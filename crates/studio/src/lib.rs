@@ -159,8 +159,7 @@ pub fn serve(opts: Options) -> Result<(), StudioError> {
 
 async fn shutdown() {
     let term = async {
-        if let Ok(mut s) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         {
             s.recv().await;
         }

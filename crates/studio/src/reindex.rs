@@ -14,10 +14,12 @@ use std::path::Path;
 /// Status a finished stream implies: done, interrupted or error (a folder without a clean
 /// end is interrupted: resumable).
 fn status_of(events: &[(i64, Value)]) -> &'static str {
-    let last = events
-        .iter()
-        .rev()
-        .find(|(_, e)| matches!(e["type"].as_str(), Some("done" | "error" | "init" | "restart")));
+    let last = events.iter().rev().find(|(_, e)| {
+        matches!(
+            e["type"].as_str(),
+            Some("done" | "error" | "init" | "restart")
+        )
+    });
     match last.map(|(_, e)| (e["type"].as_str(), e["interrupted"] == json!(true))) {
         Some((Some("done"), false)) => "done",
         Some((Some("error"), _)) => "error",
@@ -27,7 +29,10 @@ fn status_of(events: &[(i64, Value)]) -> &'static str {
 
 fn lines(dir: &Path) -> ApiResult<Vec<String>> {
     let text = std::fs::read_to_string(dir.join(EVENTS_FILE)).map_err(|_| {
-        ApiError::bad_request("not_a_run", format!("{} holds no {EVENTS_FILE}", dir.display()))
+        ApiError::bad_request(
+            "not_a_run",
+            format!("{} holds no {EVENTS_FILE}", dir.display()),
+        )
     })?;
     Ok(text
         .lines()
@@ -50,11 +55,12 @@ pub fn import_folder(m: &Manager, dir: &Path) -> ApiResult<i64> {
         .canonicalize()
         .map_err(|_| ApiError::bad_request("missing_path", "path: no such folder"))?;
     let key = dir.to_string_lossy().to_string();
-    let known: Option<i64> = m
-        .db
-        .conn()
-        .query_row("SELECT id FROM runs WHERE run_dir = ?1", [&key], |r| r.get(0))
-        .optional()?;
+    let known: Option<i64> =
+        m.db.conn()
+            .query_row("SELECT id FROM runs WHERE run_dir = ?1", [&key], |r| {
+                r.get(0)
+            })
+            .optional()?;
     if let Some(id) = known {
         return Ok(id);
     }
@@ -69,7 +75,13 @@ pub fn import_folder(m: &Manager, dir: &Path) -> ApiResult<i64> {
         conn.execute(
             "INSERT INTO runs(name, status, run_dir, command, config, created_at)
              VALUES (?1, 'interrupted', ?2, ?3, ?4, ?5)",
-            params![name, key, command.to_string(), config_of(&dir).to_string(), util::now()],
+            params![
+                name,
+                key,
+                command.to_string(),
+                config_of(&dir).to_string(),
+                util::now()
+            ],
         )?;
         conn.last_insert_rowid()
     };
@@ -82,19 +94,28 @@ pub fn import_folder(m: &Manager, dir: &Path) -> ApiResult<i64> {
 
 /// Folders of the runs folder that the database does not know yet.
 pub fn discover(m: &Manager) -> usize {
-    let Ok(rd) = std::fs::read_dir(m.runs_dir()) else { return 0 };
+    let Ok(rd) = std::fs::read_dir(m.runs_dir()) else {
+        return 0;
+    };
     let mut n = 0;
     for e in rd.flatten() {
         let p = e.path();
         if !p.join(EVENTS_FILE).is_file() {
             continue;
         }
-        let key = p.canonicalize().unwrap_or(p.clone()).to_string_lossy().to_string();
-        let known: bool = m
-            .db
-            .conn()
-            .query_row("SELECT COUNT(*) > 0 FROM runs WHERE run_dir = ?1", [&key], |r| r.get(0))
-            .unwrap_or(true);
+        let key = p
+            .canonicalize()
+            .unwrap_or(p.clone())
+            .to_string_lossy()
+            .to_string();
+        let known: bool =
+            m.db.conn()
+                .query_row(
+                    "SELECT COUNT(*) > 0 FROM runs WHERE run_dir = ?1",
+                    [&key],
+                    |r| r.get(0),
+                )
+                .unwrap_or(true);
         if !known && import_folder(m, &p).is_ok() {
             n += 1;
         }
@@ -113,11 +134,11 @@ pub fn reindex_all(m: &Manager) -> ApiResult<(usize, usize)> {
     };
     let (mut n, mut total) = (0, 0);
     for (id, dir, status) in runs {
-        let Ok(lines) = lines(Path::new(&dir)) else { continue };
-        m.db.conn().execute(
-            "DELETE FROM events WHERE run_id = ?1; ",
-            [id],
-        )?;
+        let Ok(lines) = lines(Path::new(&dir)) else {
+            continue;
+        };
+        m.db.conn()
+            .execute("DELETE FROM events WHERE run_id = ?1; ", [id])?;
         m.db.conn()
             .execute("UPDATE runs SET summary = '{}' WHERE id = ?1", [id])?;
         let mut journal = Journal::default();

@@ -152,7 +152,12 @@ impl Manager {
             };
             let Some((id, mode)) = next else { return };
             if let Err(e) = self.start_child(id, mode == "resume") {
-                self.finish(id, "error", None, Some(json!({"message": e.message, "code": e.code})));
+                self.finish(
+                    id,
+                    "error",
+                    None,
+                    Some(json!({"message": e.message, "code": e.code})),
+                );
             }
         }
     }
@@ -168,7 +173,8 @@ impl Manager {
                 format!("--resume={}", run_dir.display()),
             ]
         } else {
-            let cmd: Vec<String> = serde_json::from_value(run["command"].clone()).unwrap_or_default();
+            let cmd: Vec<String> =
+                serde_json::from_value(run["command"].clone()).unwrap_or_default();
             cmd.into_iter().skip(1).collect()
         };
         if argv.is_empty() {
@@ -300,7 +306,10 @@ impl Manager {
         if let Some(err) = error {
             let _ = conn.execute(
                 "UPDATE runs SET summary = json_set(summary, '$.error', json(?2)) WHERE id = ?1",
-                params![id, json!({"message": err.get("message"), "code": err.get("code")}).to_string()],
+                params![
+                    id,
+                    json!({"message": err.get("message"), "code": err.get("code")}).to_string()
+                ],
             );
         }
         drop(conn);
@@ -321,14 +330,21 @@ impl Manager {
             .optional()
             .ok()
             .flatten();
-        let Some((auto, restarts, max, run_dir)) = row else { return };
+        let Some((auto, restarts, max, run_dir)) = row else {
+            return;
+        };
         if !auto || restarts >= max {
             let why = if auto {
                 format!("{reason}; no automatic restarts left ({max})")
             } else {
                 reason.to_string()
             };
-            self.finish(id, "interrupted", code, Some(json!({"message": why, "code": "died"})));
+            self.finish(
+                id,
+                "interrupted",
+                code,
+                Some(json!({"message": why, "code": "died"})),
+            );
             return;
         }
         let step = self.last_checkpoint_step(id);
@@ -440,12 +456,14 @@ impl Manager {
         if lock(&self.live).contains_key(&id) {
             return Err(ApiError::conflict("the run is running"));
         }
-        let status: String = self
-            .db
-            .conn()
-            .query_row("SELECT status FROM runs WHERE id = ?1", [id], |r| r.get(0))?;
+        let status: String =
+            self.db
+                .conn()
+                .query_row("SELECT status FROM runs WHERE id = ?1", [id], |r| r.get(0))?;
         if !matches!(status.as_str(), "interrupted" | "error" | "cancelled") {
-            return Err(ApiError::conflict(format!("a {status} run cannot be resumed")));
+            return Err(ApiError::conflict(format!(
+                "a {status} run cannot be resumed"
+            )));
         }
         self.enqueue(id, "resume", false)?;
         Ok(())
@@ -464,7 +482,9 @@ impl Manager {
             self.db
                 .conn()
                 .query_row("SELECT run_dir FROM runs WHERE id = ?1", [id], |r| r.get(0))?;
-        self.db.conn().execute("DELETE FROM runs WHERE id = ?1", [id])?;
+        self.db
+            .conn()
+            .execute("DELETE FROM runs WHERE id = ?1", [id])?;
         let mut removed = false;
         if files {
             let dir = Path::new(&run_dir);
@@ -490,9 +510,9 @@ impl Manager {
         let file: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
         let mut stored: Vec<String> = {
             let conn = self.db.conn();
-            let Ok(mut st) = conn.prepare(
-                "SELECT data FROM events WHERE run_id = ?1 ORDER BY id DESC LIMIT 3",
-            ) else {
+            let Ok(mut st) =
+                conn.prepare("SELECT data FROM events WHERE run_id = ?1 ORDER BY id DESC LIMIT 3")
+            else {
                 return Vec::new();
             };
             st.query_map([id], |r| r.get(0))
@@ -570,7 +590,8 @@ impl Manager {
              AND type IN ('init', 'restart', 'done', 'error') ORDER BY id",
         ) {
             if let Ok(rows) = st.query_map([id], |r| r.get::<_, String>(0)) {
-                rows.flatten().for_each(|d| outcome.see(&db::parse_json(&d)));
+                rows.flatten()
+                    .for_each(|d| outcome.see(&db::parse_json(&d)));
             }
         }
         outcome

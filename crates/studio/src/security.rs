@@ -61,7 +61,9 @@ impl Guard {
     }
 
     fn token_ok(&self, headers: &HeaderMap) -> bool {
-        let Some(token) = &self.token else { return true };
+        let Some(token) = &self.token else {
+            return true;
+        };
         let bearer = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -71,7 +73,11 @@ impl Guard {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(';'))
-            .filter_map(|kv| kv.trim().strip_prefix(&format!("{COOKIE}=")).map(str::to_string))
+            .filter_map(|kv| {
+                kv.trim()
+                    .strip_prefix(&format!("{COOKIE}="))
+                    .map(str::to_string)
+            })
             .collect::<Vec<_>>();
         bearer.is_some_and(|b| same(b, token)) || cookie.iter().any(|c| same(c, token))
     }
@@ -79,7 +85,11 @@ impl Guard {
 
 /// Equality in time that does not depend on where the strings differ.
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 fn query_token(query: &str) -> Option<String> {
@@ -106,7 +116,11 @@ pub async fn guard(
         .unwrap_or("")
         .to_string();
     if !g.host_ok(&host) {
-        return refuse(StatusCode::MISDIRECTED_REQUEST, "bad_host", "unexpected Host header");
+        return refuse(
+            StatusCode::MISDIRECTED_REQUEST,
+            "bad_host",
+            "unexpected Host header",
+        );
     }
     // The one-time URL: exchange the token for a cookie and drop it from the address bar.
     if let (Some(token), Some(q)) = (&g.token, req.uri().query()) {
@@ -123,14 +137,22 @@ pub async fn guard(
         }
     }
     if !g.token_ok(req.headers()) {
-        return refuse(StatusCode::UNAUTHORIZED, "unauthorized", "a valid token is required");
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid token is required",
+        );
     }
     let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if !safe {
         if let Some(origin) = req.headers().get(header::ORIGIN) {
             let ok = origin.to_str().is_ok_and(|o| g.origin_ok(o, &host));
             if !ok {
-                return refuse(StatusCode::FORBIDDEN, "bad_origin", "cross-origin request refused");
+                return refuse(
+                    StatusCode::FORBIDDEN,
+                    "bad_origin",
+                    "cross-origin request refused",
+                );
             }
         }
         let cross = req
@@ -139,7 +161,11 @@ pub async fn guard(
             .and_then(|v| v.to_str().ok())
             .is_some_and(|s| s == "cross-site");
         if cross {
-            return refuse(StatusCode::FORBIDDEN, "bad_origin", "cross-site request refused");
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "bad_origin",
+                "cross-site request refused",
+            );
         }
     }
     let resp = next.run(req).await;
@@ -241,7 +267,10 @@ mod tests {
     #[test]
     fn paths_outside_the_data_dir_are_scrubbed() {
         let dd = PathBuf::from("/d/nf");
-        let s = scrub("data: no such file: /home/me/secret/x.txt (see /d/nf/runs/3)", &dd);
+        let s = scrub(
+            "data: no such file: /home/me/secret/x.txt (see /d/nf/runs/3)",
+            &dd,
+        );
         assert_eq!(s, "data: no such file: …/x.txt (see /d/nf/runs/3)");
         assert_eq!(scrub("a/b and 1/2", &dd), "a/b and 1/2");
     }

@@ -53,7 +53,12 @@ fn columns(metric: &str, x: &str) -> ApiResult<(&'static str, &'static str, i64,
         "step" => "x_step",
         "tokens" => "x_tokens",
         "time" => "x_time",
-        _ => return Err(ApiError::bad_request("invalid_x", "x: expected step, tokens or time")),
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_x",
+                "x: expected step, tokens or time",
+            ))
+        }
     };
     Ok((kind, col, bit, xc))
 }
@@ -67,8 +72,10 @@ pub fn series(conn: &Connection, run_id: i64, q: &Query) -> ApiResult<Value> {
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     let (Some(lo), Some(hi)) = (lo, hi) else {
-        return Ok(json!({"metric": q.metric, "x": q.x, "points": [], "markers": [],
-                         "x_range": null}));
+        return Ok(
+            json!({"metric": q.metric, "x": q.x, "points": [], "markers": [],
+                         "x_range": null}),
+        );
     };
     let from = q.from.unwrap_or(lo).max(lo);
     let to = q.to.unwrap_or(hi).min(hi).max(from);

@@ -34,7 +34,10 @@ pub fn start_after(headers: &HeaderMap, after: Option<i64>) -> i64 {
 pub fn response(rx: mpsc::Receiver<Result<Bytes, Infallible>>) -> Response {
     let mut resp = Response::new(Body::from_stream(ReceiverStream::new(rx)));
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     resp
@@ -44,8 +47,15 @@ pub fn response(rx: mpsc::Receiver<Result<Bytes, Infallible>>) -> Response {
 fn frame(buf: &mut String, id: i64, kind: &str, data: &str) {
     use std::fmt::Write;
     let body = data.strip_prefix('{').unwrap_or(data);
-    let sep = if body.trim_start().starts_with('}') { "" } else { "," };
-    let _ = write!(buf, "id: {id}\nevent: {kind}\ndata: {{\"id\":{id}{sep}{body}\n\n");
+    let sep = if body.trim_start().starts_with('}') {
+        ""
+    } else {
+        ","
+    };
+    let _ = write!(
+        buf,
+        "id: {id}\nevent: {kind}\ndata: {{\"id\":{id}{sep}{body}\n\n"
+    );
 }
 
 type Batch = (Vec<(i64, String, String)>, Option<String>);
@@ -128,6 +138,9 @@ mod tests {
     fn frames_carry_the_row_id_in_data() {
         let mut b = String::new();
         super::frame(&mut b, 7, "step", r#"{"type":"step","step":1}"#);
-        assert_eq!(b, "id: 7\nevent: step\ndata: {\"id\":7,\"type\":\"step\",\"step\":1}\n\n");
+        assert_eq!(
+            b,
+            "id: 7\nevent: step\ndata: {\"id\":7,\"type\":\"step\",\"step\":1}\n\n"
+        );
     }
 }
