@@ -1,10 +1,12 @@
 //! `neuralforge`: one binary, one subcommand per job. Each subcommand lives in `cmd/`.
 
 mod cmd;
+mod inputs;
 mod output;
+mod overwrite;
 mod trainer;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -48,10 +50,36 @@ enum Command {
     Quickstart(cmd::quickstart::Args),
     /// The local web app: projects, live dashboard, queue, generation, data, history.
     Studio(cmd::studio::Args),
+    /// A command's options as JSON (name, help, default, kind, group), e.g. `options train`.
+    Options(cmd::options::Args),
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
+    Completions(cmd::completions::Args),
+}
+
+/// `NO_COLOR` set to anything non-empty turns colour off everywhere (https://no-color.org).
+pub fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+}
+
+/// The full command definition: clap's, with the train defaults shown in its help.
+fn command() -> clap::Command {
+    let cmd = cmd::options::with_train_defaults(Cli::command());
+    if no_color() {
+        cmd.color(clap::ColorChoice::Never)
+    } else {
+        cmd
+    }
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let mut root = command();
+    let cli = match root
+        .try_get_matches_from_mut(std::env::args_os())
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
+        Ok(cli) => cli,
+        Err(e) => std::process::exit(output::argument_error(e)),
+    };
     let out = output::Output::new(cli.json);
     let result = match cli.command {
         Command::Train(a) => cmd::train::run(a, &out),
@@ -67,6 +95,8 @@ fn main() {
         Command::Tokenizer(a) => cmd::tokenizer::run(a, &out),
         Command::Quickstart(a) => cmd::quickstart::run(a, &out),
         Command::Studio(a) => cmd::studio::run(a, &out),
+        Command::Options(a) => cmd::options::run(a, &root, &out),
+        Command::Completions(a) => cmd::completions::run(a, &mut root),
     };
     if let Err(err) = result {
         std::process::exit(out.fail(&err));

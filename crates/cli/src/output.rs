@@ -63,6 +63,47 @@ impl Output {
     }
 }
 
+/// A clap parse error: help and version print as usual (exit 0); a real argument error is
+/// printed as clap words it, and with `--json` anywhere on the line also as an `error` event.
+/// Returns the exit status (2 for argument errors, as every other usage error).
+pub fn argument_error(e: clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            2
+        } else {
+            0
+        };
+    }
+    let json = std::env::args_os().any(|a| a == "--json");
+    if json {
+        // clap's words up to its usage line, e.g. "invalid value 'x' for '--init <PRESET>'
+        // [possible values: tiny, ...]", on one line.
+        let rendered = e.render().to_string();
+        let message = rendered
+            .lines()
+            .map(str::trim)
+            .take_while(|l| !l.starts_with("Usage:"))
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+            .trim_start_matches("error: ")
+            .to_string();
+        Output::new(true).event(&Event::Error {
+            message,
+            code: "invalid_argument".into(),
+        });
+    }
+    let _ = e.print();
+    2
+}
+
 /// The error and its causes joined by ": ", leaving out a cause whose text the message already
 /// holds (library errors often print their source in their own message too).
 pub fn describe(err: &anyhow::Error) -> String {
@@ -80,10 +121,29 @@ pub fn describe(err: &anyhow::Error) -> String {
     message
 }
 
+/// The class of an uncoded library error, so that the same failure has the same code and
+/// exit status in every command: model and checkpoint files (formats), tokenizers and data.
+fn library_class(err: &anyhow::Error) -> Option<(&'static str, i32)> {
+    err.chain().find_map(|c| {
+        if c.downcast_ref::<formats::FormatError>().is_some() {
+            Some(("model", 3))
+        } else if let Some(d) = c.downcast_ref::<data::DataError>() {
+            Some(match d {
+                data::DataError::Tokenizer(_) => ("model", 3),
+                _ => ("data", 4),
+            })
+        } else {
+            None
+        }
+    })
+}
+
 /// A short machine-readable code for an error, from its outermost typed cause.
 pub fn error_code(err: &anyhow::Error) -> &'static str {
     if let Some(c) = coded(err) {
         c.code
+    } else if let Some((code, _)) = library_class(err) {
+        code
     } else if err
         .chain()
         .any(|c| c.downcast_ref::<std::io::Error>().is_some())
@@ -94,9 +154,12 @@ pub fn error_code(err: &anyhow::Error) -> &'static str {
     }
 }
 
-/// The exit status for an error: the outermost `Coded`'s, else 2.
+/// The exit status for an error: the outermost `Coded`'s, else its library class's, else 2.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
-    coded(err).map_or(2, |c| c.exit)
+    coded(err)
+        .map(|c| c.exit)
+        .or_else(|| library_class(err).map(|(_, exit)| exit))
+        .unwrap_or(2)
 }
 
 /// The outermost `Coded` of an error, whether it was the error itself or a context.

@@ -155,7 +155,7 @@ fn eval_rejects_bad_token_files() {
     write_tokens(&d.join("short.bin"), &[1, 2, 3], false);
     // (file, --seq-len, what the error must say)
     let cases: [(&str, &str, &[&str]); 4] = [
-        ("odd.bin", "1", &["odd.bin", "multiple of 2"]),
+        ("odd.bin", "1", &["odd.bin", "whole number of u16"]),
         ("big.bin", "2", &["600", "vocabulary"]),
         ("short.bin", "8", &["not enough"]),
         ("missing", "8", &["missing"]),

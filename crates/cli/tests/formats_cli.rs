@@ -111,6 +111,7 @@ fn hf_to_gguf_to_hf_is_bitwise() {
         "q8_0",
         "--out",
         s(&g),
+        "--force",
     ]);
     ok(&[
         "export",
@@ -271,6 +272,7 @@ fn checkpoints_export_as_peft_and_models() {
             tensors: named(&lora.layout, &lora.data),
         }],
         &state(4),
+        &|_| Ok(()),
     )
     .unwrap();
     let info = ok(&["info", s(&lora_ckpt), "--json"]);
@@ -310,6 +312,7 @@ fn checkpoints_export_as_peft_and_models() {
             tensors: named(&base.params.layout, &base.params.data),
         }],
         &state(0),
+        &|_| Ok(()),
     )
     .unwrap();
     let out = d.join("full");

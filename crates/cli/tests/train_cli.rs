@@ -422,7 +422,7 @@ fn bad_inputs_give_clear_errors() {
     let mut lora_resume = again.clone();
     lora_resume.extend(["--lora-rank", "4"].map(String::from));
     expect_error(&lora_resume, 5, "checkpoint", "--lora-rank");
-    expect_error(&args, 2, "invalid_argument", "--resume");
+    expect_error(&args, 7, "exists", "--resume");
     // A damaged checkpoint.
     let w = d.join("run/checkpoints/step-000004/weights.safetensors");
     let mut bytes = std::fs::read(&w).unwrap();

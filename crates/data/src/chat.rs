@@ -77,11 +77,13 @@ impl ChatTemplate {
         .map_err(|e| DataError::Template(format!("rendering failed: {e:#}")))
     }
 
-    /// Renders a whole conversation and finds each assistant turn's byte span. A turn spans
-    /// from the end of the conversation before it (rendered with a generation prompt) to the
-    /// end of the conversation including it, so the template's end-of-turn tokens are learned.
-    /// Templates for which that prefix property does not hold fall back to locating the
-    /// message content in the text.
+    /// Renders a whole conversation and finds each assistant turn's byte span: from the start
+    /// of its content (after the template's assistant header) to the end of the conversation
+    /// rendered up to and including it, so the template's end-of-turn text is learned too.
+    /// Works for any order of turns (system, several assistant turns in a row, no user turn,
+    /// tool turns) and for templates that add a default system message: the end comes from
+    /// the rendering of the prefix, the start from the generation-prompt rendering when that
+    /// is a prefix, else from the last occurrence of the content before the end.
     pub fn render_with_spans(&self, messages: &[ChatMessage]) -> Result<RenderedChat> {
         let text = self.render(messages, false)?;
         let mut spans = Vec::new();
@@ -90,39 +92,14 @@ impl ChatTemplate {
             if m.role != "assistant" {
                 continue;
             }
-            let by_prefix = self.render(&messages[..i], true).ok().and_then(|before| {
-                let upto = self.render(&messages[..=i], false).ok()?;
-                (upto.starts_with(&before)
-                    && text.starts_with(&upto)
-                    && before.len() >= cursor
-                    && upto.len() > before.len())
-                .then_some(before.len()..upto.len())
-            });
-            let span = match by_prefix {
-                // A template that ignores add_generation_prompt leaves the assistant header in
-                // the span; start at the content when it occurs exactly once in the span.
-                Some(s) => {
-                    let content = m.content.trim();
-                    let inside = &text[s.clone()];
-                    let mut hits = inside.match_indices(content).map(|(i, _)| i);
-                    match (content.is_empty(), hits.next(), hits.next()) {
-                        (false, Some(off), None) => s.start + off..s.end,
-                        _ => s,
-                    }
-                }
-                None => {
-                    let content = m.content.trim();
-                    let start = text[cursor..]
-                        .find(content)
-                        .map(|p| p + cursor)
-                        .ok_or_else(|| {
-                            DataError::Template(format!(
-                                "cannot find assistant message {i} in the rendered conversation"
-                            ))
-                        })?;
-                    start..start + content.len()
-                }
-            };
+            let span = self
+                .span_by_prefix(messages, i, &text, cursor)
+                .or_else(|| content_span(&text, &m.content, cursor))
+                .ok_or_else(|| {
+                    DataError::Template(format!(
+                        "cannot find assistant message {i} in the rendered conversation"
+                    ))
+                })?;
             cursor = span.end;
             spans.push(span);
         }
@@ -131,6 +108,51 @@ impl ChatTemplate {
             assistant_spans: spans,
         })
     }
+
+    /// The span of assistant message `i` when rendering messages[..=i] gives a prefix of the
+    /// whole text (true of every usual template).
+    fn span_by_prefix(
+        &self,
+        messages: &[ChatMessage],
+        i: usize,
+        text: &str,
+        cursor: usize,
+    ) -> Option<Range<usize>> {
+        let upto = self.render(&messages[..=i], false).ok()?;
+        if !text.starts_with(&upto) || upto.len() <= cursor {
+            return None;
+        }
+        let end = upto.len();
+        let content = messages[i].content.trim();
+        let before = self.render(&messages[..i], true).ok();
+        let start = match before {
+            Some(b) if upto.starts_with(&b) && b.len() >= cursor && b.len() < end => {
+                // A template that ignores add_generation_prompt leaves the assistant header
+                // inside; start at the content when it occurs exactly once there.
+                let inside = &text[b.len()..end];
+                let mut hits = inside.match_indices(content).map(|(k, _)| k);
+                match (content.is_empty(), hits.next(), hits.next()) {
+                    (false, Some(off), None) => b.len() + off,
+                    _ => b.len(),
+                }
+            }
+            // The generation prompt is not a prefix (e.g. a default system message appears
+            // only once a message exists): the content's last occurrence before the end.
+            _ if !content.is_empty() => cursor + text[cursor..end].rfind(content)?,
+            _ => return None,
+        };
+        Some(start..end)
+    }
+}
+
+/// Last resort: the content itself, searched from `cursor`.
+fn content_span(text: &str, content: &str, cursor: usize) -> Option<Range<usize>> {
+    let content = content.trim();
+    if content.is_empty() {
+        return None;
+    }
+    let start = text[cursor..].find(content)? + cursor;
+    Some(start..start + content.len())
 }
 
 fn raise_exception(msg: String) -> std::result::Result<Value, Error> {
@@ -273,6 +295,56 @@ mod tests {
         assert!(g.ends_with("<|im_start|>assistant\n"));
     }
 
+    /// SmolLM2's template shape: a default system message when the first turn is not one.
+    const CHATML_DEFAULT_SYSTEM: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+    /// Llama 2's shape: [INST] user [/INST] answer </s>, system folded into the first turn.
+    const LLAMA2: &str = "{% for message in messages %}{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'system' %}{{ '<<SYS>>' + message['content'] + '<</SYS>>' }}{% elif message['role'] == 'assistant' %}{{ ' ' + message['content'] + ' ' + eos_token }}{% else %}{{ '[' + message['role'] + '] ' + message['content'] }}{% endif %}{% endfor %}";
+
+    /// Each assistant turn's span is its content plus the end-of-turn text, for every order of
+    /// turns; everything outside the spans is context.
+    #[test]
+    fn spans_for_any_order_of_turns() {
+        let m = ChatMessage::new;
+        let cases: Vec<Vec<ChatMessage>> = vec![
+            vec![m("assistant", "first"), m("assistant", "second")],
+            vec![m("system", "sys"), m("assistant", "a"), m("assistant", "b")],
+            vec![
+                m("user", "q"),
+                m("assistant", "call"),
+                m("tool", "42"),
+                m("assistant", "It is 42."),
+            ],
+            vec![m("user", "q"), m("assistant", "helpful")],
+            vec![m("assistant", "You are")],
+        ];
+        for (src, end) in [
+            (CHATML, "<|im_end|>\n"),
+            (CHATML_DEFAULT_SYSTEM, "<|im_end|>\n"),
+            (LLAMA2, " </s>"),
+        ] {
+            let t = ChatTemplate::new(src, "<s>", "</s>").unwrap();
+            for msgs in &cases {
+                let r = t.render_with_spans(msgs).unwrap();
+                let want: Vec<String> = msgs
+                    .iter()
+                    .filter(|x| x.role == "assistant")
+                    .map(|x| format!("{}{end}", x.content))
+                    .collect();
+                let got: Vec<&str> = r
+                    .assistant_spans
+                    .iter()
+                    .map(|s| &r.text[s.clone()])
+                    .collect();
+                assert_eq!(got, want, "{src:.30}… {msgs:?}: {}", r.text);
+                let mut last = 0;
+                for sp in &r.assistant_spans {
+                    assert!(sp.start >= last, "spans in order");
+                    last = sp.end;
+                }
+            }
+        }
+    }
+
     #[test]
     fn hf_conventions() {
         let src = "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system') }}{% endif %}{{ m['content'].strip() | trim }}{{ m | tojson }}{% endfor %}";
@@ -321,11 +393,11 @@ mod tests {
             "<|user|>\nHi</s>\n<|assistant|>\n"
         );
         assert_eq!(spans_of(&t, &msgs), ["Hello</s>\n"]);
-        // A template whose generation prompt is not a prefix of the full turn falls back to
-        // the message content.
+        // A template whose generation prompt is not a prefix of the full turn: the span starts
+        // at the content and still ends after the turn's closing text.
         let odd = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</{{ m['role'] }}>{% endfor %}{% if add_generation_prompt %}<assistant >{% endif %}";
         let t = ChatTemplate::new(odd, "", "").unwrap();
-        assert_eq!(spans_of(&t, &msgs), ["Hello"]);
+        assert_eq!(spans_of(&t, &msgs), ["Hello</assistant>"]);
 
         let mistral = "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}";
         let t = ChatTemplate::new(mistral, "<s>", "</s>").unwrap();

@@ -162,11 +162,13 @@ pub fn set_latest(checkpoints: &Path, dir_name: &str) -> Result<()> {
 }
 
 /// Writes checkpoint `step` under `checkpoints/` and makes it the latest. Returns its folder.
+/// `extra` adds files beside the tensors (e.g. the tokenizer) before the folder is sealed.
 pub fn save(
     checkpoints: &Path,
     step: u64,
     files: &[TensorFile<'_>],
     state: &Value,
+    extra: &dyn Fn(&Path) -> Result<()>,
 ) -> Result<PathBuf> {
     std::fs::create_dir_all(checkpoints).map_err(|e| FormatError::io(checkpoints, e))?;
     let name = step_dir_name(step);
@@ -185,6 +187,7 @@ pub fn save(
             files: digests,
             state: state.clone(),
         };
+        extra(tmp)?;
         let path = tmp.join(STATE_FILE);
         let text =
             serde_json::to_string_pretty(&sf).map_err(|e| FormatError::json(&path, "write", e))?;
@@ -365,7 +368,7 @@ mod tests {
             stem: "weights",
             tensors: vec![("w".into(), vec![x.len()], x)],
         }];
-        save(dir, step, &files, &json!({"loss": step})).unwrap()
+        save(dir, step, &files, &json!({"loss": step}), &|_| Ok(())).unwrap()
     }
 
     #[test]

@@ -287,7 +287,36 @@ pub fn write(path: &Path, tensors: Vec<(String, Vec<usize>, &[f32])>, dtype: DTy
         .map(|(name, shape, data)| (name, OutTensor { shape, data, dtype }));
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
     safetensors::tensor::serialize_to_file(views, Some(meta), path)
-        .map_err(|e| FormatError::invalid(path, "write", e.to_string()))
+        .map_err(|e| FormatError::invalid(path, "write", e.to_string()))?;
+    apply_umask(path)
+}
+
+/// The crate writes through a private temporary file (mode 0600) and renames it; give the
+/// result the mode any other file of ours gets: 0666 less the process's umask.
+#[cfg(unix)]
+fn apply_umask(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = 0o666 & !process_umask();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| FormatError::io(path, e))
+}
+
+#[cfg(not(unix))]
+fn apply_umask(_path: &Path) -> Result<()> {
+    Ok(())
+}
+
+/// The umask, read without changing it (Linux reports it in /proc/self/status); 022 elsewhere.
+#[cfg(unix)]
+fn process_umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
 }
 
 #[cfg(test)]
@@ -302,6 +331,12 @@ mod tests {
         for dt in [DType::F32, DType::F16, DType::BF16] {
             let p = dir.join(format!("{}.safetensors", dt.name()));
             write(&p, vec![("a".into(), vec![2, 3], &vals[..])], dt).unwrap();
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode, 0o666 & !process_umask(), "written with the umask");
+            }
             let f = SafetensorsFile::open(&p).unwrap();
             let mut out = [0.0f32; 6];
             f.read_f32("a", &[2, 3], &mut out).unwrap();

@@ -76,6 +76,10 @@ pub enum Event {
     GenerateDone {
         tokens: u64,
         total_ms: f64,
+        /// Why generation ended: eos, max_tokens, context_full, stop (a stop string) or
+        /// interrupted (Ctrl-C).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stop_reason: Option<String>,
     },
     Info {
         key: String,

@@ -30,9 +30,13 @@ pub struct PreviewArgs {
     /// Which split: train or val.
     #[arg(long, default_value = "train")]
     pub split: String,
-    /// Tokenizer for decoding, if the one recorded in the manifest has moved.
+    /// Tokenizer for decoding, if the one recorded in the manifest has moved (it must be the
+    /// same tokenizer: the manifest's fingerprint is checked).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
+    /// Decode with --tokenizer even when it is not the one the data was ingested with.
+    #[arg(long)]
+    pub allow_tokenizer_mismatch: bool,
 }
 
 #[derive(clap::Args)]
@@ -80,7 +84,9 @@ fn preview(a: PreviewArgs, out: &Output) -> anyhow::Result<()> {
             tok_path.display()
         )
     })?;
-    let color = !out.json && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    crate::inputs::check_dataset_tokenizer(&a.dir, Some(&tok), a.allow_tokenizer_mismatch)?;
+    let color =
+        !out.json && !crate::no_color() && std::io::IsTerminal::is_terminal(&std::io::stdout());
     for (n, range) in split.documents().take(a.n).enumerate() {
         let tokens = range.len();
         let parts = runs(split, range);

@@ -8,28 +8,40 @@ use crate::output::Output;
 use anyhow::{bail, Context};
 use engine::model::{forward_loss, LossSum, Workspace};
 use engine::Params;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model: Hugging Face folder, GGUF file or llama2.c .bin.
+    /// Model: a model folder, GGUF, llama2.c .bin, checkpoint or run folder.
     #[arg(long)]
     pub model: PathBuf,
-    /// Raw little-endian token ids (uint16, or uint32 with --u32).
+    /// Data, as `train --data` takes it: raw token ids, .txt, .jsonl or an ingested folder.
+    #[arg(long, alias = "tokens")]
+    pub data: PathBuf,
+    /// Split of an ingested folder (default: val when it has one, else train).
+    #[arg(long, value_parser = ["train", "val"])]
+    pub split: Option<String>,
+    /// Element type of raw token files.
+    #[arg(long, value_parser = ["u16", "u32"], default_value = "u16")]
+    pub token_dtype: String,
+    /// Raw token ids are uint32 (the same as --token-dtype u32).
+    #[arg(long, hide = true)]
+    pub u32: bool,
+    /// Tokenizer for text data when the model has none (tokenizer.json or tokenizer.bin).
     #[arg(long)]
-    pub tokens: PathBuf,
-    /// Tokens predicted per window (T).
+    pub tokenizer: Option<PathBuf>,
+    /// Evaluate an ingested dataset whose recorded tokenizer differs from the model's.
     #[arg(long)]
-    pub seq_len: usize,
+    pub allow_tokenizer_mismatch: bool,
+    /// Tokens predicted per window (T) [default: 256, at most the model's context].
+    #[arg(long)]
+    pub seq_len: Option<usize>,
     /// Windows evaluated at once.
     #[arg(long, default_value_t = 1)]
     pub batch_size: usize,
-    /// Evaluate at most this many windows (from the start of the file).
+    /// Evaluate at most this many windows (from the start of the data).
     #[arg(long)]
     pub max_windows: Option<usize>,
-    /// Token ids are uint32 instead of uint16.
-    #[arg(long)]
-    pub u32: bool,
     /// Worker threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -45,44 +57,11 @@ pub struct EvalResult {
     pub seq_len: usize,
 }
 
-/// Reads a raw token file; every id must be below `vocab`.
-pub fn read_tokens(path: &Path, wide: bool, vocab: usize) -> anyhow::Result<Vec<u32>> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("reading token file {}", path.display()))?;
-    let width = if wide { 4 } else { 2 };
-    if bytes.len() % width != 0 {
-        bail!(
-            "token file {}: {} bytes is not a multiple of {width} (uint{} ids)",
-            path.display(),
-            bytes.len(),
-            width * 8
-        );
-    }
-    let tokens: Vec<u32> = if wide {
-        bytes
-            .chunks_exact(4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect()
-    } else {
-        bytes
-            .chunks_exact(2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]) as u32)
-            .collect()
-    };
-    if let Some((pos, id)) = tokens
-        .iter()
-        .enumerate()
-        .find(|(_, &t)| t as usize >= vocab)
-    {
-        bail!("token file {}: id {id} at position {pos} is not below the model's vocabulary size {vocab}", path.display());
-    }
-    Ok(tokens)
-}
-
 /// Mean cross-entropy of `params` over the windows of `tokens` (the testable core of the command).
 pub fn evaluate(
     params: &Params,
     tokens: &[u32],
+    mask: Option<&[u8]>,
     seq: usize,
     batch: usize,
     max_windows: Option<usize>,
@@ -113,6 +92,18 @@ pub fn evaluate(
             let win = &tokens[w * seq..w * seq + seq + 1];
             inputs.extend_from_slice(&win[..seq]);
             targets.extend_from_slice(&win[1..]);
+            if let Some(m) = mask {
+                // Context-only positions (e.g. prompts of chat data) are not scored.
+                let n = targets.len();
+                for (t, &keep) in targets[n - seq..]
+                    .iter_mut()
+                    .zip(&m[w * seq + 1..w * seq + seq + 1])
+                {
+                    if keep == 0 {
+                        *t = engine::model::IGNORE_INDEX;
+                    }
+                }
+            }
         }
         if let Some(ws) = ws.as_mut() {
             total.add(forward_loss(params, None, ws, &inputs, &targets)?);
@@ -129,16 +120,68 @@ pub fn evaluate(
 }
 
 pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
+    use crate::trainer::{data_source, model_setup::TokEncode};
     engine::threads::set_threads(args.threads).context("--threads")?;
-    let model = formats::load_model(&args.model)
-        .with_context(|| format!("loading model {}", args.model.display()))?;
+    let (path, note) = crate::inputs::resolve_model(&args.model, "--model")?;
+    if let Some(n) = note {
+        out.log(n);
+    }
+    let model = super::export::load_any_model(&path, out)
+        .with_context(|| format!("loading model {}", path.display()))?;
     let params = model.params;
-    let tokens = read_tokens(&args.tokens, args.u32, params.config.vocab_size)?;
+    let vocab = params.config.vocab_size;
+    let tokenizer = match (&args.tokenizer, &model.tokenizer) {
+        (Some(p), _) => Some(
+            data::Tokenizer::from_path(p)
+                .with_context(|| format!("--tokenizer {}", p.display()))?,
+        ),
+        (None, Some(src)) => data::Tokenizer::from_source(src).ok(),
+        (None, None) => None,
+    };
+    if args.data.is_dir() {
+        crate::inputs::check_dataset_tokenizer(
+            &args.data,
+            tokenizer.as_ref(),
+            args.allow_tokenizer_mismatch,
+        )?;
+    }
+    let dtype = if args.u32 {
+        "u32"
+    } else {
+        args.token_dtype.as_str()
+    };
+    let enc = tokenizer.as_ref().map(TokEncode);
+    let enc_ref = enc.as_ref().map(|e| e as &dyn data_source::Encode);
+    let data = match &args.split {
+        Some(split) => data_source::load_split(&args.data, split, dtype, enc_ref, vocab)?
+            .ok_or_else(|| {
+                anyhow::anyhow!("{}: the {split} split is empty", args.data.display())
+            })?,
+        None if args.data.is_dir() => {
+            match data_source::load_split(&args.data, "val", dtype, enc_ref, vocab)? {
+                Some(v) => v,
+                None => data_source::load(&args.data, dtype, enc_ref, vocab)?,
+            }
+        }
+        None => data_source::load(&args.data, dtype, enc_ref, vocab)?,
+    };
+    let max_seq = params.config.max_seq_len;
+    let seq = args.seq_len.unwrap_or(256.min(max_seq));
+    if seq > max_seq {
+        return Err(crate::output::Coded::new(
+            "invalid_argument",
+            2,
+            format!("--seq-len is {seq}, must be at most the model's context length {max_seq}"),
+        )
+        .into());
+    }
+    out.log(format!("data: {}", data.source));
     let start = std::time::Instant::now();
     let r = evaluate(
         &params,
-        &tokens,
-        args.seq_len,
+        &data.tokens,
+        data.mask.as_deref(),
+        seq,
         args.batch_size,
         args.max_windows,
     )?;

@@ -46,6 +46,13 @@ pub struct Args {
     /// LoRA adapter folder (PEFT) to fold into the base weights before exporting.
     #[arg(long)]
     pub merge: Option<PathBuf>,
+    /// Tokenizer to write with the model instead of its own (tokenizer.json, llama2.c
+    /// tokenizer.bin, or a model folder holding tokenizer.json).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Replace outputs that already exist (the model and, for llama2c, tokenizer.bin beside it).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// What a training checkpoint folder holds.
@@ -158,9 +165,121 @@ pub fn load_any_model(src: &Path, out: &Output) -> anyhow::Result<LoadedModel> {
         }
         m.params = params;
         m.source = format!("checkpoint step {step}");
+        if src.join("tokenizer.json").is_file() {
+            // The tokenizer the run trained with, saved in the checkpoint itself.
+            adopt_tokenizer_folder(&mut m, src)?;
+        }
         return Ok(m);
     }
     Ok(formats::load_model(src)?)
+}
+
+/// Loads anything that runs as a model: a model file or folder, a full-model checkpoint, or
+/// an adapter (a PEFT folder or a LoRA checkpoint) merged into the base model it records.
+pub fn load_runnable(path: &Path, out: &Output) -> anyhow::Result<LoadedModel> {
+    let base_of_adapter = |p: &Path| -> anyhow::Result<PathBuf> {
+        let cfg: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(p.join("adapter_config.json"))
+                .with_context(|| format!("{}: adapter_config.json", p.display()))?,
+        )
+        .with_context(|| format!("{}: adapter_config.json", p.display()))?;
+        cfg.get("base_model_name_or_path")
+            .and_then(|b| b.as_str())
+            .map(PathBuf::from)
+            .filter(|b| b.exists())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: a LoRA adapter whose base model is not recorded or no longer there; \
+                     give the base as --model and this folder as --adapter",
+                    p.display()
+                )
+            })
+    };
+    let (adapter, base) = if path.join("adapter_config.json").is_file() {
+        (path.to_path_buf(), base_of_adapter(path)?)
+    } else if path.join("trainer_state.json").is_file() {
+        match open_checkpoint(path)? {
+            (CheckpointContents::Adapter(_), _, Some(base), _) if base.exists() => {
+                (path.to_path_buf(), base)
+            }
+            (CheckpointContents::Adapter(_), ..) => bail!(
+                "{}: a LoRA checkpoint whose base model is not recorded or no longer there; \
+                 give the base as --model and this checkpoint as --adapter",
+                path.display()
+            ),
+            _ => return load_any_model(path, out),
+        }
+    } else {
+        return load_any_model(path, out);
+    };
+    let mut m = load_any_model(&base, out)?;
+    let lora = load_any_adapter(&adapter, &m.params.config)?;
+    lora.merge_into(&mut m.params)
+        .with_context(|| format!("merging adapter {}", adapter.display()))?;
+    out.log(format!(
+        "adapter {} merged into its base model {}",
+        adapter.display(),
+        base.display()
+    ));
+    if adapter.join("tokenizer.json").is_file() {
+        adopt_tokenizer_folder(&mut m, &adapter)?;
+    }
+    m.source = format!("{} + adapter {}", m.source, adapter.display());
+    Ok(m)
+}
+
+/// Takes the tokenizer of `dir` (tokenizer.json, tokenizer_config.json, generation_config.json).
+fn adopt_tokenizer_folder(m: &mut LoadedModel, dir: &Path) -> anyhow::Result<()> {
+    m.tokenizer = Some(TokenizerSource::HfJson(dir.join("tokenizer.json")));
+    let tc = hf::read_tokenizer_config(dir)?;
+    m.chat_template = tc.chat_template.or(m.chat_template.take());
+    m.add_bos = tc.add_bos.unwrap_or(m.add_bos);
+    m.add_eos = tc.add_eos.unwrap_or(m.add_eos);
+    m.bos_token = tc.bos_token.or(m.bos_token.take());
+    m.eos_token = tc.eos_token.or(m.eos_token.take());
+    if let Ok(text) = std::fs::read_to_string(dir.join("generation_config.json")) {
+        if let Ok(g) = serde_json::from_str::<serde_json::Value>(&text) {
+            let id = |v: &serde_json::Value| v.as_u64().map(|x| x as u32);
+            m.bos_token_id = g.get("bos_token_id").and_then(id).or(m.bos_token_id);
+            match g.get("eos_token_id") {
+                Some(serde_json::Value::Array(a)) => {
+                    m.eos_token_ids = a.iter().filter_map(id).collect()
+                }
+                Some(v) if v.is_u64() => m.eos_token_ids = id(v).into_iter().collect(),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `--tokenizer PATH` as the exported model's tokenizer.
+fn override_tokenizer(m: &mut LoadedModel, path: &Path) -> anyhow::Result<()> {
+    use crate::inputs::Kind;
+    let kind =
+        crate::inputs::sniff(path).with_context(|| format!("--tokenizer {}", path.display()))?;
+    match kind {
+        Kind::TokenizerJson => {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            adopt_tokenizer_folder(m, dir)?;
+            m.tokenizer = Some(TokenizerSource::HfJson(path.to_path_buf()));
+        }
+        Kind::ModelFolder | Kind::Checkpoint if path.join("tokenizer.json").is_file() => {
+            adopt_tokenizer_folder(m, path)?
+        }
+        Kind::Llama2cTokenizer => {
+            m.tokenizer = Some(TokenizerSource::Llama2cBin(path.to_path_buf()));
+            m.bos_token_id = Some(1);
+            m.eos_token_ids = vec![2];
+            m.add_bos = true;
+        }
+        other => bail!(
+            "--tokenizer {} is {}, not a tokenizer (tokenizer.json, tokenizer.bin, or a model folder with tokenizer.json)",
+            path.display(),
+            other.describe()
+        ),
+    }
+    Ok(())
 }
 
 /// Loads an adapter folder (PEFT) or a LoRA checkpoint for a model of shape `cfg`.
@@ -388,11 +507,34 @@ fn write_llama2c_tokenizer(m: &LoadedModel, model_out: &Path, out: &Output) -> a
     Ok(())
 }
 
-pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
+/// Every path this export would write, checked before anything is loaded or written.
+fn refuse_overwrites(args: &Args) -> anyhow::Result<()> {
+    use crate::overwrite::{refuse_existing, refuse_existing_dir};
+    match args.format {
+        Format::Hf | Format::Peft => refuse_existing_dir(&args.out, args.force, "--out"),
+        Format::Gguf => refuse_existing(&args.out, args.force, "--out"),
+        Format::Llama2c => {
+            refuse_existing(&args.out, args.force, "--out")?;
+            let tok = args.out.with_file_name("tokenizer.bin");
+            refuse_existing(&tok, args.force, "--out's tokenizer.bin")
+        }
+    }
+}
+
+pub fn run(mut args: Args, out: &Output) -> anyhow::Result<()> {
+    refuse_overwrites(&args)?;
     let Some(target) = target(&args)? else {
         return export_peft(&args, out);
     };
+    let (src, note) = crate::inputs::resolve_model(&args.src, "SRC")?;
+    if let Some(n) = note {
+        out.log(n);
+    }
+    args.src = src;
     let mut m = load_any_model(&args.src, out)?;
+    if let Some(t) = &args.tokenizer {
+        override_tokenizer(&mut m, t)?;
+    }
     out.log(format!("loaded {} ({})", args.src.display(), m.source));
     if let Some(a) = &args.merge {
         let lora = load_any_adapter(a, &m.params.config)?;

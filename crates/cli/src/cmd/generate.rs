@@ -14,7 +14,8 @@ use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model: a Hugging Face folder, a .gguf file or a llama2.c .bin.
+    /// Model: a model folder, .gguf, llama2.c .bin, checkpoint, adapter or run folder (its
+    /// final model, else best/, else the latest checkpoint).
     #[arg(long)]
     pub model: PathBuf,
     /// A PEFT LoRA adapter folder, merged into the weights before generating.
@@ -24,8 +25,11 @@ pub struct Args {
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
     /// The prompt (in chat mode: the user's message; without it, chat reads turns from stdin).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "prompt_file")]
     pub prompt: Option<String>,
+    /// Read the prompt from this file (`-` = standard input).
+    #[arg(long, value_name = "FILE")]
+    pub prompt_file: Option<PathBuf>,
     /// Apply the model's chat template (system / user / assistant turns).
     #[arg(long)]
     pub chat: bool,
@@ -84,8 +88,12 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
         phase: "loading".into(),
     });
     let t0 = Instant::now();
-    let mut model = formats::load_model(&args.model)
-        .with_context(|| format!("loading model {}", args.model.display()))?;
+    let (path, note) = crate::inputs::resolve_model(&args.model, "--model")?;
+    if let Some(n) = note {
+        out.log(n);
+    }
+    let mut model = super::export::load_runnable(&path, out)
+        .with_context(|| format!("loading model {}", path.display()))?;
     if let Some(dir) = &args.adapter {
         let lora = formats::peft::load_adapter(dir, &model.params.config)
             .with_context(|| format!("loading adapter {}", dir.display()))?;
@@ -102,6 +110,11 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
         return bench(&args, &model, out);
     }
     let tokenizer = load_tokenizer(&args, &model)?;
+    let mut args = args;
+    if let Some(f) = &args.prompt_file {
+        args.prompt = Some(read_prompt_file(f)?);
+    }
+    let args = &args;
     let seed = args.seed.unwrap_or_else(clock_seed);
     let sampler_cfg = SamplerConfig {
         temperature: args.temp,
@@ -117,6 +130,9 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
         key: "seed".into(),
         value: seed.into(),
     });
+    if !out.json && args.temp > 0.0 {
+        out.log(format!("seed {seed} (--seed {seed} repeats this reply)"));
+    }
     let mut eos_ids = model.eos_token_ids.clone();
     if let Some(e) = tokenizer.eos_id() {
         if !eos_ids.contains(&e) {
@@ -128,7 +144,7 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
         eos_ids,
     };
     if args.chat {
-        chat(&args, &model, &tokenizer, &mut sampler, &opts, out)
+        chat(args, &model, &tokenizer, &mut sampler, &opts, out)
     } else {
         let prompt = args.prompt.as_deref().unwrap_or("");
         // A --tokenizer brings its own BOS rule; otherwise the model file's rule applies.
@@ -147,7 +163,7 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
         if ids.is_empty() {
             bail!("--prompt is empty and the model has no BOS token to start from");
         }
-        let capacity = context_size(&args, &model, ids.len())?;
+        let capacity = context_size(args, &model, ids.len())?;
         let mut session = InferenceSession::new(&model.params, capacity)?;
         run_turn(
             &mut session,
@@ -155,7 +171,10 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
             &tokenizer,
             &ids,
             &opts,
-            &args.stop,
+            TurnStops {
+                strings: &args.stop,
+                interrupt: None,
+            },
             out,
         )?;
         Ok(())
@@ -204,11 +223,63 @@ fn context_size(args: &Args, model: &LoadedModel, prompt_len: usize) -> anyhow::
     Ok(capacity)
 }
 
+/// The prompt text of --prompt-file (`-` reads standard input to its end).
+fn read_prompt_file(path: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    if path == std::path::Path::new("-") {
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("--prompt-file -: reading standard input")?;
+    } else {
+        text = std::fs::read_to_string(path)
+            .with_context(|| format!("--prompt-file {}", path.display()))?;
+    }
+    // A file usually ends with a newline the prompt does not mean.
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(text)
+}
+
+/// Ctrl-C in chat mode: the first stops the reply being generated (the session goes on); a
+/// second one before the flag is taken quits.
+struct ReplyInterrupt(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl ReplyInterrupt {
+    fn install() -> anyhow::Result<ReplyInterrupt> {
+        use signal_hook::consts::SIGINT;
+        let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        signal_hook::flag::register_conditional_shutdown(SIGINT, 130, flag.clone())?;
+        signal_hook::flag::register(SIGINT, flag.clone())?;
+        Ok(ReplyInterrupt(flag))
+    }
+
+    /// Whether Ctrl-C was pressed since the last `take`, clearing it.
+    fn take(&self) -> bool {
+        self.0.swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn pressed(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 fn clock_seed() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
+}
+
+/// What ends a reply besides EOS and the token budget: stop strings, and Ctrl-C in chat.
+#[derive(Clone, Copy)]
+struct TurnStops<'a> {
+    strings: &'a [String],
+    interrupt: Option<&'a ReplyInterrupt>,
 }
 
 /// What one generation produced.
@@ -224,10 +295,15 @@ fn run_turn(
     tokenizer: &Tokenizer,
     prompt: &[u32],
     opts: &GenerateOptions,
-    stops: &[String],
+    stops: TurnStops<'_>,
     out: &Output,
 ) -> anyhow::Result<TurnResult> {
+    let TurnStops {
+        strings: stops,
+        interrupt,
+    } = stops;
     let start = Instant::now();
+    let mut interrupted = false;
     let mut decoder = tokenizer.stream_decoder();
     let mut filter = StopFilter::new(stops);
     let mut text = String::new();
@@ -252,13 +328,20 @@ fn run_turn(
         let piece = decoder.push(id).unwrap_or_default();
         let (ready, stopped) = filter.push(&piece);
         emit(&ready, Some(id), &mut text);
+        if interrupt.is_some_and(|i| i.pressed()) {
+            interrupted = true;
+            return ControlFlow::Break(());
+        }
         if stopped {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())
         }
     })?;
-    if reason != StopReason::Caller {
+    if let Some(i) = interrupt {
+        i.take();
+    }
+    if reason != StopReason::Caller || interrupted {
         // Bytes held back for an incomplete character or a possible stop string.
         let rest = decoder.flush().unwrap_or_default();
         let (ready, stopped) = filter.push(&rest);
@@ -273,9 +356,15 @@ fn run_turn(
         println!();
     }
     let total = start.elapsed();
+    let stop_reason = if interrupted {
+        "interrupted"
+    } else {
+        reason.as_str()
+    };
     out.event(&Event::GenerateDone {
         tokens: tokens.len() as u64,
         total_ms: total.as_secs_f64() * 1e3,
+        stop_reason: Some(stop_reason.into()),
     });
     let prefill_s = first_token_at
         .map(|t| (t - start).as_secs_f64())
@@ -293,7 +382,7 @@ fn run_turn(
         prompt.len() as f64 / prefill_s.max(1e-9),
         tokens.len(),
         gen_rate,
-        reason.as_str()
+        stop_reason
     ));
     Ok(TurnResult { tokens, text })
 }
@@ -334,6 +423,12 @@ fn chat(
         None => model.params.config.max_seq_len.min(4096),
     };
     let mut session = InferenceSession::new(&model.params, capacity)?;
+    let interactive = args.prompt.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdin());
+    let interrupt = if interactive {
+        Some(ReplyInterrupt::install()?)
+    } else {
+        None
+    };
     // Tokens the KV cache holds, to reuse the common prefix of the next rendering.
     let mut cached: Vec<u32> = Vec::new();
     let mut turn = |user: String, messages: &mut Vec<ChatMessage>| -> anyhow::Result<()> {
@@ -356,6 +451,10 @@ fn chat(
         if room == 0 {
             bail!("the conversation no longer fits the context of {capacity} tokens (--ctx)");
         }
+        if let Some(i) = &interrupt {
+            // A Ctrl-C pressed at the prompt is not meant for this reply.
+            i.take();
+        }
         let turn_opts = GenerateOptions {
             max_tokens: if opts.max_tokens == 0 {
                 room
@@ -370,7 +469,10 @@ fn chat(
             tokenizer,
             &ids[keep..],
             &turn_opts,
-            &args.stop,
+            TurnStops {
+                strings: &args.stop,
+                interrupt: interrupt.as_ref(),
+            },
             out,
         )?;
         cached.extend_from_slice(&ids[keep..]);
@@ -382,13 +484,33 @@ fn chat(
     if let Some(p) = &args.prompt {
         return turn(p.clone(), &mut messages);
     }
-    out.log("chat: type a message and press Enter; Ctrl-D ends");
+    let system: Vec<ChatMessage> = messages.clone();
+    if interactive {
+        out.log(
+            "chat: type a message and press Enter; /reset starts over, /exit (or Ctrl-D) ends; \
+             Ctrl-C stops a reply",
+        );
+    }
+    let prompt_marker = || {
+        if interactive {
+            let mut e = std::io::stderr().lock();
+            let _ = write!(e, "> ");
+            let _ = e.flush();
+        }
+    };
+    prompt_marker();
     for line in std::io::stdin().lock().lines() {
         let line = line.context("reading stdin")?;
-        if line.trim().is_empty() {
-            continue;
+        match line.trim() {
+            "" => {}
+            "/exit" | "/quit" => break,
+            "/reset" => {
+                messages = system.clone();
+                out.log("(conversation cleared)");
+            }
+            _ => turn(line, &mut messages)?,
         }
-        turn(line, &mut messages)?;
+        prompt_marker();
     }
     Ok(())
 }

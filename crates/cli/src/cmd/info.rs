@@ -349,7 +349,17 @@ fn collect(path: &Path) -> anyhow::Result<Facts> {
 }
 
 pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
-    let facts = collect(&args.path)?;
+    // A run folder is described by the model it would give generate or export.
+    let path = if crate::inputs::is_run_folder(&args.path) {
+        let (p, note) = crate::inputs::resolve_model(&args.path, "PATH")?;
+        if let Some(n) = note {
+            out.log(n);
+        }
+        p
+    } else {
+        args.path.clone()
+    };
+    let facts = collect(&path)?;
     for (k, v) in facts.0 {
         if out.json {
             out.event(&Event::Info { key: k, value: v });

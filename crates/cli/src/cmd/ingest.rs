@@ -32,12 +32,21 @@ pub struct Args {
     /// Train on prompt and user tokens too (no loss mask).
     #[arg(long)]
     pub train_on_prompt: bool,
+    /// Write into an --out folder that exists but is not a dataset (its dataset files are
+    /// replaced; other files stay).
+    #[arg(long)]
+    pub force: bool,
     /// Tokens per shard file.
     #[arg(long, default_value_t = 1 << 27, hide = true)]
     pub shard_tokens: u64,
 }
 
 pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
+    // A dataset folder is re-ingested in place (that is what --incremental is for); any other
+    // non-empty folder is the user's and is refused.
+    if !args.out.join(data::manifest::MANIFEST_FILE).is_file() {
+        crate::overwrite::refuse_existing_dir(&args.out, args.force, "--out")?;
+    }
     let tok = data::Tokenizer::from_path(&args.tokenizer)
         .with_context(|| format!("loading the tokenizer {}", args.tokenizer.display()))?;
     let mut opts = IngestOptions::new(args.sources.clone(), args.out.clone());

@@ -1,6 +1,7 @@
 //! One module per subcommand; each has `Args` (clap) and `run(args, out)`.
 
 pub mod bench;
+pub mod completions;
 pub mod data;
 pub mod eval;
 pub mod export;
@@ -8,6 +9,7 @@ pub mod generate;
 pub mod import;
 pub mod info;
 pub mod ingest;
+pub mod options;
 pub mod quickstart;
 pub mod studio;
 pub mod tokenize;

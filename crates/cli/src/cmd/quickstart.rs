@@ -27,6 +27,9 @@ pub struct Args {
     /// Tokens of the generated sample.
     #[arg(long, default_value_t = 120)]
     sample_tokens: usize,
+    /// Replace what an existing --out folder holds (otherwise it is refused, untouched).
+    #[arg(long)]
+    force: bool,
 }
 
 pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
@@ -37,6 +40,12 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
             .unwrap_or(0);
         PathBuf::from(format!("runs/quickstart-{stamp}"))
     });
+    // Checked before anything is written: an existing run there stays resumable.
+    crate::overwrite::refuse_existing_dir(&dir, args.force, "--out")?;
+    if args.force && dir.join("run").exists() {
+        std::fs::remove_dir_all(dir.join("run"))
+            .with_context(|| format!("clearing {}", dir.join("run").display()))?;
+    }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     // Before the tokenizer trainer starts rayon's global pool with its default size.
     engine::threads::set_threads(args.threads)?;
@@ -87,6 +96,7 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
     let final_loss = match trainer::run(settings, out)? {
         Outcome::Finished { final_loss, .. } => final_loss,
         Outcome::Interrupted { exit_code, .. } => std::process::exit(exit_code),
+        Outcome::DryRun => return Ok(()),
     };
 
     out.log("4/4 sampling from the saved model");

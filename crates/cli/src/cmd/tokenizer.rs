@@ -22,9 +22,13 @@ pub struct TrainArgs {
     /// Vocabulary size, special tokens and the 256 byte symbols included.
     #[arg(long)]
     pub vocab_size: usize,
-    /// Output tokenizer.json path (tokenizer_config.json is written beside it), or a folder.
+    /// Output folder (tokenizer.json + tokenizer_config.json), or a NAME.json path (the
+    /// config is then NAME_config.json beside it).
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace tokenizer files that already exist there.
+    #[arg(long)]
+    pub force: bool,
     /// Pairs seen fewer times are not merged.
     #[arg(long, default_value_t = 2)]
     pub min_frequency: u64,
@@ -39,7 +43,31 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
     }
 }
 
+/// Where the tokenizer and its config go: `DIR/tokenizer.json` + `DIR/tokenizer_config.json`,
+/// or `NAME.json` + `NAME_config.json` beside it (so `tokenizer.json` gets the usual name).
+fn output_paths(out: &std::path::Path) -> (PathBuf, PathBuf) {
+    if out.extension().is_some_and(|e| e == "json") {
+        let stem = out
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("tokenizer");
+        (
+            out.to_path_buf(),
+            out.with_file_name(format!("{stem}_config.json")),
+        )
+    } else {
+        (
+            out.join("tokenizer.json"),
+            out.join("tokenizer_config.json"),
+        )
+    }
+}
+
 fn train(a: TrainArgs, out: &Output) -> anyhow::Result<()> {
+    let (json_path, cfg_path) = output_paths(&a.out);
+    // Checked before the (long) training: nothing is overwritten without --force.
+    crate::overwrite::refuse_existing(&json_path, a.force, "--out")?;
+    crate::overwrite::refuse_existing(&cfg_path, a.force, "--out's config")?;
     let opts = data::tokenizer::train::TrainOptions {
         vocab_size: a.vocab_size,
         min_frequency: a.min_frequency,
@@ -47,19 +75,11 @@ fn train(a: TrainArgs, out: &Output) -> anyhow::Result<()> {
         show_progress: !out.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
     let tok = data::tokenizer::train::train_byte_level_bpe(&opts)?;
-    let json_path = if a.out.extension().is_some_and(|e| e == "json") {
-        a.out.clone()
-    } else {
-        a.out.join("tokenizer.json")
-    };
-    let dir = json_path
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    if let Some(dir) = json_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     std::fs::write(&json_path, tok.to_tokenizer_json()?)
         .with_context(|| format!("writing {}", json_path.display()))?;
-    let cfg_path = dir.join("tokenizer_config.json");
     std::fs::write(
         &cfg_path,
         serde_json::to_string_pretty(&tok.tokenizer_config_json())?,
@@ -83,4 +103,26 @@ fn train(a: TrainArgs, out: &Output) -> anyhow::Result<()> {
         cfg_path.display()
     ));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_goes_beside_the_tokenizer() {
+        let p = |s: &str| PathBuf::from(s);
+        assert_eq!(
+            output_paths(&p("tok.json")),
+            (p("tok.json"), p("tok_config.json"))
+        );
+        assert_eq!(
+            output_paths(&p("a/tokenizer.json")),
+            (p("a/tokenizer.json"), p("a/tokenizer_config.json"))
+        );
+        assert_eq!(
+            output_paths(&p("out")),
+            (p("out/tokenizer.json"), p("out/tokenizer_config.json"))
+        );
+    }
 }

@@ -12,7 +12,7 @@ pub struct Args {
 
 pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
     match trainer::run(*args.settings, out)? {
-        Outcome::Finished { .. } => Ok(()),
+        Outcome::Finished { .. } | Outcome::DryRun => Ok(()),
         Outcome::Interrupted { exit_code, .. } => std::process::exit(exit_code),
     }
 }

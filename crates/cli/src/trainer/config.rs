@@ -12,6 +12,8 @@ use std::path::PathBuf;
 
 /// Exit status of invalid settings.
 pub const EXIT_USAGE: i32 = 2;
+/// Exit status when an output already exists and `--force` (or `--resume`) was not given.
+pub const EXIT_EXISTS: i32 = 7;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -54,6 +56,9 @@ pub struct TrainConfig {
     pub lora_alpha: f64,
     pub lora_targets: String,
     pub lora_dropout: f64,
+    /// `--allow-tokenizer-mismatch`, given anew each time (never saved).
+    #[serde(skip)]
+    pub allow_tokenizer_mismatch: bool,
 }
 
 fn bad(flag: &str, value: impl std::fmt::Display, rule: &str) -> anyhow::Error {
@@ -338,6 +343,7 @@ impl TrainConfig {
             lora_alpha,
             lora_targets,
             lora_dropout,
+            allow_tokenizer_mismatch: false,
         })
     }
 

@@ -215,6 +215,8 @@ pub fn load(
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         encode_jsonl(path, &text, tok)?
     } else {
+        // Only what is not text, JSON or a format we know is read as raw ids.
+        crate::inputs::check_raw_tokens(path, "data")?;
         let tokens = read_raw_tokens(path, token_dtype)?;
         TokenData {
             source: format!(

@@ -5,6 +5,7 @@ pub mod corpus;
 pub mod data_source;
 pub mod dataset;
 pub mod events;
+pub mod lock;
 pub mod model_setup;
 pub mod settings;
 pub mod signals;
@@ -38,6 +39,15 @@ pub enum Outcome {
     Finished { run_dir: PathBuf, final_loss: f64 },
     /// Stopped by a signal after checkpointing; exit with this status.
     Interrupted { run_dir: PathBuf, exit_code: i32 },
+    /// `--dry-run`: resolved and reported, nothing trained.
+    DryRun,
+}
+
+/// Whether `Trainer::start` prepares a real run or only resolves one (`--dry-run`).
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Train,
+    DryRun,
 }
 
 /// The honest device string of `init`: "cpu (N threads, avx512)".
@@ -69,6 +79,16 @@ pub fn flops_per_token(cfg: &ModelConfig, seq: usize, lora_params: usize) -> f64
     }
 }
 
+/// `s` as one shell word: bare when it is made of safe characters, else in single quotes.
+pub fn shell_quote(s: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c);
+    if !s.is_empty() && s.chars().all(safe) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
 fn human(n: f64) -> String {
     if n >= 1e9 {
         format!("{:.2}G", n / 1e9)
@@ -87,8 +107,31 @@ fn resolve(flags: &Settings) -> anyhow::Result<(TrainConfig, bool)> {
         Some(p) => Settings::from_toml_file(p)?,
         None => Settings::default(),
     };
+    let given = file.clone().overlaid(flags);
+    if given.lora_rank.unwrap_or(0) == 0 {
+        let lora_only = [
+            ("lora-alpha", given.lora_alpha.is_some()),
+            ("lora-targets", given.lora_targets.is_some()),
+            ("lora-dropout", given.lora_dropout.is_some()),
+        ];
+        if let Some((flag, _)) = lora_only.iter().find(|(_, set)| *set) {
+            // A resumed LoRA run keeps its saved rank; only a fresh run can forget it.
+            if flags.resume.is_none() {
+                return Err(Coded::new(
+                    "invalid_argument",
+                    config::EXIT_USAGE,
+                    format!(
+                        "--{flag} is a LoRA option but --lora-rank is not given: add \
+                         --lora-rank R (e.g. 8) to train an adapter, or drop --{flag} for \
+                         full training"
+                    ),
+                )
+                .into());
+            }
+        }
+    }
     let Some(resume) = &flags.resume else {
-        return Ok((TrainConfig::resolve(&file.overlaid(flags))?, false));
+        return Ok((TrainConfig::resolve(&given)?, false));
     };
     let run_dir = resume
         .clone()
@@ -136,14 +179,30 @@ fn resolve(flags: &Settings) -> anyhow::Result<(TrainConfig, bool)> {
 
 /// The whole `neuralforge train` command.
 pub fn run(flags: Settings, out: &Output) -> anyhow::Result<Outcome> {
-    let (cfg, resuming) = resolve(&flags)?;
+    let (mut cfg, resuming) = resolve(&flags)?;
+    cfg.allow_tokenizer_mismatch = flags.allow_tokenizer_mismatch;
+    if flags.dry_run {
+        return dry_run(cfg, resuming, out);
+    }
     let show_bar = !flags.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut ev = Events::new(out, show_bar);
     let run_dir = cfg.out.clone();
+    let created = !run_dir.exists();
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("creating run folder {}", run_dir.display()))?;
+    // A start that fails leaves no folder behind that this process made.
+    let cleanup = |e: anyhow::Error| {
+        if created {
+            let _ = std::fs::remove_dir_all(&run_dir);
+        }
+        e
+    };
+    // Before anything is read or written there: one writer per run folder.
+    let lock = lock::RunLock::acquire(&run_dir).map_err(cleanup)?;
     if !resuming && !checkpoint_dirs_empty(&run_dir)? {
         return Err(Coded::new(
-            "invalid_argument",
-            config::EXIT_USAGE,
+            "exists",
+            config::EXIT_EXISTS,
             format!(
                 "{} already holds a run with checkpoints: continue it with --resume {0} or \
                  pick another --out",
@@ -152,24 +211,72 @@ pub fn run(flags: Settings, out: &Output) -> anyhow::Result<Outcome> {
         )
         .into());
     }
-    std::fs::create_dir_all(&run_dir)
-        .with_context(|| format!("creating run folder {}", run_dir.display()))?;
     ev.open_log(&run_dir.join("events.ndjson"))?;
     // A process killed while saving leaves hidden temporaries; they are never checkpoints.
     formats::checkpoint::remove_stale_temporaries(&run_dir.join("checkpoints"))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let stop = StopSignal::install()?;
-    let result = Trainer::start(cfg, resuming, &mut ev, &stop).and_then(|mut t| t.train(&mut ev));
-    if let Err(e) = &result {
-        // stdout gets the error from main; the run's own log must have it too.
-        ev.finish();
-        let line = Event::Error {
-            message: crate::output::describe(e),
-            code: crate::output::error_code(e).into(),
-        };
-        ev.record_only(&line);
+    let started = Trainer::start(cfg, resuming, &mut ev, &stop, Mode::Train);
+    let mut trainer = match started {
+        Ok(t) => t,
+        Err(e) if created => {
+            ev.finish();
+            drop(ev);
+            drop(lock);
+            return Err(cleanup(e));
+        }
+        Err(e) => return Err(record_failure(&mut ev, e)),
+    };
+    let result = trainer.train(&mut ev);
+    match result {
+        Ok(outcome) => {
+            trainer.summary(&ev, &outcome);
+            Ok(outcome)
+        }
+        Err(e) => Err(record_failure(&mut ev, e)),
     }
-    result
+}
+
+/// stdout gets the error from main; the run's own log must have it too.
+fn record_failure(ev: &mut Events, e: anyhow::Error) -> anyhow::Error {
+    ev.finish();
+    let line = Event::Error {
+        message: crate::output::describe(&e),
+        code: crate::output::error_code(&e).into(),
+    };
+    ev.record_only(&line);
+    e
+}
+
+/// `train --dry-run`: everything a run would resolve and load, reported, and nothing written.
+fn dry_run(cfg: TrainConfig, resuming: bool, out: &Output) -> anyhow::Result<Outcome> {
+    let mut ev = Events::new(out, false);
+    let stop = StopSignal::inert();
+    let t = Trainer::start(cfg, resuming, &mut ev, &stop, Mode::DryRun)?;
+    let config = serde_json::to_value(&t.cfg)?;
+    ev.emit(&Event::Info {
+        key: "dry_run".into(),
+        value: serde_json::json!({
+            "config": config,
+            "resuming": resuming,
+            "resume_step": t.st.step,
+            "free_memory_bytes": free_memory_bytes(),
+        }),
+    });
+    if !out.json {
+        let text = toml::to_string(&t.cfg).context("printing the config")?;
+        println!("{text}");
+        out.log("dry run: nothing was trained or written");
+    }
+    Ok(Outcome::DryRun)
+}
+
+/// MemAvailable from /proc/meminfo (None elsewhere).
+pub fn free_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 fn checkpoint_dirs_empty(run_dir: &Path) -> anyhow::Result<bool> {
@@ -242,6 +349,7 @@ impl Trainer {
         resuming: bool,
         ev: &mut Events,
         stop: &StopSignal,
+        mode: Mode,
     ) -> anyhow::Result<Trainer> {
         engine::threads::set_threads(cfg.threads)?;
         let threads = engine::threads::current();
@@ -268,6 +376,15 @@ impl Trainer {
         ev.emit(&Event::Phase {
             phase: "preparing".into(),
         });
+        for d in std::iter::once(&cfg.data).chain(cfg.val_data.as_ref()) {
+            if d.is_dir() {
+                crate::inputs::check_dataset_tokenizer(
+                    d,
+                    setup.tokenizer.as_ref(),
+                    cfg.allow_tokenizer_mismatch,
+                )?;
+            }
+        }
         let enc = setup.tokenizer.as_ref().map(model_setup::TokEncode);
         let enc_ref = enc.as_ref().map(|e| e as &dyn data_source::Encode);
         let mut train = data_source::load(&cfg.data, &cfg.token_dtype, enc_ref, shape.vocab_size)?;
@@ -349,6 +466,7 @@ impl Trainer {
             last_loss: None,
             best_loss: None,
             best_val: None,
+            best_val_step: None,
             bad_evals: 0,
             elapsed_s: 0.0,
         };
@@ -374,8 +492,8 @@ impl Trainer {
             st,
         };
         if resuming {
-            t.restore(ev, &layout)?;
-        } else {
+            t.restore(ev, &layout, mode)?;
+        } else if mode == Mode::Train {
             let text = toml::to_string(&t.cfg).context("writing config.toml")?;
             let p = t.cfg.out.join("config.toml");
             std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
@@ -392,7 +510,7 @@ impl Trainer {
     }
 
     /// Continues from the run's latest checkpoint.
-    fn restore(&mut self, ev: &mut Events, layout: &ParamLayout) -> anyhow::Result<()> {
+    fn restore(&mut self, ev: &mut Events, layout: &ParamLayout, mode: Mode) -> anyhow::Result<()> {
         let ckpts = self.cfg.out.join("checkpoints");
         let (c, saved) = state::open_latest(&ckpts)?.ok_or_else(|| {
             state::ckpt_err(format!(
@@ -442,6 +560,9 @@ impl Trainer {
         let config = self.cfg.clone();
         self.st = TrainerState { config, ..saved };
         self.last_ckpt_step = Some(self.st.step);
+        if mode == Mode::DryRun {
+            return Ok(());
+        }
         // The resolved config now in effect (e.g. raised --steps) replaces the saved one.
         let text = toml::to_string(&self.cfg).context("writing config.toml")?;
         std::fs::write(self.cfg.out.join("config.toml"), text).context("writing config.toml")?;
@@ -449,6 +570,12 @@ impl Trainer {
             step: self.st.step,
             reason: format!("resumed from {}", c.dir.display()),
         });
+        ev.log(format!(
+            "resumed from step {} of {} ({})",
+            self.st.step,
+            self.cfg.steps,
+            c.dir.display()
+        ));
         Ok(())
     }
 
@@ -498,6 +625,15 @@ impl Trainer {
             + train_tokens * 4
             + self.val.as_ref().map_or(0, |v| v.tokens.len() as u64 * 4);
         let gflop_step = self.flops_per_token * per_step as f64 / 1e9;
+        // A checkpoint holds the trainable weights and both AdamW moments; the final model
+        // and best/ hold the weights (an adapter for LoRA).
+        let checkpoint_bytes = trainable * 12;
+        let kept = if c.keep_checkpoints == 0 {
+            c.steps.div_ceil(c.ckpt_every.max(1)).max(1)
+        } else {
+            c.keep_checkpoints as u64
+        };
+        let disk_bytes = checkpoint_bytes * kept + trainable * 4 * 2;
         ev.emit(&Event::Info {
             key: "plan".into(),
             value: serde_json::json!({
@@ -506,6 +642,7 @@ impl Trainer {
                 "epochs": total_tokens as f64 / (windows as f64 * c.seq_len as f64),
                 "val_windows": self.val_windows, "memory_bytes": mem,
                 "gflop_per_step": gflop_step, "run_dir": c.out,
+                "checkpoint_bytes": checkpoint_bytes, "disk_bytes": disk_bytes,
             }),
         });
         ev.log(format!("model: {desc}"));
@@ -542,6 +679,69 @@ impl Trainer {
         ev.log(format!("run folder: {}", c.out.display()));
     }
 
+    /// The end-of-run summary on stderr: losses with their steps, tokens, time, where the
+    /// results are, and how to continue.
+    fn summary(&self, ev: &Events, outcome: &Outcome) {
+        let st = &self.st;
+        let dir = &self.cfg.out;
+        let fmt = |v: Option<f64>, step: Option<u64>| match (v, step) {
+            (Some(v), Some(s)) => format!("{v:.4} (step {s})"),
+            (Some(v), None) => format!("{v:.4}"),
+            _ => "-".into(),
+        };
+        let (last_val, last_val_step) = match ev.last_val() {
+            Some((s, v)) => (Some(v), Some(s)),
+            None => (None, None),
+        };
+        let interrupted = matches!(outcome, Outcome::Interrupted { .. });
+        let mut lines = vec![
+            format!(
+                "{} at step {}/{}",
+                if interrupted { "stopped" } else { "finished" },
+                st.step,
+                self.cfg.steps
+            ),
+            format!("  train loss   {}", fmt(st.last_loss, Some(st.step))),
+            format!("  val loss     {}", fmt(last_val, last_val_step)),
+            format!("  best val     {}", fmt(st.best_val, st.best_val_step)),
+            format!(
+                "  tokens       {} in {}",
+                human(st.tokens_seen as f64),
+                events::clock(st.elapsed_s)
+            ),
+        ];
+        let final_dir = dir.join(if self.lora.is_some() {
+            "adapter"
+        } else {
+            "model"
+        });
+        for (what, p) in [("final", &final_dir), ("best", &dir.join("best"))] {
+            if (!interrupted || what == "best") && p.exists() {
+                lines.push(format!("  {what:<12} {}", p.display()));
+            }
+        }
+        if let Ok(Some((_, latest))) =
+            formats::checkpoint::list(&dir.join("checkpoints")).map(|l| l.last().cloned())
+        {
+            lines.push(format!("  checkpoint   {}", latest.display()));
+        }
+        let resume = format!(
+            "neuralforge train --resume {}",
+            shell_quote(&dir.display().to_string())
+        );
+        if interrupted {
+            lines.push(format!("  continue     {resume}"));
+        } else {
+            lines.push(format!(
+                "  train longer {resume} --steps {}",
+                self.cfg.steps * 2
+            ));
+        }
+        for l in lines {
+            ev.log(l);
+        }
+    }
+
     fn trainable(&self) -> &[f32] {
         match &self.lora {
             Some(l) => &l.data,
@@ -558,7 +758,14 @@ impl Trainer {
         self.st.adam_t = self.adam.t;
         let ckpts = self.cfg.out.join("checkpoints");
         let layout = self.trainable_layout();
-        let dir = state::save(&ckpts, &layout, self.trainable(), &self.adam, &self.st)?;
+        let dir = state::save(
+            &ckpts,
+            &layout,
+            self.trainable(),
+            &self.adam,
+            &self.st,
+            &self.save,
+        )?;
         formats::checkpoint::prune(&ckpts, self.cfg.keep_checkpoints, &dir)
             .map_err(|e| state::ckpt_err(format!("pruning old checkpoints: {e}")))?;
         self.last_ckpt_step = Some(self.st.step);
@@ -577,7 +784,8 @@ impl Trainer {
     fn save_model(&self, dir: &Path) -> anyhow::Result<()> {
         let base = self.cfg.model.as_ref().map(|p| p.display().to_string());
         formats::checkpoint::replace_dir_atomically(dir, |tmp| match &self.lora {
-            Some(l) => formats::peft::save_adapter(tmp, l, base.as_deref()),
+            Some(l) => formats::peft::save_adapter(tmp, l, base.as_deref())
+                .and_then(|()| formats::hf::save_tokenizer_files(tmp, &self.save)),
             None => formats::hf::save_model(tmp, &self.params, &self.save),
         })
         .with_context(|| format!("saving {}", dir.display()))
@@ -746,6 +954,7 @@ impl Trainer {
                     });
                     if v.is_finite() && self.st.best_val.is_none_or(|best| v < best) {
                         self.st.best_val = Some(v);
+                        self.st.best_val_step = Some(self.st.step);
                         self.st.bad_evals = 0;
                         self.save_model(&best_dir)?;
                     } else {
@@ -826,6 +1035,13 @@ impl Trainer {
             total_time_s: self.st.elapsed_s,
             interrupted: true,
         });
+        self.summary(
+            ev,
+            &Outcome::Interrupted {
+                run_dir: self.cfg.out.clone(),
+                exit_code: 0,
+            },
+        );
         Ok(Outcome::Interrupted {
             run_dir: self.cfg.out.clone(),
             exit_code: StopSignal::exit_code(sig),

@@ -53,6 +53,8 @@ pub fn setup(cfg: &TrainConfig) -> anyhow::Result<ModelSetup> {
                 path.display()
             )));
         }
+        let (resolved, _) = crate::inputs::resolve_model(path, "--model")?;
+        let path = &resolved;
         let loaded = formats::load_model(path)
             .map_err(|e| model_err(format!("cannot load model {}: {e}", path.display())))?;
         let tokenizer = match &loaded.tokenizer {
@@ -88,6 +90,10 @@ pub fn setup(cfg: &TrainConfig) -> anyhow::Result<ModelSetup> {
         setup.save.bos_token = tok.bos_id().and_then(|id| tok.id_to_piece(id));
         setup.save.eos_token = tok.eos_id().and_then(|id| tok.id_to_piece(id));
         setup.save.add_bos = Some(tok.add_bos());
+        // Its chat template too, so the trained model chats as the tokenizer was made to.
+        if let Some(t) = tok.chat_template() {
+            setup.save.chat_template = Some(t.to_string());
+        }
         setup.tokenizer = Some(tok);
     } else if cfg.init.is_some() {
         setup.save.tokenizer_json = TokenizerJson::None;

@@ -25,6 +25,14 @@ impl StopSignal {
         Ok(StopSignal { which, armed })
     }
 
+    /// A stop signal that never fires (for work that installs no handlers, e.g. `--dry-run`).
+    pub fn inert() -> StopSignal {
+        StopSignal {
+            which: Arc::new(AtomicUsize::new(0)),
+            armed: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
     /// The signal received, if any (SIGINT = 2, SIGTERM = 15).
     pub fn received(&self) -> Option<i32> {
         if self.armed.load(Ordering::Relaxed) {

@@ -28,6 +28,9 @@ pub struct TrainerState {
     pub last_loss: Option<f64>,
     pub best_loss: Option<f64>,
     pub best_val: Option<f64>,
+    /// The step of `best_val` (absent in checkpoints of older builds).
+    #[serde(default)]
+    pub best_val_step: Option<u64>,
     pub bad_evals: u64,
     pub elapsed_s: f64,
 }
@@ -56,6 +59,7 @@ pub fn save(
     weights: &[f32],
     adam: &AdamW,
     state: &TrainerState,
+    tokenizer: &formats::hf::SaveOptions,
 ) -> anyhow::Result<PathBuf> {
     let json = serde_json::to_value(state)?;
     let files = [
@@ -71,7 +75,9 @@ pub fn save(
             ],
         },
     ];
-    checkpoint::save(checkpoints, state.step, &files, &json)
+    // The tokenizer travels with the weights, so a checkpoint generates and exports alone.
+    let extra = |dir: &Path| formats::hf::save_tokenizer_files(dir, tokenizer);
+    checkpoint::save(checkpoints, state.step, &files, &json, &extra)
         .map_err(|e| ckpt_err(format!("writing checkpoint: {e}")))
 }
 

@@ -134,8 +134,7 @@ pub fn ingest(
     }
     std::fs::create_dir_all(&opts.out).map_err(|e| DataError::io(&opts.out, e))?;
     let found = discover::discover(&opts.sources, &opts.out)?;
-    let json = tok.to_tokenizer_json()?;
-    let fingerprint = hex(&Sha256::digest(json.as_bytes()));
+    let fingerprint = tok.fingerprint()?;
     let settings = Settings {
         val_split: opts.val_split,
         seed: opts.seed,

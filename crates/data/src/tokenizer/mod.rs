@@ -418,6 +418,17 @@ impl Tokenizer {
         }
     }
 
+    /// SHA-256 (hex) of `to_tokenizer_json()`: what a dataset's manifest records, so that data
+    /// ingested with one tokenizer is never trained or read under another.
+    pub fn fingerprint(&self) -> Result<String> {
+        use sha2::{Digest, Sha256};
+        let json = self.to_tokenizer_json()?;
+        Ok(Sha256::digest(json.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect())
+    }
+
     /// A `tokenizer_config.json` with the special tokens, add_bos/add_eos and chat template.
     pub fn tokenizer_config_json(&self) -> serde_json::Value {
         let name = |id: Option<u32>| id.and_then(|i| self.id_to_piece(i));

@@ -372,6 +372,12 @@ pub fn save_model(dir: &Path, params: &Params, opts: &SaveOptions) -> Result<()>
         named_tensors(params),
         opts.dtype,
     )?;
+    save_tokenizer_files(dir, opts)
+}
+
+/// Writes what runs a model besides its weights: `tokenizer.json` (when known),
+/// `tokenizer_config.json` and `generation_config.json`. Checkpoints carry these too.
+pub fn save_tokenizer_files(dir: &Path, opts: &SaveOptions) -> Result<()> {
     let tok = dir.join("tokenizer.json");
     match &opts.tokenizer_json {
         TokenizerJson::None => {}
