@@ -34,11 +34,12 @@ impl Finished {
             (Some(e), _) => Some(serde_json::json!({"message": e["message"], "code": e["code"]})),
             (None, Some(0)) => None,
             (None, code) => {
-                let tail: String = self
-                    .stderr
-                    .lines()
-                    .rev()
-                    .find(|l| !l.trim().is_empty())
+                // clap and anyhow say what went wrong on a line starting with "error:".
+                let mut lines = self.stderr.lines().rev();
+                let tail: String = lines
+                    .clone()
+                    .find(|l| l.trim_start().starts_with("error:"))
+                    .or_else(|| lines.find(|l| !l.trim().is_empty()))
                     .unwrap_or("the command failed")
                     .chars()
                     .take(500)

@@ -1,0 +1,674 @@
+//! `neuralforge studio` end to end: a real studio process on a loopback port (`--port 0`,
+//! its own data dir) driven over HTTP, with tiny training runs on generated tokens.
+//! The HTTP client is a few lines over `TcpStream` speaking HTTP/1.0 (so bodies, SSE included,
+//! end with the connection and are never chunked); all traffic goes to 127.0.0.1.
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_neuralforge");
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("nf-studio-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A u16 token file with learnable structure, ids below 512.
+fn token_file(dir: &Path) -> PathBuf {
+    let bytes: Vec<u8> = (0..6000u32)
+        .flat_map(|i| (((i * 7) % 97) as u16).to_le_bytes())
+        .collect();
+    let p = dir.join("tokens.bin");
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+/// Train settings of a tiny run (about 3-5 ms a step on one thread).
+fn config(data: &Path, steps: u64) -> Value {
+    json!({"init": "tiny", "data": data, "steps": steps, "batch_size": 4, "seq_len": 32,
+           "lr": 0.003, "warmup": 2, "val_split": 0.1, "val_every": 50, "val_batches": 1,
+           "ckpt_every": 2, "keep_checkpoints": 2, "threads": 1})
+}
+
+struct Studio {
+    child: Child,
+    port: u16,
+}
+
+impl Studio {
+    fn start(data_dir: &Path, extra: &[&str]) -> Studio {
+        let mut child = Command::new(BIN)
+            .args(["studio", "--port", "0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let rest = line
+            .strip_prefix("studio: listening on http://127.0.0.1:")
+            .unwrap_or_else(|| panic!("first line: {line:?}"));
+        let port = rest
+            .split(['/', '?'])
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // Keep reading stdout so the studio never blocks on a full pipe.
+        std::thread::spawn(move || for _ in out.lines() {});
+        Studio { child, port }
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// One request; returns (status, headers, body).
+    fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, String, String) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut req = format!("{method} {path} HTTP/1.0\r\n");
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            req.push_str(&format!("Host: {}\r\n", self.host()));
+        }
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if !body.is_empty() {
+            req.push_str("Content-Type: application/json\r\n");
+        }
+        req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        s.write_all(req.as_bytes()).unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+        let status = head.split(' ').nth(1).unwrap_or("0").parse().unwrap();
+        (status, head.to_string(), body.to_string())
+    }
+
+    fn call(&self, method: &str, path: &str, body: Value) -> (u16, Value) {
+        let b = if body.is_null() {
+            String::new()
+        } else {
+            body.to_string()
+        };
+        let (status, _, text) = self.raw(method, path, &[], &b);
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, v)
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let (status, v) = self.call("GET", path, Value::Null);
+        assert_eq!(status, 200, "GET {path}: {v}");
+        v
+    }
+
+    fn post(&self, path: &str, body: Value) -> Value {
+        let (status, v) = self.call("POST", path, body);
+        assert!((200..300).contains(&status), "POST {path}: {status} {v}");
+        v
+    }
+
+    fn run(&self, id: i64) -> Value {
+        self.get(&format!("/api/runs/{id}"))
+    }
+
+    /// Polls the run until `pred` holds.
+    fn wait_run(&self, id: i64, what: &str, secs: u64, pred: impl Fn(&Value) -> bool) -> Value {
+        let end = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let r = self.run(id);
+            if pred(&r) {
+                return r;
+            }
+            assert!(Instant::now() < end, "timed out waiting for {what}: {r}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn events(&self, id: i64) -> Vec<Value> {
+        self.get(&format!("/api/runs/{id}/events?limit=100000"))
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    fn new_project(&self, config: Value) -> i64 {
+        self.post("/api/projects", json!({"name": "p", "config": config}))["id"]
+            .as_i64()
+            .unwrap()
+    }
+
+    fn new_run(&self, project: i64, body: Value) -> i64 {
+        self.post(&format!("/api/projects/{project}/runs"), body)["id"]
+            .as_i64()
+            .unwrap()
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Studio {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// One SSE frame: (id, event, data).
+type Frame = (Option<i64>, String, Value);
+
+/// Reads frames of `path` (sending `Last-Event-ID` when given) until `enough` says so.
+fn sse(
+    s: &Studio,
+    path: &str,
+    last_id: Option<i64>,
+    enough: impl Fn(&[Frame]) -> bool,
+) -> Vec<Frame> {
+    let mut tcp = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!(
+        "GET {path} HTTP/1.0\r\nHost: {}\r\nAccept: text/event-stream\r\n",
+        s.host()
+    );
+    if let Some(id) = last_id {
+        req.push_str(&format!("Last-Event-ID: {id}\r\n"));
+    }
+    req.push_str("\r\n");
+    tcp.write_all(req.as_bytes()).unwrap();
+    let mut lines = BufReader::new(tcp).lines();
+    let status = lines.next().unwrap().unwrap();
+    assert!(status.contains(" 200 "), "{status}");
+    for l in lines.by_ref() {
+        if l.unwrap().is_empty() {
+            break;
+        }
+    }
+    let (mut frames, mut id, mut event) = (Vec::new(), None, String::new());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for l in lines {
+        let l = l.expect("stream ended early");
+        if let Some(v) = l.strip_prefix("id: ") {
+            id = Some(v.parse().unwrap());
+        } else if let Some(v) = l.strip_prefix("event: ") {
+            event = v.to_string();
+        } else if let Some(v) = l.strip_prefix("data: ") {
+            frames.push((
+                id.take(),
+                std::mem::take(&mut event),
+                serde_json::from_str(v).unwrap(),
+            ));
+            if enough(&frames) {
+                return frames;
+            }
+        }
+        assert!(Instant::now() < deadline, "stream: not enough after 60 s");
+    }
+    panic!("stream closed");
+}
+
+fn has(events: &[Value], pred: impl Fn(&Value) -> bool) -> bool {
+    events.iter().any(pred)
+}
+
+fn supports_dry_run() -> bool {
+    let o = Command::new(BIN)
+        .args(["train", "--help"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).contains("--dry-run")
+}
+
+#[test]
+fn project_validate_run_stream_stop_resume_delete() {
+    let d = tmp("life");
+    let data = token_file(&d);
+    let s = Studio::start(&d.join("studio"), &[]);
+    assert_eq!(s.get("/api/health")["ok"], true);
+    let presets = s.get("/api/presets");
+    assert!(presets.as_array().unwrap().len() >= 4);
+
+    // Validation: a missing path is named; a good config is resolved by the CLI itself.
+    let v = s.post(
+        "/api/validate",
+        json!({"config": {"init": "tiny", "data": d.join("nope.bin")}}),
+    );
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["error"]["code"], "missing_path");
+    let v = s.post("/api/validate", json!({"config": config(&data, 5)}));
+    if supports_dry_run() {
+        assert_eq!(v["ok"], true, "{v}");
+        assert!(v["plan"]["tokens_per_step"].as_u64().unwrap() > 0, "{v}");
+    } else {
+        assert_eq!(v["ok"], false, "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("dry-run"),
+            "{v}"
+        );
+    }
+    assert_eq!(v["command"][1], "train");
+
+    let p = s.new_project(config(&data, 5000));
+    assert_eq!(
+        s.get(&format!("/api/projects/{p}"))["config"]["steps"],
+        5000
+    );
+    let id = s.new_run(p, json!({"config": {"ckpt_every": 3}}));
+    let run = s.run(id);
+    assert_eq!(run["config"]["ckpt_every"], 3);
+    assert!(run["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a == "--ckpt-every=3"));
+
+    // Stream until a few optimizer steps and a checkpoint went by.
+    let frames = sse(&s, &format!("/api/runs/{id}/stream"), None, |f| {
+        f.iter()
+            .any(|(_, e, d)| e == "checkpoint" && d["step"].as_u64() >= Some(3))
+    });
+    assert_eq!(frames[0].1, "status", "the run's state comes first");
+    let ids: Vec<i64> = frames.iter().filter_map(|f| f.0).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    for (fid, event, data) in frames.iter().filter(|f| f.0.is_some()) {
+        assert_eq!(data["id"].as_i64(), *fid);
+        assert_eq!(data["type"].as_str(), Some(event.as_str()));
+    }
+    // Reconnect from the middle: exactly the events after Last-Event-ID, in order.
+    let mid = ids[ids.len() / 2];
+    let again = sse(&s, &format!("/api/runs/{id}/stream"), Some(mid), |f| {
+        f.iter().filter(|x| x.0.is_some()).count() >= 20
+    });
+    let got: Vec<i64> = again.iter().filter_map(|f| f.0).collect();
+    let stored: Vec<i64> = s
+        .get(&format!("/api/runs/{id}/events?after={mid}&limit=20"))
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(got[..20], stored[..], "replay after {mid}");
+
+    // Stop = SIGINT: checkpoint, `done` interrupted.
+    s.post(&format!("/api/runs/{id}/stop"), Value::Null);
+    let r = s.wait_run(id, "interrupted", 30, |r| r["status"] == "interrupted");
+    assert_eq!(r["exit_code"], 130, "{r}");
+    let events = s.events(id);
+    assert!(has(&events, |e| e["type"] == "done" && e["interrupted"] == true));
+    let stopped_at = r["summary"]["last_checkpoint"]["step"].as_u64().unwrap();
+
+    // Resume: `train --resume`, a restart event from the child, steps go on.
+    s.post(&format!("/api/runs/{id}/resume"), Value::Null);
+    s.wait_run(id, "resumed past the checkpoint", 30, |r| {
+        r["status"] == "running" && r["summary"]["step"].as_u64() > Some(stopped_at + 2)
+    });
+    let events = s.events(id);
+    assert!(has(&events, |e| e["type"] == "restart"
+        && e["step"] == stopped_at));
+    let (code, _) = s.call("DELETE", &format!("/api/runs/{id}"), Value::Null);
+    assert_eq!(code, 409, "a running run is not deleted");
+    s.post(&format!("/api/runs/{id}/stop"), Value::Null);
+    let r = s.wait_run(id, "interrupted again", 30, |r| {
+        r["status"] == "interrupted"
+    });
+    let run_dir = PathBuf::from(r["run_dir"].as_str().unwrap());
+    assert!(run_dir.join("events.ndjson").is_file());
+    assert!(!s.get(&format!("/api/runs/{id}/log")).is_null());
+    let csv = s
+        .raw("GET", &format!("/api/runs/{id}/export?format=csv"), &[], "")
+        .2;
+    assert!(csv.starts_with("event_id,type,step"), "{csv}");
+    let models = s.get(&format!("/api/runs/{id}/models"));
+    assert!(has(models.as_array().unwrap(), |m| m["kind"] == "checkpoint"));
+
+    let (code, v) = s.call(
+        "DELETE",
+        &format!("/api/runs/{id}?delete_files=true"),
+        Value::Null,
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["files_removed"], true);
+    assert!(!run_dir.exists());
+    assert_eq!(
+        s.call("GET", &format!("/api/runs/{id}"), Value::Null).0,
+        404
+    );
+    drop(s);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn the_queue_runs_one_at_a_time_in_its_order() {
+    let d = tmp("queue");
+    let data = token_file(&d);
+    let s = Studio::start(&d.join("studio"), &[]);
+    let (code, _) = s.call("PUT", "/api/settings", json!({"max_concurrent_runs": 1}));
+    assert_eq!(code, 200);
+    let p = s.new_project(config(&data, 120));
+    let a = s.new_run(p, json!({}));
+    let b = s.new_run(p, json!({}));
+    let c = s.new_run(p, json!({}));
+    s.wait_run(a, "a running", 20, |r| r["status"] == "running");
+    // c before b; then b is cancelled.
+    let q = s.post("/api/queue", json!({"order": [c, b]}));
+    let order: Vec<i64> = q
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(order, vec![c, b]);
+    assert_eq!(s.run(c)["queue_pos"], 0);
+    assert_eq!(s.run(b)["status"], "queued");
+    s.post(&format!("/api/runs/{b}/cancel"), Value::Null);
+    assert_eq!(s.run(b)["status"], "cancelled");
+    let ra = s.wait_run(a, "a done", 60, |r| r["status"] == "done");
+    let rc = s.wait_run(c, "c done", 60, |r| r["status"] == "done");
+    assert!(
+        rc["started_at"].as_f64() >= ra["ended_at"].as_f64(),
+        "{ra} {rc}"
+    );
+    assert_eq!(rc["summary"]["step"], 120);
+    assert_eq!(s.run(b)["started_at"], Value::Null);
+    let list = s.get(&format!("/api/runs?project={p}&status=done"));
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    let cmp = s.get(&format!("/api/compare?runs={a},{c}"));
+    assert_eq!(cmp["runs"].as_array().unwrap().len(), 2);
+    assert_eq!(cmp["config_diff"], json!([]));
+    drop(s);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn a_child_killed_with_sigkill_is_resumed_automatically() {
+    let d = tmp("kill9");
+    let data = token_file(&d);
+    let s = Studio::start(&d.join("studio"), &[]);
+    let p = s.new_project(config(&data, 400));
+    let id = s.new_run(p, json!({"auto_resume": true, "max_restarts": 2}));
+    let r = s.wait_run(id, "a checkpoint", 30, |r| {
+        r["status"] == "running" && r["summary"]["last_checkpoint"]["step"].as_u64() >= Some(2)
+    });
+    let pid = r["pid"].as_i64().unwrap();
+    assert!(Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let r = s.wait_run(id, "done after the restart", 60, |r| r["status"] == "done");
+    assert_eq!(r["restarts"], 1, "{r}");
+    assert_eq!(r["summary"]["step"], 400);
+    let events = s.events(id);
+    let restart = events
+        .iter()
+        .find(|e| e["type"] == "restart" && e["source"] == "studio")
+        .expect("a stored restart event");
+    assert!(
+        restart["reason"].as_str().unwrap().contains("signal 9"),
+        "{restart}"
+    );
+    assert!(has(&events, |e| e["type"] == "done"));
+    // The series carries the restart as a marker.
+    let series = s.get(&format!("/api/runs/{id}/series?metric=loss&buckets=50"));
+    assert!(has(series["markers"].as_array().unwrap(), |m| m["kind"]
+        == "restart"));
+    drop(s);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn restarting_the_studio_recovers_a_run_in_flight() {
+    let d = tmp("restart");
+    let data = token_file(&d);
+    let dir = d.join("studio");
+    let mut s = Studio::start(&dir, &[]);
+    let p = s.new_project(config(&data, 3000));
+    let id = s.new_run(p, json!({}));
+    let before = s.wait_run(id, "a checkpoint", 30, |r| {
+        r["status"] == "running" && r["summary"]["last_checkpoint"]["step"].as_u64() >= Some(2)
+    });
+    let old_pid = before["pid"].as_i64().unwrap();
+    s.kill9();
+    drop(s);
+    // The child got SIGINT with the studio's death; the new studio journals what it wrote
+    // meanwhile and resumes the run (auto-resume on by default).
+    let s = Studio::start(&dir, &[]);
+    let r = s.wait_run(id, "resumed", 60, |r| {
+        r["status"] == "running" && r["restarts"] == 1
+    });
+    assert_ne!(r["pid"].as_i64(), Some(old_pid));
+    let events = s.events(id);
+    let studio_restart = events
+        .iter()
+        .position(|e| e["type"] == "restart" && e["source"] == "studio")
+        .expect("studio restart event");
+    // What the child wrote to its folder while no studio read its stdout (its SIGINT
+    // checkpoint, `done`) is journaled before the studio's restart event: the store then
+    // holds exactly the folder's lines.
+    let file =
+        std::fs::read_to_string(Path::new(r["run_dir"].as_str().unwrap()).join("events.ndjson"))
+            .unwrap();
+    let in_file = file
+        .lines()
+        .position(|l| l.contains("\"source\":\"studio\""))
+        .expect("the studio's restart event in events.ndjson");
+    assert_eq!(in_file, studio_restart, "stored and folder streams differ");
+    s.post(&format!("/api/runs/{id}/stop"), Value::Null);
+    s.wait_run(id, "interrupted", 30, |r| r["status"] == "interrupted");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn a_token_in_force_guards_api_stream_and_assets() {
+    let d = tmp("token");
+    let s = Studio::start(&d.join("studio"), &["--token", "s3cret"]);
+    for path in ["/api/health", "/api/runs/1/stream", "/"] {
+        assert_eq!(s.raw("GET", path, &[], "").0, 401, "{path}");
+    }
+    assert_eq!(
+        s.raw(
+            "GET",
+            "/api/health",
+            &[("Authorization", "Bearer nope")],
+            ""
+        )
+        .0,
+        401
+    );
+    assert_eq!(
+        s.raw(
+            "GET",
+            "/api/health",
+            &[("Authorization", "Bearer s3cret")],
+            ""
+        )
+        .0,
+        200
+    );
+    let (code, head, _) = s.raw("GET", "/?token=s3cret", &[], "");
+    assert_eq!(code, 303);
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .expect("a cookie");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap();
+    assert_eq!(s.raw("GET", "/api/health", &[("Cookie", pair)], "").0, 200);
+    assert_eq!(s.raw("GET", "/", &[("Cookie", pair)], "").0, 200);
+    assert!(!head.to_ascii_lowercase().contains("access-control-allow"));
+    drop(s);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn wrong_host_or_origin_is_refused_and_shell_metacharacters_are_just_a_path() {
+    let d = tmp("guard");
+    let s = Studio::start(&d.join("studio"), &[]);
+    assert_eq!(
+        s.raw("GET", "/api/health", &[("Host", "evil.example:1")], "")
+            .0,
+        421
+    );
+    let rebound = format!("evil.example:{}", s.port);
+    assert_eq!(
+        s.raw("GET", "/api/health", &[("Host", &rebound)], "").0,
+        421
+    );
+    let body = r#"{"name":"x","config":{}}"#;
+    let (code, _, text) = s.raw(
+        "POST",
+        "/api/projects",
+        &[("Origin", "http://evil.example")],
+        body,
+    );
+    assert_eq!(code, 403, "{text}");
+    let own = format!("http://{}", s.host());
+    assert_eq!(
+        s.raw("POST", "/api/projects", &[("Origin", &own)], body).0,
+        201
+    );
+    let (code, head, _) = s.raw(
+        "GET",
+        "/api/health",
+        &[("Origin", "http://evil.example")],
+        "",
+    );
+    assert_eq!(code, 200);
+    assert!(
+        !head.to_ascii_lowercase().contains("access-control-allow"),
+        "{head}"
+    );
+
+    let victim = d.join("pwned");
+    let evil = format!(
+        "{}; touch {} $(touch {})",
+        d.join("x").display(),
+        victim.display(),
+        victim.display()
+    );
+    let v = s.post(
+        "/api/validate",
+        json!({"config": {"init": "tiny", "data": evil}}),
+    );
+    assert_eq!(v["error"]["code"], "missing_path", "{v}");
+    let p = s.new_project(json!({"init": "tiny", "data": evil}));
+    let (code, v) = s.call("POST", &format!("/api/projects/{p}/runs"), json!({}));
+    assert_eq!(
+        (code, v["code"].as_str()),
+        (400, Some("missing_path")),
+        "{v}"
+    );
+    let (code, _) = s.call("GET", &format!("/api/fs?path={}", "/etc"), Value::Null);
+    assert_eq!(code, 403);
+    assert!(!victim.exists());
+    drop(s);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn run_folders_are_the_source_of_truth() {
+    let d = tmp("folders");
+    let dir = d.join("studio");
+    // A run folder written by hand: a NaN loss (null) and a spike must survive bucketing.
+    let folder = d.join("external");
+    std::fs::create_dir_all(&folder).unwrap();
+    let mut lines = vec![json!({"type": "info", "key": "plan",
+        "value": {"tokens_per_step": 100, "total_tokens": 100_000}})];
+    for b in 1..=1000u64 {
+        let loss = match b {
+            500 => Value::Null,
+            700 => json!(50.0),
+            _ => json!(3.0 - b as f64 / 1000.0),
+        };
+        lines.push(
+            json!({"type": "step", "step": b, "total": 1000, "loss": loss, "lr": 0.001,
+                          "ms": 2.0, "tokens_per_s": 1000.0, "gflops": 1.0}),
+        );
+        lines.push(
+            json!({"type": "batch", "batch": b, "step": b, "avg_loss": loss,
+                          "best_loss": 2.0, "train_ms": 2.0}),
+        );
+    }
+    lines
+        .push(json!({"type": "done", "total_steps": 1000, "final_loss": 2.0, "total_time_s": 2.0}));
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(folder.join("events.ndjson"), &text).unwrap();
+
+    let s = Studio::start(&dir, &[]);
+    let r = s.post("/api/runs/import", json!({"path": folder}));
+    let id = r["id"].as_i64().unwrap();
+    assert_eq!(r["status"], "done");
+    let series = s.get(&format!(
+        "/api/runs/{id}/series?metric=loss&x=step&buckets=10"
+    ));
+    let points = series["points"].as_array().unwrap();
+    assert_eq!(points.len(), 10);
+    let total: u64 = points.iter().map(|p| p[4].as_u64().unwrap()).sum();
+    assert_eq!(total, 1000);
+    let nonfinite: u64 = points
+        .iter()
+        .filter_map(|p| p.get(5))
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(nonfinite, 1, "{series}");
+    let max = points
+        .iter()
+        .filter_map(|p| p[2].as_f64())
+        .fold(0.0, f64::max);
+    assert_eq!(max, 50.0, "the spike is kept");
+    let by_tokens = s.get(&format!(
+        "/api/runs/{id}/series?metric=loss&x=tokens&buckets=4"
+    ));
+    assert_eq!(by_tokens["x_range"], json!([100, 100000]));
+    let zoom = s.get(&format!(
+        "/api/runs/{id}/series?metric=loss&from=690&to=710&buckets=100"
+    ));
+    assert_eq!(zoom["points"].as_array().unwrap().len(), 21, "zoom refines");
+
+    // A folder that appears in the runs folder shows up in the list; --reindex rebuilds.
+    let runs_dir = dir.join("runs").join("from-cli");
+    std::fs::create_dir_all(&runs_dir).unwrap();
+    std::fs::write(runs_dir.join("events.ndjson"), &text).unwrap();
+    let list = s.get("/api/runs");
+    assert!(has(list.as_array().unwrap(), |r| r["name"] == "from-cli"));
+    let n_before = s.events(id).len();
+    assert_eq!(n_before, lines.len());
+    drop(s);
+    let out = Command::new(BIN)
+        .args(["studio", "--port", "0", "--reindex", "--data-dir"])
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = out;
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(first.starts_with("studio: reindexed 2 runs"), "{first}");
+    let _ = std::fs::remove_dir_all(&d);
+}
