@@ -110,6 +110,31 @@ fn train_args<'a>(corpus: &'a Path, tok: &'a Path, out: &'a Path, steps: &'a str
     ]
 }
 
+/// A short tiny-model run from scratch into `out` (must succeed); `extra` flags are added.
+fn quick_run(corpus: &Path, tok: &Path, out: &Path, steps: &str, extra: &[&str]) -> Output {
+    let mut a = vec![
+        "train",
+        "--init",
+        "tiny",
+        "--tokenizer",
+        s(tok),
+        "--data",
+        s(corpus),
+        "--steps",
+        steps,
+        "--batch-size",
+        "2",
+        "--seq-len",
+        "32",
+        "--out",
+        s(out),
+    ];
+    a.extend_from_slice(extra);
+    let o = run(&a);
+    assert!(o.status.success(), "{}", stderr(&o));
+    o
+}
+
 /// Every file under `dir` with its bytes, to prove nothing changed.
 fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
@@ -214,25 +239,7 @@ fn wrong_kinds_of_input_are_named_and_nothing_is_written() {
         assert!(!run_dir.exists(), "a failed start leaves no run folder");
     }
     // eval takes what train takes: text is tokenized, JSON is refused the same way.
-    let o = run(&[
-        "train",
-        "--init",
-        "tiny",
-        "--tokenizer",
-        s(&tok),
-        "--data",
-        s(&corpus),
-        "--steps",
-        "3",
-        "--batch-size",
-        "2",
-        "--seq-len",
-        "32",
-        "--no-progress",
-        "--out",
-        s(&run_dir),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = quick_run(&corpus, &tok, &run_dir, "3", &["--no-progress"]);
     let o = run(&[
         "eval",
         "--json",
@@ -360,27 +367,13 @@ fn outputs_are_never_overwritten_without_force() {
     let d = tmp("overwrite");
     let (corpus, tok) = corpus_and_tokenizer(&d, "300");
     let run_dir = d.join("run");
-    let o = run(&[
-        "train",
-        "--init",
-        "tiny",
-        "--tokenizer",
-        s(&tok),
-        "--data",
-        s(&corpus),
-        "--steps",
+    let o = quick_run(
+        &corpus,
+        &tok,
+        &run_dir,
         "4",
-        "--batch-size",
-        "2",
-        "--seq-len",
-        "32",
-        "--ckpt-every",
-        "2",
-        "--no-progress",
-        "--out",
-        s(&run_dir),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+        &["--ckpt-every", "2", "--no-progress"],
+    );
     let refuse = |args: &[&str]| {
         let mut a = args.to_vec();
         a.push("--json");
@@ -493,32 +486,22 @@ fn checkpoints_and_run_folders_generate_and_export_with_their_tokenizer() {
     let (corpus, tok) = corpus_and_tokenizer(&d, "300");
     let run_dir = d.join("run");
     // Interrupted by --steps before a final model: only checkpoints exist after the first run.
-    let o = run(&[
-        "train",
-        "--init",
-        "tiny",
-        "--tokenizer",
-        s(&tok),
-        "--data",
-        s(&corpus),
-        "--steps",
+    let o = quick_run(
+        &corpus,
+        &tok,
+        &run_dir,
         "6",
-        "--batch-size",
-        "2",
-        "--seq-len",
-        "32",
-        "--ckpt-every",
-        "3",
-        "--val-split",
-        "0.1",
-        "--val-every",
-        "3",
-        "--val-batches",
-        "1",
-        "--out",
-        s(&run_dir),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+        &[
+            "--ckpt-every",
+            "3",
+            "--val-split",
+            "0.1",
+            "--val-every",
+            "3",
+            "--val-batches",
+            "1",
+        ],
+    );
     let err = stderr(&o);
     for needle in [
         "finished at step 6/6",
@@ -713,25 +696,7 @@ fn chat_reads_commands_and_prompts_come_from_files() {
     let d = tmp("chat");
     let (corpus, tok) = corpus_and_tokenizer(&d, "300");
     let run_dir = d.join("run");
-    let o = run(&[
-        "train",
-        "--init",
-        "tiny",
-        "--tokenizer",
-        s(&tok),
-        "--data",
-        s(&corpus),
-        "--steps",
-        "3",
-        "--batch-size",
-        "2",
-        "--seq-len",
-        "32",
-        "--no-progress",
-        "--out",
-        s(&run_dir),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = quick_run(&corpus, &tok, &run_dir, "3", &["--no-progress"]);
     let with_stdin = |args: &[&str], input: &str| -> Output {
         let mut child = nf()
             .args(args)
