@@ -239,7 +239,7 @@ fn wrong_kinds_of_input_are_named_and_nothing_is_written() {
         assert!(!run_dir.exists(), "a failed start leaves no run folder");
     }
     // eval takes what train takes: text is tokenized, JSON is refused the same way.
-    let o = quick_run(&corpus, &tok, &run_dir, "3", &["--no-progress"]);
+    quick_run(&corpus, &tok, &run_dir, "3", &["--no-progress"]);
     let o = run(&[
         "eval",
         "--json",
@@ -367,7 +367,7 @@ fn outputs_are_never_overwritten_without_force() {
     let d = tmp("overwrite");
     let (corpus, tok) = corpus_and_tokenizer(&d, "300");
     let run_dir = d.join("run");
-    let o = quick_run(
+    quick_run(
         &corpus,
         &tok,
         &run_dir,
@@ -696,7 +696,7 @@ fn chat_reads_commands_and_prompts_come_from_files() {
     let d = tmp("chat");
     let (corpus, tok) = corpus_and_tokenizer(&d, "300");
     let run_dir = d.join("run");
-    let o = quick_run(&corpus, &tok, &run_dir, "3", &["--no-progress"]);
+    quick_run(&corpus, &tok, &run_dir, "3", &["--no-progress"]);
     let with_stdin = |args: &[&str], input: &str| -> Output {
         let mut child = nf()
             .args(args)
