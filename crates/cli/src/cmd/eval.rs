@@ -64,6 +64,19 @@ pub struct EvalResult {
     pub seq_len: usize,
 }
 
+/// Windows of `seq` + 1 tokens (sharing one token) in `n` tokens, at most `max_windows`.
+fn eval_windows(n: usize, seq: usize, max_windows: Option<usize>) -> anyhow::Result<usize> {
+    let available = n.saturating_sub(1) / seq;
+    let windows = max_windows.map_or(available, |m| m.min(available));
+    if windows == 0 {
+        bail!(
+            "the token file holds {n} tokens: not enough for one window of {} (--seq-len + 1)",
+            seq + 1
+        );
+    }
+    Ok(windows)
+}
+
 /// Mean cross-entropy of `params` over the windows of `tokens` (the testable core of the command).
 pub fn evaluate(
     params: &Params,
@@ -76,15 +89,7 @@ pub fn evaluate(
     if seq == 0 || batch == 0 {
         bail!("--seq-len and --batch-size must be at least 1");
     }
-    let available = tokens.len().saturating_sub(1) / seq;
-    let windows = max_windows.map_or(available, |m| m.min(available));
-    if windows == 0 {
-        bail!(
-            "the token file holds {} tokens: not enough for one window of {} (--seq-len + 1)",
-            tokens.len(),
-            seq + 1
-        );
-    }
+    let windows = eval_windows(tokens.len(), seq, max_windows)?;
     let mut total = LossSum::default();
     let mut ws: Option<Workspace> = None;
     let (mut inputs, mut targets) = (Vec::new(), Vec::new());
@@ -137,15 +142,7 @@ pub fn evaluate_quantized(
     if seq == 0 {
         bail!("--seq-len must be at least 1");
     }
-    let available = tokens.len().saturating_sub(1) / seq;
-    let windows = max_windows.map_or(available, |m| m.min(available));
-    if windows == 0 {
-        bail!(
-            "the token file holds {} tokens: not enough for one window of {} (--seq-len + 1)",
-            tokens.len(),
-            seq + 1
-        );
-    }
+    let windows = eval_windows(tokens.len(), seq, max_windows)?;
     let v = model.config.vocab_size;
     let mut session = engine::infer::InferenceSession::new(model, seq)?;
     let mut total = LossSum::default();
