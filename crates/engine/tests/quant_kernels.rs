@@ -3,7 +3,7 @@
 
 #![allow(clippy::needless_range_loop)]
 
-use engine::quant::dot::{dot_rows, Level};
+use engine::quant::dot::{dot_group, dot_rows, Level};
 use engine::quant::matmul::{qmatmul_bt_with, qmatvec_many_with};
 use engine::quant::{ActKind, QMatVec, QMatrix, QType, QuantModel, QuantizedActs, QK, QK_K};
 
@@ -237,6 +237,114 @@ fn matvec_and_prefill_products_equal_row_dots() {
     }
 }
 
+/// The types with an interleaved layout (groups of 8 rows).
+const INTERLEAVED: [QType; 3] = [QType::Q8_0, QType::Q4_0, QType::Q4_1];
+
+#[test]
+fn interleaved_groups_match_the_dequantized_reference() {
+    let levels = [Level::Scalar, Level::detect()];
+    for t in INTERLEAVED {
+        for &cols in &COLS {
+            // Two whole groups and a plain tail of 3 rows.
+            let plain = random_matrix(t, 19, cols, 21 + cols as u64);
+            let w = plain.interleaved();
+            assert!(w.is_interleaved() && w.grouped_rows() == 16);
+            assert_eq!(w.to_f32(), plain.to_f32(), "{} dequantized", t.name());
+            let wf = plain.to_f32();
+            let x = random_vec(5 * cols, 23);
+            let acts = prepared(&x, 5, cols, t);
+            for level in levels {
+                for g in 0..2 {
+                    let tile = dot_group(level, t, w.group(g), &acts, [0, 1, 2, 3]);
+                    for r in 0..5 {
+                        let one = dot_group(level, t, w.group(g), &acts, [r])[0];
+                        let (xq, step) = seen_activation(&acts, &x, t, r);
+                        let xr = &x[r * cols..(r + 1) * cols];
+                        for l in 0..8 {
+                            let row = &wf[(8 * g + l) * cols..(8 * g + l + 1) * cols];
+                            let exact: f64 = row
+                                .iter()
+                                .zip(&xq)
+                                .map(|(&a, &b)| a as f64 * b as f64)
+                                .sum();
+                            let mag: f64 = row
+                                .iter()
+                                .zip(&xq)
+                                .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                                .sum();
+                            let full: f64 =
+                                row.iter().zip(xr).map(|(&a, &b)| a as f64 * b as f64).sum();
+                            let qbound: f64 = row
+                                .iter()
+                                .zip(&step)
+                                .map(|(&a, &d)| a.abs() as f64 * d as f64 / 2.0)
+                                .sum();
+                            let got = one[l] as f64;
+                            // Exact integer sums per block; f32 rounding of the scale
+                            // products and of the sum over blocks: 1e-5 of the magnitudes.
+                            assert!(
+                                (got - exact).abs() <= 1e-5 * mag + 1e-6,
+                                "{} {level:?} cols {cols} row {}: {got} vs {exact}",
+                                t.name(),
+                                8 * g + l
+                            );
+                            // Against the f32 activation: at most half a step per value.
+                            assert!(
+                                (got - full).abs() <= qbound + 1e-5 * mag + 1e-6,
+                                "{} {level:?}: {got} vs f32 {full} (bound {qbound})",
+                                t.name()
+                            );
+                            if r < 4 && level != Level::Scalar {
+                                // A tile of rows computes each row exactly as alone.
+                                assert_eq!(tile[r][l].to_bits(), one[l].to_bits());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn interleaved_products_equal_the_plain_products() {
+    for t in INTERLEAVED {
+        for level in [Level::Scalar, Level::detect()] {
+            let (n, k, m) = (43, 576, 6);
+            let plain = random_matrix(t, n, k, 31);
+            let w = plain.interleaved();
+            let x = random_vec(m * k, 33);
+            let acts = prepared(&x, m, k, t);
+            let (mut c, mut cp) = (vec![0f32; m * n], vec![0f32; m * n]);
+            qmatmul_bt_with(level, &x, &acts, &w, &mut c, m);
+            qmatmul_bt_with(level, &x, &acts, &plain, &mut cp, m);
+            let scale = cp.iter().fold(0f32, |a, v| a.max(v.abs()));
+            for (i, (a, b)) in c.iter().zip(&cp).enumerate() {
+                // Only the f32 order of the block terms differs.
+                assert!(
+                    (a - b).abs() <= 1e-5 * scale,
+                    "{} {level:?} [{}, {}]: {a} vs {b}",
+                    t.name(),
+                    i / n,
+                    i % n
+                );
+            }
+            // Decode of row 0 equals prefill's row 0 bit for bit (tile of 4 vs alone).
+            let mut o = vec![0f32; n];
+            let mut a1 = QuantizedActs::default();
+            qmatvec_many_with(
+                level,
+                &x[..k],
+                &mut a1,
+                vec![QMatVec { w: &w, out: &mut o }],
+            );
+            for j in 0..n {
+                assert_eq!(o[j].to_bits(), c[j].to_bits(), "{} row {j}", t.name());
+            }
+        }
+    }
+}
+
 #[test]
 fn bad_matrices_are_errors() {
     assert!(QMatrix::from_bytes("w", QType::Q4K, 1, 100, vec![0; 144]).is_err());
@@ -337,6 +445,18 @@ fn quantized_session_matches_the_f32_session() {
     }
     let (want_all, want_last) = logits_of((&deq).into(), &ids);
     let (got_all, got_last) = logits_of((&q8).into(), &ids);
+    // The interleaved layout gives the same logits up to the f32 order of block terms.
+    let mut q8i = q8.clone();
+    q8i.interleave();
+    assert!(q8i.layers[0].wq.is_interleaved());
+    let (il_all, il_last) = logits_of((&q8i).into(), &ids);
+    for (a, b) in got_all
+        .iter()
+        .zip(&il_all)
+        .chain(got_last.iter().zip(&il_last))
+    {
+        assert!((a - b).abs() < 1e-3, "interleaved {b} vs plain {a}");
+    }
     let scale = want_all.iter().fold(0f32, |m, x| m.max(x.abs()));
     let worst = want_all
         .iter()

@@ -98,3 +98,50 @@ pub fn dot_rows<const R: usize>(
     }
     out
 }
+
+/// `out[j][l]` = row `l` of one interleaved group `g` (the bytes of
+/// [`super::QMatrix::group`], type `t`: Q8_0, Q4_0 or Q4_1) · activation row `rows[j]` of
+/// `acts` (prepared for 32-blocks). The group is unpacked once for all `R` rows.
+///
+/// Panics if `acts` lacks the 32-blocks or a row is out of range (callers prepare both).
+pub fn dot_group<const R: usize>(
+    level: Level,
+    t: QType,
+    g: &[u8],
+    acts: &QuantizedActs,
+    rows: [usize; R],
+) -> [[f32; 8]; R] {
+    assert!(
+        super::packed::interleavable(t) && acts.has(ActKind::Q8),
+        "dot_group: {} rows need interleaving and 32-block activations",
+        t.name()
+    );
+    let row_bytes = acts.cols / t.block_len() * t.block_bytes();
+    assert_eq!(g.len(), 8 * row_bytes, "dot_group: not one group of 8 rows");
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => {
+            use super::x86;
+            let a = rows.map(|r| acts.q8_row(r));
+            // SAFETY: as in `dot_rows`; the kernel checks the activation lengths.
+            unsafe {
+                match t {
+                    QType::Q8_0 => x86::dot_group32::<R, 0>(g, a),
+                    QType::Q4_0 => x86::dot_group32::<R, 1>(g, a),
+                    _ => x86::dot_group32::<R, 2>(g, a),
+                }
+            }
+        }
+        _ => {
+            let mut out = [[0f32; 8]; R];
+            let mut plain = vec![0u8; row_bytes];
+            for l in 0..8 {
+                super::packed::plain_row(t, g, l, &mut plain);
+                for (o, &r) in out.iter_mut().zip(&rows) {
+                    o[l] = scalar::dot_q8(t, &plain, acts.q8_row(r));
+                }
+            }
+            out
+        }
+    }
+}

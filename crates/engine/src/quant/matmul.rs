@@ -4,7 +4,8 @@
 //! activation rows).
 
 use super::act::QuantizedActs;
-use super::dot::{self, dot_rows, Level};
+use super::dot::{self, dot_group, dot_rows, Level};
+use super::packed::GROUP;
 use super::{ActKind, QMatrix};
 use rayon::prelude::*;
 
@@ -67,15 +68,26 @@ pub fn qmatvec_many_with(
     let acts = &*acts;
     let mut tasks: Vec<(&QMatrix, usize, &mut [f32])> = Vec::new();
     for job in jobs {
-        let rows = (TASK_BYTES / job.w.row_bytes().max(1)).clamp(4, 256);
+        // Whole groups per task, so interleaved groups never straddle two tasks.
+        let rows = (TASK_BYTES / job.w.row_bytes().max(1)).clamp(GROUP, 256) / GROUP * GROUP;
         for (i, out) in job.out.chunks_mut(rows).enumerate() {
             tasks.push((job.w, i * rows, out));
         }
     }
     let run = |(w, r0, out): (&QMatrix, usize, &mut [f32])| {
         let t = w.qtype();
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = dot_rows(level, t, w.row(r0 + i), x, acts, [0])[0];
+        let grouped = w.grouped_rows();
+        let mut i = 0;
+        while i < out.len() {
+            let r = r0 + i;
+            if r + GROUP <= grouped {
+                let v = dot_group(level, t, w.group(r / GROUP), acts, [0])[0];
+                out[i..i + GROUP].copy_from_slice(&v);
+                i += GROUP;
+            } else {
+                out[i] = dot_rows(level, t, w.row(r), x, acts, [0])[0];
+                i += 1;
+            }
         }
     };
     if rayon::current_num_threads() <= 1 || tasks.len() <= 1 {
@@ -118,10 +130,22 @@ pub fn qmatmul_bt_with(
             // writes only columns j0..j1, disjoint from every other task's.
             unsafe { *(c_addr as *mut f32).add(r * n + j) = v }
         };
+        let grouped = w.grouped_rows();
+        // Rows of this piece in interleaved groups (the piece starts on a group boundary).
+        let g1 = grouped.clamp(j0, j1);
         let mut r = 0;
         while r + TILE <= m {
-            for j in j0..j1 {
-                let v = dot_rows(level, t, w.row(j), x, acts, [r, r + 1, r + 2, r + 3]);
+            let tile = [r, r + 1, r + 2, r + 3];
+            for g0 in (j0..g1).step_by(GROUP) {
+                let v = dot_group(level, t, w.group(g0 / GROUP), acts, tile);
+                for (i, vi) in v.iter().enumerate() {
+                    for (l, &x) in vi.iter().enumerate() {
+                        put(r + i, g0 + l, x);
+                    }
+                }
+            }
+            for j in g1..j1 {
+                let v = dot_rows(level, t, w.row(j), x, acts, tile);
                 for (i, &vi) in v.iter().enumerate() {
                     put(r + i, j, vi);
                 }
@@ -129,7 +153,13 @@ pub fn qmatmul_bt_with(
             r += TILE;
         }
         while r < m {
-            for j in j0..j1 {
+            for g0 in (j0..g1).step_by(GROUP) {
+                let v = dot_group(level, t, w.group(g0 / GROUP), acts, [r])[0];
+                for (l, &x) in v.iter().enumerate() {
+                    put(r, g0 + l, x);
+                }
+            }
+            for j in g1..j1 {
                 put(r, j, dot_rows(level, t, w.row(j), x, acts, [r])[0]);
             }
             r += 1;

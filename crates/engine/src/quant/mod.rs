@@ -15,6 +15,7 @@ pub mod act;
 pub mod dot;
 pub mod matmul;
 pub mod model;
+pub mod packed;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -149,16 +150,19 @@ pub struct QMatrix {
     cols: usize,
     buf: SharedBytes,
     offset: usize,
+    /// Whole groups of 8 rows in the [`packed`] layout (rows past the last group plain).
+    interleaved: bool,
 }
 
 impl std::fmt::Debug for QMatrix {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "QMatrix({} [{}, {}])",
+            "QMatrix({} [{}, {}]{})",
             self.qtype.name(),
             self.rows,
-            self.cols
+            self.cols,
+            if self.interleaved { " interleaved" } else { "" }
         )
     }
 }
@@ -201,7 +205,59 @@ impl QMatrix {
             cols,
             buf,
             offset,
+            interleaved: false,
         })
+    }
+
+    /// Like [`QMatrix::new`] for bytes already interleaved in place by
+    /// [`packed::interleave_in_place`] (plain when `qtype` has no interleaved layout).
+    pub fn new_interleaved(
+        name: &str,
+        qtype: QType,
+        rows: usize,
+        cols: usize,
+        buf: SharedBytes,
+        offset: usize,
+    ) -> Result<QMatrix, QuantError> {
+        let mut m = QMatrix::new(name, qtype, rows, cols, buf, offset)?;
+        m.interleaved = packed::interleavable(qtype);
+        Ok(m)
+    }
+
+    /// This matrix in the interleaved layout (a copy; itself when there is none for its type
+    /// or it is interleaved already).
+    pub fn interleaved(&self) -> QMatrix {
+        if self.interleaved || !packed::interleavable(self.qtype) {
+            return self.clone();
+        }
+        let mut bytes = self.bytes().to_vec();
+        packed::interleave_in_place(self.qtype, self.rows, self.cols, &mut bytes);
+        QMatrix {
+            buf: Arc::new(bytes),
+            offset: 0,
+            interleaved: true,
+            ..self.clone()
+        }
+    }
+
+    /// Whether whole groups of 8 rows are in the interleaved layout.
+    pub fn is_interleaved(&self) -> bool {
+        self.interleaved
+    }
+
+    /// Rows in interleaved groups (a multiple of 8; 0 for a plain matrix).
+    pub fn grouped_rows(&self) -> usize {
+        if self.interleaved {
+            self.rows / packed::GROUP * packed::GROUP
+        } else {
+            0
+        }
+    }
+
+    /// The interleaved bytes of group `g` (rows `8g..8g+8`).
+    pub fn group(&self, g: usize) -> &[u8] {
+        let gb = packed::GROUP * self.row_bytes();
+        &self.bytes()[g * gb..(g + 1) * gb]
     }
 
     /// An owned matrix from its block bytes.
@@ -249,15 +305,45 @@ impl QMatrix {
         &b[self.offset..self.offset + self.rows * self.row_bytes()]
     }
 
-    /// The block bytes of row `r`.
+    /// The block bytes of row `r` as stored: plain rows only (every row of a plain matrix, the
+    /// rows past [`QMatrix::grouped_rows`] of an interleaved one). [`QMatrix::row_blocks`]
+    /// gives any row.
     pub fn row(&self, r: usize) -> &[u8] {
+        assert!(
+            r >= self.grouped_rows(),
+            "row {r} of {self:?} is interleaved: use row_blocks"
+        );
         let rb = self.row_bytes();
         &self.bytes()[r * rb..(r + 1) * rb]
     }
 
+    /// The plain block bytes of row `r`, whatever the layout.
+    pub fn row_blocks(&self, r: usize) -> std::borrow::Cow<'_, [u8]> {
+        if r >= self.grouped_rows() {
+            return std::borrow::Cow::Borrowed(self.row(r));
+        }
+        let mut out = vec![0u8; self.row_bytes()];
+        let g = r / packed::GROUP;
+        packed::plain_row(self.qtype, self.group(g), r % packed::GROUP, &mut out);
+        std::borrow::Cow::Owned(out)
+    }
+
     /// Row `r` as f32 values (`out.len() == cols`).
     pub fn dequantize_row_into(&self, r: usize, out: &mut [f32]) {
-        dequantize_row(self.qtype, self.row(r), out);
+        if r >= self.grouped_rows() {
+            return dequantize_row(self.qtype, self.row(r), out);
+        }
+        // Block by block through a stack copy (no allocation per row).
+        let (t, bb) = (self.qtype, self.qtype.block_bytes());
+        let mut plain = [0u8; 34];
+        let g = self.group(r / packed::GROUP);
+        for (gb, o) in g
+            .chunks_exact(packed::GROUP * bb)
+            .zip(out.chunks_exact_mut(QK))
+        {
+            packed::plain_block(t, gb, r % packed::GROUP, &mut plain[..bb]);
+            dequantize_row(t, &plain[..bb], o);
+        }
     }
 
     /// The whole matrix as f32 (tests, small tensors).

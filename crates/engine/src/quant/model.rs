@@ -140,6 +140,28 @@ impl QuantModel {
         })
     }
 
+    /// Every matrix of a type with an interleaved layout converted to it (copies; the GGUF
+    /// loader interleaves in place instead).
+    pub fn interleave(&mut self) {
+        self.embedding = self.embedding.interleaved();
+        for l in &mut self.layers {
+            for w in [
+                &mut l.wq,
+                &mut l.wk,
+                &mut l.wv,
+                &mut l.wo,
+                &mut l.w_gate,
+                &mut l.w_up,
+                &mut l.w_down,
+            ] {
+                *w = w.interleaved();
+            }
+        }
+        if let Some(o) = &mut self.output {
+            *o = o.interleaved();
+        }
+    }
+
     /// The classifier `[vocab, dim]` (the embedding when tied).
     pub fn classifier(&self) -> &QMatrix {
         self.output.as_ref().unwrap_or(&self.embedding)

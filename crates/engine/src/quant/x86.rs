@@ -331,3 +331,96 @@ pub unsafe fn dot_float<const R: usize>(kind: u8, w: &[u8], x: [&[f32]; R]) -> [
     }
     out
 }
+
+/// The 4 activation bytes at `y + at` broadcast to every 32-bit lane.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn word(y: *const i8, at: usize) -> __m256i {
+    _mm256_set1_epi32((y.add(at) as *const i32).read_unaligned())
+}
+
+/// The 8 rows of one interleaved group ([`super::packed`]) times `R` activation rows:
+/// `out[j][l]` = row `l` of the group · activation row `j`. `KIND` as [`unpack32`] (0 = Q8_0,
+/// 1 = Q4_0, 2 = Q4_1). Each 32-byte load holds 4 quant bytes of every row, met by the
+/// activation's 4 bytes broadcast to all lanes, so the integer sums arrive in row order and
+/// one FMA per block applies the 8 rows' scales at once. Q4 products stay in i16 for a whole
+/// block (8 `maddubs` of at most 2 * 15 * 127 = 3810 each: <= 30480 < 32767); Q8_0 takes the
+/// sign trick and widens every product pair (2 * 127 * 127 = 32258).
+///
+/// The arithmetic of activation row `j` does not depend on `R` (same operations, same order),
+/// so tiles of rows give bit-identical results to single rows.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_group32<const R: usize, const KIND: u8>(
+    g: &[u8],
+    a: [&[BlockQ8]; R],
+) -> [[f32; 8]; R] {
+    let bb = match KIND {
+        0 => 34,
+        1 => 18,
+        _ => 20,
+    };
+    let gb = 8 * bb;
+    let nb = g.len() / gb;
+    for ar in &a {
+        assert!(ar.len() >= nb);
+    }
+    let m4 = _mm256_set1_epi8(0x0f);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); R];
+    let mut accm = [_mm256_setzero_ps(); R];
+    let p0 = g.as_ptr();
+    for b in 0..nb {
+        let p = p0.add(b * gb);
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+        let ys: [&BlockQ8; R] = std::array::from_fn(|r| a[r].get_unchecked(b));
+        let mut sum = [_mm256_setzero_si256(); R];
+        if KIND == 0 {
+            for c in 0..8 {
+                let w = _mm256_loadu_si256(p.add(16 + 32 * c) as *const __m256i);
+                let aw = _mm256_sign_epi8(w, w);
+                for r in 0..R {
+                    let y = _mm256_sign_epi8(word(ys[r].qs.as_ptr(), 4 * c), w);
+                    let s = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, y), ones);
+                    sum[r] = _mm256_add_epi32(sum[r], s);
+                }
+            }
+        } else {
+            let off = if KIND == 2 { 32 } else { 16 };
+            let mut s16 = [_mm256_setzero_si256(); R];
+            for c in 0..4 {
+                let raw = _mm256_loadu_si256(p.add(off + 32 * c) as *const __m256i);
+                let lo = _mm256_and_si256(raw, m4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+                for r in 0..R {
+                    let q = ys[r].qs.as_ptr();
+                    let pl = _mm256_maddubs_epi16(lo, word(q, 4 * c));
+                    let ph = _mm256_maddubs_epi16(hi, word(q, 16 + 4 * c));
+                    s16[r] = _mm256_add_epi16(s16[r], _mm256_add_epi16(pl, ph));
+                }
+            }
+            for r in 0..R {
+                sum[r] = _mm256_madd_epi16(s16[r], ones);
+            }
+        }
+        let m = if KIND == 2 {
+            _mm256_cvtph_ps(_mm_loadu_si128(p.add(16) as *const __m128i))
+        } else {
+            d
+        };
+        for r in 0..R {
+            let da = _mm256_set1_ps(ys[r].d);
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum[r]), _mm256_mul_ps(d, da), acc[r]);
+            match KIND {
+                // Q4_0 values are nibbles - 8: the -8 meets the activation block sum.
+                1 => accm[r] = _mm256_fmadd_ps(m, _mm256_set1_ps(-8.0 * ys[r].s), accm[r]),
+                2 => accm[r] = _mm256_fmadd_ps(m, _mm256_set1_ps(ys[r].s), accm[r]),
+                _ => {}
+            }
+        }
+    }
+    let mut out = [[0f32; 8]; R];
+    for r in 0..R {
+        _mm256_storeu_ps(out[r].as_mut_ptr(), _mm256_add_ps(acc[r], accm[r]));
+    }
+    out
+}

@@ -9,7 +9,7 @@ use super::{find_tensor, model_config, parse_header, with_metadata, GgufHeader};
 use crate::assemble::{rope_heads, to_internal_rope};
 use crate::error::{FormatError, Result};
 use crate::model::LoadedModel;
-use engine::quant::{QMatrix, QType, QuantError, QuantModel, SharedBytes};
+use engine::quant::{packed, QMatrix, QType, QuantError, QuantModel, SharedBytes};
 use engine::{ModelConfig, ParamLayout, Params};
 use std::path::Path;
 use std::sync::Arc;
@@ -55,6 +55,29 @@ pub fn load_quant_model(path: &Path) -> Result<QuantLoaded> {
         let range = tensor_range(path, &h, t, bytes.len())?;
         let row_bytes = t.n_bytes as usize / spec.shape[0];
         crate::rope::interleaved_to_half_rows(&mut bytes[range], heads, row_bytes);
+    }
+    // Q8_0 / Q4_0 / Q4_1 matrices into rows interleaved by 8 for the vector units, in place
+    // (same size: no second copy of the weights).
+    for spec in &layout.tensors {
+        let t = find_tensor(path, &h, &spec.name, &spec.shape)?;
+        match (engine_type(t.ggml_type), spec.shape.as_slice()) {
+            (Some(qt), &[rows, cols]) if packed::interleavable(qt) => {
+                let range = tensor_range(path, &h, t, bytes.len())?;
+                if range.len() != rows * (cols / qt.block_len()) * qt.block_bytes() {
+                    return Err(FormatError::invalid(
+                        path,
+                        &spec.name,
+                        format!(
+                            "{} bytes do not hold [{rows}, {cols}] {}",
+                            range.len(),
+                            qt.name()
+                        ),
+                    ));
+                }
+                packed::interleave_in_place(qt, rows, cols, &mut bytes[range]);
+            }
+            _ => {}
+        }
     }
     let shared: Arc<Vec<u8>> = Arc::new(bytes);
     let buf: SharedBytes = shared.clone();
@@ -127,7 +150,7 @@ fn build(
                         // An F32 q/k bias: reorder as f32 values.
                         return f32_matrix(h, t, name, shape, cfg, bytes, rows, cols);
                     }
-                    Ok(QMatrix::new(
+                    Ok(QMatrix::new_interleaved(
                         name,
                         qt,
                         rows,
