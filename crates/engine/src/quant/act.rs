@@ -33,29 +33,50 @@ pub struct BlockQ8K {
     pub bsums: [i16; QK_K / 16],
 }
 
-/// The scale and 8-bit values of `x` (one block): `d = amax / 127`.
+/// The scale and 8-bit values of `x` (one block): `d = amax / 127`, values rounded to the
+/// nearest (ties to even, as the vector unit rounds).
 fn quantize_block(x: &[f32], qs: &mut [i8]) -> f32 {
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     let d = amax / 127.0;
     let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
     for (q, &v) in qs.iter_mut().zip(x) {
-        *q = (v * inv).round().clamp(-127.0, 127.0) as i8;
+        *q = (v * inv).clamp(-127.0, 127.0).round_ties_even() as i8;
     }
     d
 }
 
+const EMPTY_Q8: BlockQ8 = BlockQ8 {
+    d: 0.0,
+    s: 0.0,
+    qs: [0; QK],
+};
+
 /// `x` (a multiple of 32 values) in blocks of 32.
 pub fn quantize_q8(x: &[f32], out: &mut Vec<BlockQ8>) {
     out.clear();
-    for c in x.chunks_exact(QK) {
-        let mut b = BlockQ8 {
-            d: 0.0,
-            s: 0.0,
-            qs: [0; QK],
-        };
+    out.resize(x.len() / QK, EMPTY_Q8);
+    quantize_q8_into(x, out);
+}
+
+/// `x` into `out` (`x.len() / 32` blocks), with AVX2 where the CPU has it (the same values as
+/// the scalar code: same operations, same rounding).
+fn quantize_q8_into(x: &[f32], out: &mut [BlockQ8]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::dot::level() == super::dot::Level::Avx2 {
+        for (c, b) in x.chunks_exact(QK).zip(out.iter_mut()) {
+            // SAFETY: AVX2 was detected; `c` holds 32 values.
+            unsafe { super::x86::quantize_block_q8(c, b) };
+        }
+        return;
+    }
+    quantize_q8_scalar(x, out);
+}
+
+/// The reference of [`quantize_q8_into`].
+fn quantize_q8_scalar(x: &[f32], out: &mut [BlockQ8]) {
+    for (c, b) in x.chunks_exact(QK).zip(out.iter_mut()) {
         b.d = quantize_block(c, &mut b.qs);
         b.s = b.d * b.qs.iter().map(|&q| q as i32).sum::<i32>() as f32;
-        out.push(b);
     }
 }
 
@@ -98,13 +119,22 @@ impl QuantizedActs {
         self.cols = cols;
         self.has_q8 = kinds.contains(&ActKind::Q8) && cols.is_multiple_of(QK);
         self.has_q8k = kinds.contains(&ActKind::Q8K) && cols.is_multiple_of(QK_K);
-        let mut tmp8 = Vec::new();
         let mut tmpk = Vec::new();
         if self.has_q8 {
+            let n = cols / QK;
             self.q8.clear();
-            for r in x.chunks_exact(cols).take(rows) {
-                quantize_q8(r, &mut tmp8);
-                self.q8.extend_from_slice(&tmp8);
+            self.q8.resize(rows * n, EMPTY_Q8);
+            let x = &x[..rows * cols];
+            if rows >= 4 && rayon::current_num_threads() > 1 {
+                use rayon::prelude::*;
+                self.q8
+                    .par_chunks_mut(n)
+                    .zip(x.par_chunks(cols))
+                    .for_each(|(o, r)| quantize_q8_into(r, o));
+            } else {
+                for (o, r) in self.q8.chunks_mut(n).zip(x.chunks(cols)) {
+                    quantize_q8_into(r, o);
+                }
             }
         }
         if self.has_q8k {
@@ -163,6 +193,27 @@ mod tests {
                 let s: i32 = blk.qs[16 * g..16 * g + 16].iter().map(|&q| q as i32).sum();
                 assert_eq!(blk.bsums[g] as i32, s);
             }
+        }
+    }
+
+    #[test]
+    fn vector_quantization_equals_the_scalar_one() {
+        // Values with exact halves after scaling (ties), a zero block and large magnitudes.
+        let mut x: Vec<f32> = (0..32 * 9)
+            .map(|i| ((i * 53 % 211) as f32 - 105.0) * 0.37)
+            .collect();
+        x[32..64].fill(0.0);
+        for (i, v) in x[64..96].iter_mut().enumerate() {
+            *v = i as f32 - 15.5; // amax 15.5: steps of 15.5/127, many near-ties
+        }
+        let mut fast = vec![EMPTY_Q8; 9];
+        let mut slow = vec![EMPTY_Q8; 9];
+        quantize_q8_into(&x, &mut fast);
+        quantize_q8_scalar(&x, &mut slow);
+        for (a, b) in fast.iter().zip(&slow) {
+            assert_eq!(a.qs, b.qs);
+            assert_eq!(a.d.to_bits(), b.d.to_bits());
+            assert_eq!(a.s.to_bits(), b.s.to_bits());
         }
     }
 

@@ -130,6 +130,17 @@ pub fn qmatmul_bt_with(
             // writes only columns j0..j1, disjoint from every other task's.
             unsafe { *(c_addr as *mut f32).add(r * n + j) = v }
         };
+        let put8 = |r: usize, j: usize, v: &[f32; GROUP]| {
+            assert!(r < m && j + GROUP <= n);
+            // SAFETY: in bounds (checked); columns j..j+8 lie inside this task's j0..j1.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    v.as_ptr(),
+                    (c_addr as *mut f32).add(r * n + j),
+                    GROUP,
+                )
+            }
+        };
         let grouped = w.grouped_rows();
         // Rows of this piece in interleaved groups (the piece starts on a group boundary).
         let g1 = grouped.clamp(j0, j1);
@@ -139,9 +150,7 @@ pub fn qmatmul_bt_with(
             for g0 in (j0..g1).step_by(GROUP) {
                 let v = dot_group(level, t, w.group(g0 / GROUP), acts, tile);
                 for (i, vi) in v.iter().enumerate() {
-                    for (l, &x) in vi.iter().enumerate() {
-                        put(r + i, g0 + l, x);
-                    }
+                    put8(r + i, g0, vi);
                 }
             }
             for j in g1..j1 {
@@ -154,10 +163,11 @@ pub fn qmatmul_bt_with(
         }
         while r < m {
             for g0 in (j0..g1).step_by(GROUP) {
-                let v = dot_group(level, t, w.group(g0 / GROUP), acts, [r])[0];
-                for (l, &x) in v.iter().enumerate() {
-                    put(r, g0 + l, x);
-                }
+                put8(
+                    r,
+                    g0,
+                    &dot_group(level, t, w.group(g0 / GROUP), acts, [r])[0],
+                );
             }
             for j in g1..j1 {
                 put(r, j, dot_rows(level, t, w.row(j), x, acts, [r])[0]);

@@ -332,6 +332,50 @@ pub unsafe fn dot_float<const R: usize>(kind: u8, w: &[u8], x: [&[f32]; R]) -> [
     out
 }
 
+/// One block of 32 activations quantized as `act::quantize_block` does (amax / 127, clamp,
+/// round to nearest even), and its sum.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn quantize_block_q8(x: &[f32], b: &mut BlockQ8) {
+    assert!(x.len() >= 32);
+    let p = x.as_ptr();
+    let v = [
+        _mm256_loadu_ps(p),
+        _mm256_loadu_ps(p.add(8)),
+        _mm256_loadu_ps(p.add(16)),
+        _mm256_loadu_ps(p.add(24)),
+    ];
+    let sign = _mm256_set1_ps(-0.0);
+    let mut m = _mm256_andnot_ps(sign, v[0]);
+    for vi in &v[1..] {
+        m = _mm256_max_ps(m, _mm256_andnot_ps(sign, *vi));
+    }
+    let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    let amax = _mm_cvtss_f32(_mm_max_ss(m2, _mm_shuffle_ps(m2, m2, 1)));
+    let d = amax / 127.0;
+    let inv = _mm256_set1_ps(if d > 0.0 { 1.0 / d } else { 0.0 });
+    let (lo, hi) = (_mm256_set1_ps(-127.0), _mm256_set1_ps(127.0));
+    let q: [__m256i; 4] = std::array::from_fn(|i| {
+        let s = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(v[i], inv), lo), hi);
+        _mm256_cvtps_epi32(s)
+    });
+    let sum = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+    let s4 = _mm_add_epi32(
+        _mm256_castsi256_si128(sum),
+        _mm256_extracti128_si256(sum, 1),
+    );
+    let s2 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0b01_00_11_10));
+    let s1 = _mm_add_epi32(s2, _mm_shuffle_epi32(s2, 0b10_11_00_01));
+    // i32 -> i16 -> i8 packs interleave 128-bit halves; the permute restores the order.
+    let w16a = _mm256_packs_epi32(q[0], q[1]);
+    let w16b = _mm256_packs_epi32(q[2], q[3]);
+    let w8 = _mm256_packs_epi16(w16a, w16b);
+    let w8 = _mm256_permutevar8x32_epi32(w8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(b.qs.as_mut_ptr() as *mut __m256i, w8);
+    b.d = d;
+    b.s = d * _mm_cvtsi128_si32(s1) as f32;
+}
+
 /// The 4 activation bytes at `y + at` broadcast to every 32-bit lane.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
