@@ -133,9 +133,13 @@ impl<'p> InferenceSession<'p> {
             });
         }
         let (d, kv, h) = (cfg.dim, cfg.kv_dim(), cfg.hidden_dim);
+        let mut acts = QuantizedActs::default();
+        if let Weights::Quant(m) = weights {
+            acts.precision = m.act_precision;
+        }
         Ok(InferenceSession {
             weights,
-            acts: QuantizedActs::default(),
+            acts,
             cache: KvCache::new(cfg.n_layers, kv, capacity),
             rope: RopeTable::new(capacity, cfg.head_dim(), cfg.rope_theta),
             one: Scratch::new(1, d, kv, h),

@@ -24,6 +24,35 @@ pub struct BlockQ8 {
     pub qs: [i8; QK],
 }
 
+/// How finely the activations met by the 32-block weights (Q8_0, Q4_0, Q4_1) are quantized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ActPrecision {
+    /// 8-bit values ([`BlockQ8`], llama.cpp's Q8_0 / Q8_1): the fastest products, relative
+    /// error up to 1/254 of each block's largest value.
+    #[default]
+    I8,
+    /// 16-bit values ([`BlockQ16`]): error up to 1/65534 of the block's largest value, at
+    /// about twice the integer work of 8 bits.
+    I16,
+}
+
+/// 32 activation values at 16 bits: `x[j] ≈ d * qs[swizzle(j)]`, `s = d * Σ qs`. Inside
+/// every 4 values the order is 0, 2, 1, 3 ([`swizzle`]), so a broadcast 32-bit word pairs
+/// values `(4k, 4k+2)` or `(4k+1, 4k+3)` with the even / odd bytes of the weights' 32-bit
+/// lanes in `madd`.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub struct BlockQ16 {
+    pub d: f32,
+    pub s: f32,
+    pub qs: [i16; QK],
+}
+
+/// Where value `j` of a block sits in [`BlockQ16::qs`] (its own inverse).
+pub fn swizzle(j: usize) -> usize {
+    (j & !3) | [0, 2, 1, 3][j & 3]
+}
+
 /// 256 activation values: `x[i] ≈ d * qs[i]`; `bsums[g] = Σ qs[16g..16g+16]`.
 #[derive(Debug, Clone, Copy)]
 #[repr(C)]
@@ -97,6 +126,48 @@ pub fn quantize_q8k(x: &[f32], out: &mut Vec<BlockQ8K>) {
     }
 }
 
+const EMPTY_Q16: BlockQ16 = BlockQ16 {
+    d: 0.0,
+    s: 0.0,
+    qs: [0; QK],
+};
+
+/// `x` (a multiple of 32 values) in 16-bit blocks of 32.
+pub fn quantize_q16(x: &[f32], out: &mut Vec<BlockQ16>) {
+    out.clear();
+    out.resize(x.len() / QK, EMPTY_Q16);
+    quantize_q16_into(x, out);
+}
+
+fn quantize_q16_into(x: &[f32], out: &mut [BlockQ16]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::dot::level() == super::dot::Level::Avx2 {
+        for (c, b) in x.chunks_exact(QK).zip(out.iter_mut()) {
+            // SAFETY: AVX2 was detected; `c` holds 32 values.
+            unsafe { super::x86::quantize_block_q16(c, b) };
+        }
+        return;
+    }
+    quantize_q16_scalar(x, out);
+}
+
+/// The reference of [`quantize_q16_into`]: `d = amax / 32767`, clamp, ties to even.
+fn quantize_q16_scalar(x: &[f32], out: &mut [BlockQ16]) {
+    for (c, b) in x.chunks_exact(QK).zip(out.iter_mut()) {
+        let amax = c.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 32767.0;
+        let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+        let mut sum = 0i32;
+        for (j, &v) in c.iter().enumerate() {
+            let q = (v * inv).clamp(-32767.0, 32767.0).round_ties_even() as i16;
+            b.qs[swizzle(j)] = q;
+            sum += q as i32;
+        }
+        b.d = d;
+        b.s = d * sum as f32;
+    }
+}
+
 /// Rows of activations (`[rows, cols]`) prepared in the forms the weights need; each form is
 /// computed once and shared by every matrix that reads it (q/k/v, gate/up).
 #[derive(Default)]
@@ -107,8 +178,13 @@ pub struct QuantizedActs {
     pub q8: Vec<BlockQ8>,
     /// `[rows, cols / 256]` when some matrix needs it.
     pub q8k: Vec<BlockQ8K>,
+    /// `[rows, cols / 32]` instead of `q8` at [`ActPrecision::I16`].
+    pub q16: Vec<BlockQ16>,
+    /// The precision `prepare` uses for the 32-block weights.
+    pub precision: ActPrecision,
     has_q8: bool,
     has_q8k: bool,
+    has_q16: bool,
 }
 
 impl QuantizedActs {
@@ -117,9 +193,28 @@ impl QuantizedActs {
     pub fn prepare(&mut self, x: &[f32], rows: usize, cols: usize, kinds: &[ActKind]) {
         self.rows = rows;
         self.cols = cols;
-        self.has_q8 = kinds.contains(&ActKind::Q8) && cols.is_multiple_of(QK);
+        let q32 = kinds.contains(&ActKind::Q8) && cols.is_multiple_of(QK);
+        self.has_q8 = q32 && self.precision == ActPrecision::I8;
+        self.has_q16 = q32 && self.precision == ActPrecision::I16;
         self.has_q8k = kinds.contains(&ActKind::Q8K) && cols.is_multiple_of(QK_K);
         let mut tmpk = Vec::new();
+        if self.has_q16 {
+            let n = cols / QK;
+            self.q16.clear();
+            self.q16.resize(rows * n, EMPTY_Q16);
+            let x = &x[..rows * cols];
+            if rows >= 4 && rayon::current_num_threads() > 1 {
+                use rayon::prelude::*;
+                self.q16
+                    .par_chunks_mut(n)
+                    .zip(x.par_chunks(cols))
+                    .for_each(|(o, r)| quantize_q16_into(r, o));
+            } else {
+                for (o, r) in self.q16.chunks_mut(n).zip(x.chunks(cols)) {
+                    quantize_q16_into(r, o);
+                }
+            }
+        }
         if self.has_q8 {
             let n = cols / QK;
             self.q8.clear();
@@ -152,6 +247,18 @@ impl QuantizedActs {
         &self.q8[r * n..(r + 1) * n]
     }
 
+    /// The 16-bit 32-blocks of row `r`.
+    pub fn q16_row(&self, r: usize) -> &[BlockQ16] {
+        let n = self.cols / QK;
+        &self.q16[r * n..(r + 1) * n]
+    }
+
+    /// Whether the 32-block weights meet 16-bit activations (prepared at
+    /// [`ActPrecision::I16`]).
+    pub fn has_q16(&self) -> bool {
+        self.has_q16
+    }
+
     /// The 256-blocks of row `r`.
     pub fn q8k_row(&self, r: usize) -> &[BlockQ8K] {
         let n = self.cols / QK_K;
@@ -161,7 +268,7 @@ impl QuantizedActs {
     pub fn has(&self, kind: ActKind) -> bool {
         match kind {
             ActKind::F32 => true,
-            ActKind::Q8 => self.has_q8,
+            ActKind::Q8 => self.has_q8 || self.has_q16,
             ActKind::Q8K => self.has_q8k,
         }
     }
@@ -215,6 +322,27 @@ mod tests {
             assert_eq!(a.d.to_bits(), b.d.to_bits());
             assert_eq!(a.s.to_bits(), b.s.to_bits());
         }
+    }
+
+    #[test]
+    fn q16_vector_quantization_equals_the_scalar_one_and_is_fine() {
+        let mut x: Vec<f32> = (0..32 * 5)
+            .map(|i| ((i * 53 % 211) as f32 - 105.0) * 0.37)
+            .collect();
+        x[32..64].fill(0.0);
+        let mut fast = vec![EMPTY_Q16; 5];
+        let mut slow = vec![EMPTY_Q16; 5];
+        quantize_q16_into(&x, &mut fast);
+        quantize_q16_scalar(&x, &mut slow);
+        for ((a, b), c) in fast.iter().zip(&slow).zip(x.chunks(QK)) {
+            assert_eq!(a.qs, b.qs);
+            assert_eq!(a.d.to_bits(), b.d.to_bits());
+            assert_eq!(a.s.to_bits(), b.s.to_bits());
+            for (j, &v) in c.iter().enumerate() {
+                assert!((a.qs[swizzle(j)] as f32 * a.d - v).abs() <= a.d * 0.5 + 1e-6);
+            }
+        }
+        assert!((0..32).all(|j| swizzle(swizzle(j)) == j));
     }
 
     #[test]

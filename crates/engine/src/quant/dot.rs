@@ -60,6 +60,10 @@ pub fn dot_rows<const R: usize>(
         t.name()
     );
     assert_eq!(w.len(), cols / t.block_len() * t.block_bytes());
+    if t.act_kind() == ActKind::Q8 && acts.has_q16() {
+        // Plain rows meeting 16-bit activations (interleaved groups take `dot_group`).
+        return rows.map(|r| scalar::dot_q16(t, w, acts.q16_row(r)));
+    }
     let mut out = [0f32; R];
     match level {
         #[cfg(target_arch = "x86_64")]
@@ -120,6 +124,19 @@ pub fn dot_group<const R: usize>(
     assert_eq!(g.len(), 8 * row_bytes, "dot_group: not one group of 8 rows");
     match level {
         #[cfg(target_arch = "x86_64")]
+        Level::Avx2 if acts.has_q16() => {
+            use super::x86;
+            let a = rows.map(|r| acts.q16_row(r));
+            // SAFETY: as in `dot_rows`; the kernel checks the activation lengths.
+            unsafe {
+                match t {
+                    QType::Q8_0 => x86::dot_group16::<R, 0>(g, a),
+                    QType::Q4_0 => x86::dot_group16::<R, 1>(g, a),
+                    _ => x86::dot_group16::<R, 2>(g, a),
+                }
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
         Level::Avx2 => {
             use super::x86;
             let a = rows.map(|r| acts.q8_row(r));
@@ -138,7 +155,11 @@ pub fn dot_group<const R: usize>(
             for l in 0..8 {
                 super::packed::plain_row(t, g, l, &mut plain);
                 for (o, &r) in out.iter_mut().zip(&rows) {
-                    o[l] = scalar::dot_q8(t, &plain, acts.q8_row(r));
+                    o[l] = if acts.has_q16() {
+                        scalar::dot_q16(t, &plain, acts.q16_row(r))
+                    } else {
+                        scalar::dot_q8(t, &plain, acts.q8_row(r))
+                    };
                 }
             }
             out

@@ -20,7 +20,7 @@ mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub use act::{ActKind, BlockQ8, BlockQ8K, QuantizedActs};
+pub use act::{ActKind, ActPrecision, BlockQ16, BlockQ8, BlockQ8K, QuantizedActs};
 pub use matmul::{qmatmul_bt, qmatvec_many, QMatVec};
 pub use model::{QLayer, QuantModel};
 pub use scalar::dequantize_row;

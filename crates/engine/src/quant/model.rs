@@ -1,7 +1,7 @@
 //! A LLaMA model whose matrices stay quantized ([`QMatrix`]); norms and biases are f32.
 //! Tensor names, shapes and the RoPE row order are those of `engine::Params` (rotate-half).
 
-use super::{QMatrix, QType, QuantError};
+use super::{ActPrecision, QMatrix, QType, QuantError};
 use crate::config::ModelConfig;
 use crate::params::{names, ParamLayout, Params};
 
@@ -32,6 +32,9 @@ pub struct QuantModel {
     pub final_norm: Vec<f32>,
     /// `[vocab, dim]` when untied.
     pub output: Option<QMatrix>,
+    /// The activations the 32-block matrices meet (default 16-bit: logits within ~1e-3 of
+    /// the dequantized f32 model; 8-bit is faster and ~0.5 off on SmolLM2's logits).
+    pub act_precision: ActPrecision,
 }
 
 impl QuantModel {
@@ -115,6 +118,7 @@ impl QuantModel {
             layers,
             final_norm,
             output,
+            act_precision: ActPrecision::I16,
         })
     }
 

@@ -3,7 +3,7 @@
 
 #![allow(clippy::needless_range_loop)]
 
-use super::act::{BlockQ8, BlockQ8K};
+use super::act::{swizzle, BlockQ16, BlockQ8, BlockQ8K};
 use super::{QType, QK, QK_K};
 
 fn f16(b: &[u8], i: usize) -> f32 {
@@ -202,6 +202,41 @@ pub fn dot_q8k(t: QType, w: &[u8], a: &[BlockQ8K]) -> f32 {
                     isum += (b[192 + g] as i8) as i32 * (sub - 32 * ab.bsums[g] as i32);
                 }
                 s += ab.d * d * isum as f32;
+            }
+        }
+    }
+    s
+}
+
+/// Q8_0 / Q4_0 / Q4_1 row with 16-bit 32-block activations: per block the exact integer
+/// dot, then `d_w d_a` (and the minimum, for Q4_0 `-8 d_w`, times `s_a`).
+pub fn dot_q16(t: QType, w: &[u8], a: &[BlockQ16]) -> f32 {
+    let mut s = 0f32;
+    for (b, ab) in w.chunks_exact(t.block_bytes()).zip(a) {
+        let y = |j: usize| ab.qs[swizzle(j)] as i32;
+        let mut isum = 0i32;
+        match t {
+            QType::Q8_0 => {
+                for j in 0..QK {
+                    isum += (b[2 + j] as i8) as i32 * y(j);
+                }
+                s += f16(b, 0) * ab.d * isum as f32;
+            }
+            _ => {
+                let qs = if t == QType::Q4_0 {
+                    &b[2..18]
+                } else {
+                    &b[4..20]
+                };
+                for j in 0..16 {
+                    isum += (qs[j] & 0x0f) as i32 * y(j) + (qs[j] >> 4) as i32 * y(j + 16);
+                }
+                let m = if t == QType::Q4_0 {
+                    -8.0 * f16(b, 0)
+                } else {
+                    f16(b, 2)
+                };
+                s += f16(b, 0) * ab.d * isum as f32 + m * ab.s;
             }
         }
     }

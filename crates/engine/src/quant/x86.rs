@@ -10,7 +10,7 @@
 // Index loops over block lanes read closer to the block layouts than iterator chains.
 #![allow(clippy::needless_range_loop)]
 
-use super::act::{BlockQ8, BlockQ8K};
+use super::act::{BlockQ16, BlockQ8, BlockQ8K};
 use super::scalar::scales_mins_k4;
 use std::arch::x86_64::*;
 
@@ -456,6 +456,136 @@ pub unsafe fn dot_group32<const R: usize, const KIND: u8>(
             acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum[r]), _mm256_mul_ps(d, da), acc[r]);
             match KIND {
                 // Q4_0 values are nibbles - 8: the -8 meets the activation block sum.
+                1 => accm[r] = _mm256_fmadd_ps(m, _mm256_set1_ps(-8.0 * ys[r].s), accm[r]),
+                2 => accm[r] = _mm256_fmadd_ps(m, _mm256_set1_ps(ys[r].s), accm[r]),
+                _ => {}
+            }
+        }
+    }
+    let mut out = [[0f32; 8]; R];
+    for r in 0..R {
+        _mm256_storeu_ps(out[r].as_mut_ptr(), _mm256_add_ps(acc[r], accm[r]));
+    }
+    out
+}
+
+/// One block of 32 activations at 16 bits, as `act::quantize_q16_scalar` (amax / 32767,
+/// clamp, ties to even), values in the swizzled order 0, 2, 1, 3 of every 4.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn quantize_block_q16(x: &[f32], b: &mut BlockQ16) {
+    assert!(x.len() >= 32);
+    let p = x.as_ptr();
+    let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(p.add(8 * i)));
+    let sign = _mm256_set1_ps(-0.0);
+    let mut m = _mm256_andnot_ps(sign, v[0]);
+    for vi in &v[1..] {
+        m = _mm256_max_ps(m, _mm256_andnot_ps(sign, *vi));
+    }
+    let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    let amax = _mm_cvtss_f32(_mm_max_ss(m2, _mm_shuffle_ps(m2, m2, 1)));
+    let d = amax / 32767.0;
+    let inv = _mm256_set1_ps(if d > 0.0 { 1.0 / d } else { 0.0 });
+    let (lo, hi) = (_mm256_set1_ps(-32767.0), _mm256_set1_ps(32767.0));
+    // Each 128-bit half is one group of 4 values: reorder to 0, 2, 1, 3.
+    let q: [__m256i; 4] = std::array::from_fn(|i| {
+        let s = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(v[i], inv), lo), hi);
+        _mm256_shuffle_epi32(_mm256_cvtps_epi32(s), 0b11_01_10_00)
+    });
+    let sum = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+    let s4 = _mm_add_epi32(
+        _mm256_castsi256_si128(sum),
+        _mm256_extracti128_si256(sum, 1),
+    );
+    let s2 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0b01_00_11_10));
+    let s1 = _mm_add_epi32(s2, _mm_shuffle_epi32(s2, 0b10_11_00_01));
+    // packs interleaves the 128-bit halves of its two inputs; permute4x64 restores the order.
+    let a = _mm256_permute4x64_epi64(_mm256_packs_epi32(q[0], q[1]), 0b11_01_10_00);
+    let c = _mm256_permute4x64_epi64(_mm256_packs_epi32(q[2], q[3]), 0b11_01_10_00);
+    _mm256_storeu_si256(b.qs.as_mut_ptr() as *mut __m256i, a);
+    _mm256_storeu_si256(b.qs.as_mut_ptr().add(16) as *mut __m256i, c);
+    b.d = d;
+    b.s = d * _mm_cvtsi128_si32(s1) as f32;
+}
+
+/// The i16 pair at `y + at` (two swizzled activation values) broadcast to every 32-bit lane.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn pair(y: *const i16, at: usize) -> __m256i {
+    _mm256_set1_epi32((y.add(at) as *const i32).read_unaligned())
+}
+
+/// [`dot_group32`] with 16-bit activations: the weights' 32-bit lanes (4 bytes or 8 nibbles
+/// of one row) split into i16 pairs (bytes 0, 2 and 1, 3; Q4: the low and high nibbles of
+/// those) that `madd` meets with the matching swizzled activation pair, products summed in
+/// i32 (at most 8 * 2 * 127 * 32767 per block: no overflow).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_group16<const R: usize, const KIND: u8>(
+    g: &[u8],
+    a: [&[BlockQ16]; R],
+) -> [[f32; 8]; R] {
+    let bb = match KIND {
+        0 => 34,
+        1 => 18,
+        _ => 20,
+    };
+    let gb = 8 * bb;
+    let nb = g.len() / gb;
+    for ar in &a {
+        assert!(ar.len() >= nb);
+    }
+    let mask = _mm256_set1_epi32(0x000f_000f);
+    let mut acc = [_mm256_setzero_ps(); R];
+    let mut accm = [_mm256_setzero_ps(); R];
+    let p0 = g.as_ptr();
+    for b in 0..nb {
+        let p = p0.add(b * gb);
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+        let ys: [&BlockQ16; R] = std::array::from_fn(|r| a[r].get_unchecked(b));
+        let mut sum = [_mm256_setzero_si256(); R];
+        if KIND == 0 {
+            for c in 0..8 {
+                let w = _mm256_loadu_si256(p.add(16 + 32 * c) as *const __m256i);
+                let even = _mm256_srai_epi16(_mm256_slli_epi16(w, 8), 8);
+                let odd = _mm256_srai_epi16(w, 8);
+                for r in 0..R {
+                    let q = ys[r].qs.as_ptr();
+                    let e = _mm256_madd_epi16(even, pair(q, 4 * c));
+                    let o = _mm256_madd_epi16(odd, pair(q, 4 * c + 2));
+                    sum[r] = _mm256_add_epi32(sum[r], _mm256_add_epi32(e, o));
+                }
+            }
+        } else {
+            let off = if KIND == 2 { 32 } else { 16 };
+            for c in 0..4 {
+                let v = _mm256_loadu_si256(p.add(off + 32 * c) as *const __m256i);
+                let ne = _mm256_and_si256(v, mask);
+                let no = _mm256_and_si256(_mm256_srli_epi32(v, 8), mask);
+                let he = _mm256_and_si256(_mm256_srli_epi32(v, 4), mask);
+                let ho = _mm256_and_si256(_mm256_srli_epi32(v, 12), mask);
+                for r in 0..R {
+                    let q = ys[r].qs.as_ptr();
+                    let lo = _mm256_add_epi32(
+                        _mm256_madd_epi16(ne, pair(q, 4 * c)),
+                        _mm256_madd_epi16(no, pair(q, 4 * c + 2)),
+                    );
+                    let hi = _mm256_add_epi32(
+                        _mm256_madd_epi16(he, pair(q, 16 + 4 * c)),
+                        _mm256_madd_epi16(ho, pair(q, 16 + 4 * c + 2)),
+                    );
+                    sum[r] = _mm256_add_epi32(sum[r], _mm256_add_epi32(lo, hi));
+                }
+            }
+        }
+        let m = if KIND == 2 {
+            _mm256_cvtph_ps(_mm_loadu_si128(p.add(16) as *const __m128i))
+        } else {
+            d
+        };
+        for r in 0..R {
+            let da = _mm256_set1_ps(ys[r].d);
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum[r]), _mm256_mul_ps(d, da), acc[r]);
+            match KIND {
                 1 => accm[r] = _mm256_fmadd_ps(m, _mm256_set1_ps(-8.0 * ys[r].s), accm[r]),
                 2 => accm[r] = _mm256_fmadd_ps(m, _mm256_set1_ps(ys[r].s), accm[r]),
                 _ => {}
