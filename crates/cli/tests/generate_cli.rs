@@ -101,32 +101,38 @@ fn smollm2_prompt_ids_and_greedy_continuation_equal_transformers() {
     // compare up to it.
     let eos = want.iter().position(|&t| model.eos_token_ids.contains(&t));
     let upto = eos.unwrap_or(want.len());
-    // The default f32 path (dequantized) reproduces transformers' greedy ids exactly.
-    let (ids, texts, _) = generate_json(&[
-        "--model",
-        &smollm2(&shared),
-        "--prompt",
-        prompt,
-        "--temp",
-        "0",
-        "--max-tokens",
-        "32",
-        "--dequantize",
-    ]);
-    assert_eq!(ids, want[..upto]);
-    assert_eq!(texts.concat(), tok.decode(&want[..upto]));
-    // The quantized path (--quantized, 8-bit activations) follows them until a near-tie
-    // (tolerances in generate_quantized.rs): at least the first 5 tokens.
+    let model_path = smollm2(&shared);
+    // The quantized path (the default for this Q4_1 file, 16-bit activations) and the f32
+    // path (`--dequantize`) both reproduce transformers' greedy ids exactly.
+    for extra in [None, Some("--dequantize")] {
+        let mut args = vec![
+            "--model",
+            &model_path,
+            "--prompt",
+            prompt,
+            "--temp",
+            "0",
+            "--max-tokens",
+            "32",
+        ];
+        args.extend(extra);
+        let (ids, texts, _) = generate_json(&args);
+        assert_eq!(ids, want[..upto], "{extra:?}");
+        assert_eq!(texts.concat(), tok.decode(&want[..upto]));
+    }
+    // With 8-bit activations (llama.cpp's scheme) a near-tie sends it elsewhere after the
+    // first tokens (tolerances in generate_quantized.rs): at least the first 5 agree.
     let (ids, _, _) = generate_json(&[
         "--model",
-        &smollm2(&shared),
+        &model_path,
         "--prompt",
         prompt,
         "--temp",
         "0",
         "--max-tokens",
         "32",
-        "--quantized",
+        "--act-bits",
+        "8",
     ]);
     assert_eq!(ids[..5], want[..5]);
     for p in reference["prompts"].as_array().expect("prompts") {

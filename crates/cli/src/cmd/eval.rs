@@ -45,11 +45,11 @@ pub struct Args {
     /// Worker threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Evaluate a quantized GGUF on its quantized blocks (8-bit activations) instead of the
-    /// default f32 dequantization.
+    /// Evaluate a quantized GGUF on its quantized blocks: the default for quantized files
+    /// (kept for scripts that pass it).
     #[arg(long)]
     pub quantized: bool,
-    /// Dequantize a quantized GGUF to f32 (the default; overrides --quantized).
+    /// Dequantize a quantized GGUF to f32 instead (the f32 path, for comparison).
     #[arg(long)]
     pub dequantize: bool,
 }
@@ -179,7 +179,7 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
     if let Some(n) = note {
         out.log(n);
     }
-    let quantized = args.quantized && !args.dequantize;
+    let quantized = !args.dequantize;
     let loaded = super::generate::load_for_inference(&path, !quantized, false, out)?;
     let model = &loaded.meta;
     let vocab = model.params.config.vocab_size;

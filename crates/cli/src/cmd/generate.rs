@@ -83,11 +83,11 @@ pub struct Args {
     /// --bench: repetitions (the best is reported, as llama-bench's fastest run).
     #[arg(long, default_value_t = 3)]
     pub bench_reps: usize,
-    /// Run a quantized GGUF on its quantized blocks (decoding ~2.4x faster on Q4_1 here;
-    /// logits approximate: 8-bit activations). Default: dequantize to f32 (exact).
+    /// Run a quantized GGUF on its quantized blocks: the default for quantized files (kept
+    /// for scripts that pass it).
     #[arg(long)]
     pub quantized: bool,
-    /// Dequantize a quantized GGUF to f32 on load (the default; overrides --quantized).
+    /// Dequantize a quantized GGUF to f32 on load instead (the f32 path, for comparison).
     #[arg(long)]
     pub dequantize: bool,
     /// Quantized path: bits of the activations that meet Q8_0/Q4_0/Q4_1 weights (16: logits
@@ -162,7 +162,7 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
     if let Some(n) = note {
         out.log(n);
     }
-    let quantized = args.quantized && !args.dequantize;
+    let quantized = !args.dequantize;
     let mut loaded = load_for_inference(&path, !quantized, args.adapter.is_some(), out)?;
     if let Some(q) = &mut loaded.quant {
         q.act_precision = act_precision(args.act_bits);
