@@ -151,7 +151,14 @@ fn qlora_matches_the_dequantized_f32_base_and_resumes_exactly() {
         ]);
         // The quantized file dequantized: the f32 base the QLoRA run must equal.
         ok(&[
-            "export", s(&q), "--format", "gguf", "--dtype", "f32", "--out", s(&f),
+            "export",
+            s(&q),
+            "--format",
+            "gguf",
+            "--dtype",
+            "f32",
+            "--out",
+            s(&f),
         ]);
         let run_q = lora_run(&q, &data, &d.join(format!("{dtype}-run")), "10", &[]);
         let run_f = lora_run(&f, &data, &d.join(format!("{dtype}-f32-run")), "10", &[]);
@@ -165,7 +172,10 @@ fn qlora_matches_the_dequantized_f32_base_and_resumes_exactly() {
         let (lq, vq) = losses(&run_q);
         let (lf, vf) = losses(&run_f);
         assert_eq!(lq.len(), 10);
-        assert_eq!(lq, lf, "{dtype}: per-step losses of the quantized and f32 bases");
+        assert_eq!(
+            lq, lf,
+            "{dtype}: per-step losses of the quantized and f32 bases"
+        );
         assert_eq!(vq, vf, "{dtype}: validation losses");
         assert!(vq[vq.len() - 1] < vq[0], "{dtype}: val loss {vq:?}");
         // --base-dtype f32 expands the quantized file at load: the same numbers again.
