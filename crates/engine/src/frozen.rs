@@ -366,7 +366,10 @@ mod tests {
     fn tiles_bound_the_scratch_and_cover_every_row() {
         assert_eq!(tile_rows(100, 64), 100);
         let t = tile_rows(50_000, 576);
-        assert!(t * 576 <= TILE_FLOATS && t.is_multiple_of(16) && t > 1000, "{t}");
+        assert!(
+            t * 576 <= TILE_FLOATS && t.is_multiple_of(16) && t > 1000,
+            "{t}"
+        );
         assert_eq!(tile_rows(3, TILE_FLOATS * 2), 1);
     }
 
