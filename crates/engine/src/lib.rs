@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod error;
+pub mod frozen;
 pub mod gemm;
 pub mod init;
 pub mod kernels;

@@ -7,9 +7,10 @@
 
 use crate::config::ModelConfig;
 use crate::error::EngineError;
+use crate::frozen::{Base, Frozen};
 use crate::gemm::sgemm;
 use crate::kernels::attention::{self, Shape};
-use crate::kernels::classifier::{Classifier, ClassifierGrads};
+use crate::kernels::classifier::{Classifier, ClassifierGrads, ClassifierWeights};
 use crate::kernels::rope::{self, RopeTable};
 use crate::kernels::{embedding, linear, rmsnorm, swiglu};
 use crate::lora::{LoraConfig, LoraParams, LoraTarget};
@@ -98,6 +99,9 @@ pub struct Workspace {
     dbt: Vec<f32>,
     ltmp: Vec<f32>,
     logits: Vec<f32>,
+    // A tile of a quantized frozen matrix, dequantized (grown on first use, at most
+    // `frozen::TILE_FLOATS`; empty for f32 weights).
+    wtile: Vec<f32>,
 }
 
 fn mul(a: usize, b: usize) -> Result<usize, EngineError> {
@@ -193,6 +197,7 @@ impl Workspace {
             dbt: z(rank * out_max),
             ltmp: z(if dropout { n * in_max } else { 0 }),
             logits: z(chunk * cfg.vocab_size),
+            wtile: Vec::new(),
             lora,
         })
     }
@@ -238,6 +243,7 @@ impl Workspace {
             &self.dbt,
             &self.ltmp,
             &self.logits,
+            &self.wtile,
         ];
         let bytes = |v: &[&Vec<f32>]| v.iter().map(|b| b.len() * 4).sum::<usize>();
         WorkspaceBytes {
@@ -254,24 +260,26 @@ impl Workspace {
 
     fn check(
         &self,
-        params: &Params,
+        base: Base<'_>,
         lora: Option<&LoraParams>,
         inputs: &[u32],
         targets: Option<&[u32]>,
     ) -> Result<(), EngineError> {
-        if params.config != self.cfg {
+        if *base.config() != self.cfg {
             return Err(EngineError::Invalid {
                 field: "params",
                 value: "another model shape".into(),
                 rule: "the shape the workspace was made for",
             });
         }
-        if params.data.len() != params.layout.total {
-            return Err(EngineError::Length {
-                what: "params",
-                expected: params.layout.total,
-                got: params.data.len(),
-            });
+        if let Some(params) = base.params() {
+            if params.data.len() != params.layout.total {
+                return Err(EngineError::Length {
+                    what: "params",
+                    expected: params.layout.total,
+                    got: params.data.len(),
+                });
+            }
         }
         match (lora, &self.lora) {
             (None, _) => {}
@@ -483,7 +491,7 @@ fn active_masks(masks: &mut [f32], use_masks: bool) -> &mut [f32] {
 /// Runs the layers and the final norm; leaves everything the backward pass needs in `ws`.
 /// With `dropout_rng`, LoRA dropout masks are drawn (training).
 fn forward_body(
-    params: &Params,
+    base: Base<'_>,
     lora: Option<&LoraParams>,
     ws: &mut Workspace,
     inputs: &[u32],
@@ -496,9 +504,12 @@ fn forward_body(
     let dropout = lora.map_or(0.0, |l| l.config.dropout);
     // Dropout masks apply only in training passes; evaluation runs the adapter as is.
     let use_masks = dropout_rng.is_some() && dropout > 0.0;
-    embedding::forward(&mut ws.res[..n * d], inputs, params.embedding(), d);
+    // A LoRA run's base is frozen: its f32 matrices run over the tiles a quantized base uses.
+    let tiled = lora.is_some();
+    base.embedding(tiled)
+        .gather_rows(&mut ws.res[..n * d], inputs);
     for l in 0..cfg.n_layers {
-        let w = params.layer(l);
+        let w = base.layer(l, tiled);
         let (before, after) = ws.res.split_at_mut((l + 1) * n * d);
         let x_in = &before[l * n * d..];
         let x_out = &mut after[..n * d];
@@ -509,13 +520,16 @@ fn forward_body(
             draw_masks(&mut ws.lora_mask, lora, &cfg, n, l, dropout, rng);
         }
         #[allow(clippy::type_complexity)]
-        let projections: [(LoraTarget, &mut [f32], &[f32], Option<&[f32]>, usize); 3] = [
+        let projections: [(LoraTarget, &mut [f32], Frozen, Option<&[f32]>, usize); 3] = [
             (LoraTarget::Q, &mut ws.q[slab(n, d, l)], w.wq, w.bq, d),
             (LoraTarget::K, &mut ws.k[slab(n, kv, l)], w.wk, w.bk, kv),
             (LoraTarget::V, &mut ws.v[slab(n, kv, l)], w.wv, w.bv, kv),
         ];
         for (t, y, wt, bias, dout) in projections {
-            linear::forward(y, ln1, wt, bias, n, d, dout);
+            wt.xwt(y, ln1, n, 0.0, &mut ws.wtile);
+            if let Some(b) = bias {
+                linear::add_bias(y, b, dout);
+            }
             if let Some(mut s) = slot(
                 lora,
                 &cfg,
@@ -553,7 +567,7 @@ fn forward_body(
         let att = &ws.att[slab(n, d, l)];
         let xmid = &mut ws.xmid[slab(n, d, l)];
         xmid.copy_from_slice(x_in);
-        sgemm(false, true, n, d, d, 1.0, att, d, w.wo, d, 1.0, xmid, d);
+        w.wo.xwt(xmid, att, n, 1.0, &mut ws.wtile);
         if let Some(mut s) = slot(
             lora,
             &cfg,
@@ -578,7 +592,7 @@ fn forward_body(
             (LoraTarget::Gate, &mut ws.g[slab(n, hd, l)], w.w_gate),
             (LoraTarget::Up, &mut ws.u[slab(n, hd, l)], w.w_up),
         ] {
-            linear::forward(y, ln2, wt, None, n, d, hd);
+            wt.xwt(y, ln2, n, 0.0, &mut ws.wtile);
             if let Some(mut s) = slot(
                 lora,
                 &cfg,
@@ -594,9 +608,7 @@ fn forward_body(
         swiglu::forward(&mut ws.h[..], &ws.g[slab(n, hd, l)], &ws.u[slab(n, hd, l)]);
         let hbuf = &ws.h[..];
         x_out.copy_from_slice(xmid);
-        sgemm(
-            false, true, n, d, hd, 1.0, hbuf, hd, w.w_down, hd, 1.0, x_out, d,
-        );
+        w.w_down.xwt(x_out, hbuf, n, 1.0, &mut ws.wtile);
         if let Some(mut s) = slot(
             lora,
             &cfg,
@@ -610,7 +622,7 @@ fn forward_body(
         }
     }
     let last = &ws.res[slab(n, d, cfg.n_layers)];
-    rmsnorm::forward(&mut ws.lnf, &mut ws.rstdf, last, params.final_norm(), eps);
+    rmsnorm::forward(&mut ws.lnf, &mut ws.rstdf, last, base.final_norm(), eps);
 }
 
 /// Draws this layer's LoRA dropout masks (values 0 or 1/(1-p)), in target order.
@@ -637,53 +649,45 @@ fn draw_masks(
 }
 
 /// Mean-able loss of the model on `targets` (IGNORE_INDEX positions skipped); no gradients.
-pub fn forward_loss(
-    params: &Params,
+///
+/// `base` is f32 `Params` or, with a LoRA adapter, a quantized model (`&QuantModel`).
+pub fn forward_loss<'b>(
+    base: impl Into<Base<'b>>,
     lora: Option<&LoraParams>,
     ws: &mut Workspace,
     inputs: &[u32],
     targets: &[u32],
 ) -> Result<LossSum, EngineError> {
-    ws.check(params, lora, inputs, Some(targets))?;
-    forward_body(params, lora, ws, inputs, None);
+    let base = base.into();
+    ws.check(base, lora, inputs, Some(targets))?;
+    forward_body(base, lora, ws, inputs, None);
     let mut c = Classifier {
         vocab: ws.cfg.vocab_size,
         dim: ws.cfg.dim,
         chunk: classifier_chunk(ws.cfg.vocab_size, ws.n),
         logits: &mut ws.logits,
     };
-    let (sum, count) = c.run(&ws.lnf, params.classifier(), targets, None);
+    let w = ClassifierWeights::Frozen(base.classifier(lora.is_some()), &mut ws.wtile);
+    let (sum, count) = c.run_with(&ws.lnf, w, targets, None);
     Ok(LossSum { sum, count })
 }
 
 /// Logits `[B, T, V]` (for tests and small-model evaluation; allocates B*T*V floats).
-pub fn logits(
-    params: &Params,
+pub fn logits<'b>(
+    base: impl Into<Base<'b>>,
     lora: Option<&LoraParams>,
     tokens: &[u32],
     batch: usize,
     seq: usize,
 ) -> Result<Vec<f32>, EngineError> {
-    let mut ws = Workspace::new(&params.config, batch, seq, lora.map(|l| &l.config))?;
-    ws.check(params, lora, tokens, None)?;
-    forward_body(params, lora, &mut ws, tokens, None);
-    let (n, d, v) = (ws.n, ws.cfg.dim, ws.cfg.vocab_size);
+    let base = base.into();
+    let mut ws = Workspace::new(base.config(), batch, seq, lora.map(|l| &l.config))?;
+    ws.check(base, lora, tokens, None)?;
+    forward_body(base, lora, &mut ws, tokens, None);
+    let (n, v) = (ws.n, ws.cfg.vocab_size);
     let mut out = vec![0.0f32; mul(n, v)?];
-    sgemm(
-        false,
-        true,
-        n,
-        v,
-        d,
-        1.0,
-        &ws.lnf,
-        d,
-        params.classifier(),
-        d,
-        0.0,
-        &mut out,
-        v,
-    );
+    base.classifier(lora.is_some())
+        .xwt(&mut out, &ws.lnf, n, 0.0, &mut ws.wtile);
     Ok(out)
 }
 
@@ -703,8 +707,11 @@ fn range_of(params: &Params, name: &str) -> Range<usize> {
 /// per-token losses. `grads` has the layout of `params` (full training) or of `lora` (when
 /// `lora` is Some: the base model is frozen). Returns the loss sum and count; the caller
 /// scales the gradient by 1 / total count (over all micro-batches) before clipping.
-pub fn forward_backward(
-    params: &Params,
+///
+/// `base` is f32 `Params` or, with a LoRA adapter, a quantized model (`&QuantModel`): the
+/// frozen base gets no gradient, only the input gradients `dY W` pass through it.
+pub fn forward_backward<'b>(
+    base: impl Into<Base<'b>>,
     lora: Option<&LoraParams>,
     grads: &mut [f32],
     ws: &mut Workspace,
@@ -712,13 +719,30 @@ pub fn forward_backward(
     targets: &[u32],
     rng: &mut Rng,
 ) -> Result<LossSum, EngineError> {
-    ws.check(params, lora, inputs, Some(targets))?;
+    let base = base.into();
+    ws.check(base, lora, inputs, Some(targets))?;
     let mode = if lora.is_some() {
         GradTarget::Lora
     } else {
         GradTarget::Full
     };
-    let expected = lora.map_or(params.layout.total, |l| l.layout.total);
+    // Full training updates the base, so it needs the f32 parameters (`trained`).
+    let trained = match (base.params(), &mode) {
+        (Some(p), GradTarget::Full) => Some(p),
+        (_, GradTarget::Lora) => None,
+        (None, GradTarget::Full) => {
+            return Err(EngineError::Invalid {
+                field: "base model",
+                value: "quantized weights".into(),
+                rule: "f32 weights for full training (a quantized base trains a LoRA adapter)",
+            })
+        }
+    };
+    let expected = match (lora, trained) {
+        (Some(l), _) => l.layout.total,
+        (None, Some(p)) => p.layout.total,
+        (None, None) => 0,
+    };
     if grads.len() != expected {
         return Err(EngineError::Length {
             what: "gradient buffer",
@@ -726,18 +750,15 @@ pub fn forward_backward(
             got: grads.len(),
         });
     }
-    forward_body(params, lora, ws, inputs, Some(rng));
+    forward_body(base, lora, ws, inputs, Some(rng));
     let cfg = ws.cfg.clone();
     let (n, d, kv, hd) = (ws.n, cfg.dim, cfg.kv_dim(), cfg.hidden_dim);
-    let full = matches!(mode, GradTarget::Full);
+    let full = trained.is_some();
     let shape = ws.attn_shape();
+    // Offsets of a model tensor's gradient (full training only; empty otherwise).
+    let range = |name: &str| trained.map_or(0..0, |p| range_of(p, name));
 
     // Classifier + loss: dlnf lands in ws.dln.
-    let classifier_range = if cfg.tied_embeddings {
-        range_of(params, names::EMBED)
-    } else {
-        range_of(params, names::LM_HEAD)
-    };
     let (sum, count) = {
         let mut c = Classifier {
             vocab: cfg.vocab_size,
@@ -745,35 +766,46 @@ pub fn forward_backward(
             chunk: classifier_chunk(cfg.vocab_size, n),
             logits: &mut ws.logits,
         };
-        let dw = if full {
-            Some(&mut grads[classifier_range])
-        } else {
-            None
-        };
-        c.run(
-            &ws.lnf,
-            params.classifier(),
-            targets,
-            Some(ClassifierGrads {
-                dx: &mut ws.dln,
-                dw,
-            }),
-        )
+        let dx = &mut ws.dln;
+        match trained {
+            Some(p) => {
+                let classifier_range = if cfg.tied_embeddings {
+                    range(names::EMBED)
+                } else {
+                    range(names::LM_HEAD)
+                };
+                c.run(
+                    &ws.lnf,
+                    p.classifier(),
+                    targets,
+                    Some(ClassifierGrads {
+                        dx,
+                        dw: Some(&mut grads[classifier_range]),
+                    }),
+                )
+            }
+            None => c.run_with(
+                &ws.lnf,
+                ClassifierWeights::Frozen(base.classifier(true), &mut ws.wtile),
+                targets,
+                Some(ClassifierGrads { dx, dw: None }),
+            ),
+        }
     };
     ws.dres.fill(0.0);
-    let final_norm_grad = full.then(|| &mut grads[range_of(params, names::FINAL_NORM)]);
+    let final_norm_grad = full.then(|| &mut grads[range(names::FINAL_NORM)]);
     rmsnorm::backward(
         &mut ws.dres,
         final_norm_grad,
         &ws.dln,
         &ws.res[slab(n, d, cfg.n_layers)],
-        params.final_norm(),
+        base.final_norm(),
         &ws.rstdf,
     );
 
     for l in (0..cfg.n_layers).rev() {
-        let w = params.layer(l);
-        let lr = |s: &str| range_of(params, &names::layer(l, s));
+        let w = base.layer(l, !full);
+        let lr = |s: &str| range(&names::layer(l, s));
         // LoRA gradient ranges of (layer, target): (A, B).
         let lora_ranges = |t: LoraTarget| -> Option<(Range<usize>, Range<usize>)> {
             let lp = lora?;
@@ -812,7 +844,7 @@ pub fn forward_backward(
         // MLP: res[l+1] = xmid + h Wd^T (+ LoRA)
         swiglu::forward(&mut ws.h, &ws.g[slab(n, hd, l)], &ws.u[slab(n, hd, l)]);
         let hbuf = &ws.h[..];
-        linear::backward_input(&mut ws.dh, &ws.dres, w.w_down, n, hd, d, false);
+        w.w_down.dyw(&mut ws.dh, &ws.dres, n, false, &mut ws.wtile);
         if full {
             linear::backward_weight(
                 &mut grads[lr(names::W_DOWN)],
@@ -835,8 +867,8 @@ pub fn forward_backward(
         let xmid = &ws.xmid[slab(n, d, l)];
         rmsnorm::apply(&mut ws.ln, xmid, w.ffn_norm, &ws.rstd2[slab(n, 1, l)]);
         let ln2 = &ws.ln[..];
-        linear::backward_input(&mut ws.dln, &ws.dg, w.w_gate, n, d, hd, false);
-        linear::backward_input(&mut ws.dln, &ws.du, w.w_up, n, d, hd, true);
+        w.w_gate.dyw(&mut ws.dln, &ws.dg, n, false, &mut ws.wtile);
+        w.w_up.dyw(&mut ws.dln, &ws.du, n, true, &mut ws.wtile);
         if full {
             linear::backward_weight(&mut grads[lr(names::W_GATE)], None, &ws.dg, ln2, n, d, hd);
             linear::backward_weight(&mut grads[lr(names::W_UP)], None, &ws.du, ln2, n, d, hd);
@@ -856,7 +888,7 @@ pub fn forward_backward(
 
         // Attention: xmid = res[l] + att Wo^T (+ LoRA); ws.dln holds d(att).
         let att = &ws.att[slab(n, d, l)];
-        linear::backward_input(&mut ws.dln, &ws.dres, w.wo, n, d, d, false);
+        w.wo.dyw(&mut ws.dln, &ws.dres, n, false, &mut ws.wtile);
         if full {
             linear::backward_weight(&mut grads[lr(names::WO)], None, &ws.dres, att, n, d, d);
         }
@@ -882,9 +914,9 @@ pub fn forward_backward(
             &ws.rstd1[slab(n, 1, l)],
         );
         let ln1 = &ws.ln[..];
-        linear::backward_input(&mut ws.dln, &ws.dq, w.wq, n, d, d, false);
-        linear::backward_input(&mut ws.dln, &ws.dk, w.wk, n, d, kv, true);
-        linear::backward_input(&mut ws.dln, &ws.dv, w.wv, n, d, kv, true);
+        w.wq.dyw(&mut ws.dln, &ws.dq, n, false, &mut ws.wtile);
+        w.wk.dyw(&mut ws.dln, &ws.dk, n, true, &mut ws.wtile);
+        w.wv.dyw(&mut ws.dln, &ws.dv, n, true, &mut ws.wtile);
         if full {
             for (wn, bn, dy, dout) in [
                 (names::WQ, names::BQ, &ws.dq, d),
@@ -917,12 +949,7 @@ pub fn forward_backward(
         );
     }
     if full {
-        embedding::backward(
-            &mut grads[range_of(params, names::EMBED)],
-            &ws.dres,
-            inputs,
-            d,
-        );
+        embedding::backward(&mut grads[range(names::EMBED)], &ws.dres, inputs, d);
     }
     Ok(LossSum { sum, count })
 }

@@ -56,10 +56,21 @@ pub struct TrainConfig {
     pub lora_alpha: f64,
     pub lora_targets: String,
     pub lora_dropout: f64,
+    /// How a LoRA run holds a quantized base: keep, bf16 or f32 (configs saved before the
+    /// option existed read as keep).
+    #[serde(default = "keep")]
+    pub base_dtype: String,
     /// `--allow-tokenizer-mismatch`, given anew each time (never saved).
     #[serde(skip)]
     pub allow_tokenizer_mismatch: bool,
 }
+
+fn keep() -> String {
+    "keep".into()
+}
+
+/// The values of `--base-dtype`.
+pub const BASE_DTYPES: [&str; 3] = ["keep", "bf16", "f32"];
 
 fn bad(flag: &str, value: impl std::fmt::Display, rule: &str) -> anyhow::Error {
     Coded::new(
@@ -305,6 +316,14 @@ impl TrainConfig {
             0.99,
             "in [0, 0.99]",
         )?;
+        let base_dtype = s.base_dtype.clone().unwrap_or_else(keep);
+        if !BASE_DTYPES.contains(&base_dtype.as_str()) {
+            return Err(bad(
+                "base-dtype",
+                format!("{base_dtype:?}"),
+                "one of: keep, bf16, f32",
+            ));
+        }
         // Input paths are stored absolute so that a resume from another directory finds them.
         let abs = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
         Ok(TrainConfig {
@@ -343,6 +362,7 @@ impl TrainConfig {
             lora_alpha,
             lora_targets,
             lora_dropout,
+            base_dtype,
             allow_tokenizer_mismatch: false,
         })
     }
@@ -385,6 +405,7 @@ impl TrainConfig {
             lora_alpha: Some(self.lora_alpha),
             lora_targets: Some(self.lora_targets.clone()),
             lora_dropout: Some(self.lora_dropout),
+            base_dtype: Some(self.base_dtype.clone()),
             ..Settings::default()
         }
     }
@@ -418,7 +439,7 @@ impl TrainConfig {
     /// Settings that define the trained weights' shape or the data order: a resumed run
     /// must keep them. Returns a description of the first difference.
     pub fn incompatibility(&self, saved: &TrainConfig) -> Option<String> {
-        let pairs: [(&str, String, String); 9] = [
+        let pairs: [(&str, String, String); 10] = [
             (
                 "model",
                 format!("{:?}", saved.model),
@@ -459,6 +480,12 @@ impl TrainConfig {
                 "lora-alpha",
                 saved.lora_alpha.to_string(),
                 self.lora_alpha.to_string(),
+            ),
+            // The base's storage changes the numbers an exact resume must reproduce.
+            (
+                "base-dtype",
+                saved.base_dtype.clone(),
+                self.base_dtype.clone(),
             ),
         ];
         pairs

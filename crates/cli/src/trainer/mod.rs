@@ -16,9 +16,11 @@ use anyhow::Context;
 use config::TrainConfig;
 use data::windows::{window_count, window_range, WindowOrder};
 use data_source::TokenData;
+use engine::frozen::Base;
 use engine::lora::LoraParams;
 use engine::model::{forward_backward, forward_loss, LossSum, Workspace, IGNORE_INDEX};
 use engine::optim::{decay_ranges, grad_stats, zero_grads, AdamW, LrSchedule};
+use engine::quant::QuantModel;
 use engine::rng::Rng;
 use engine::{ModelConfig, ParamLayout, Params};
 use events::Events;
@@ -113,6 +115,7 @@ fn resolve(flags: &Settings) -> anyhow::Result<(TrainConfig, bool)> {
             ("lora-alpha", given.lora_alpha.is_some()),
             ("lora-targets", given.lora_targets.is_some()),
             ("lora-dropout", given.lora_dropout.is_some()),
+            ("base-dtype", given.base_dtype.is_some()),
         ];
         if let Some((flag, _)) = lora_only.iter().find(|(_, set)| *set) {
             // A resumed LoRA run keeps its saved rank; only a fresh run can forget it.
@@ -322,9 +325,19 @@ impl Batch {
     }
 }
 
+/// The weights the passes read: the quantized base when there is one.
+fn base<'a>(params: &'a Params, quant: &'a Option<QuantModel>) -> Base<'a> {
+    match quant {
+        Some(q) => Base::Quant(q),
+        None => Base::F32(params),
+    }
+}
+
 struct Trainer {
     cfg: TrainConfig,
     params: Params,
+    /// A LoRA run's frozen base kept quantized (QLoRA); `params` then holds no weights.
+    quant: Option<QuantModel>,
     lora: Option<LoraParams>,
     save: formats::hf::SaveOptions,
     train: TokenData,
@@ -476,6 +489,7 @@ impl Trainer {
             flops_per_token: flops_per_token(&shape, cfg.seq_len, lora_n),
             grads: vec![0.0; n_train],
             params: setup.params,
+            quant: setup.quant,
             save: setup.save,
             stop: stop.clone(),
             last_ckpt_step: None,
@@ -500,6 +514,14 @@ impl Trainer {
         }
         t.announce(ev, threads, windows, &setup.description);
         Ok(t)
+    }
+
+    /// Bytes of the base weights held in memory.
+    fn base_bytes(&self) -> u64 {
+        match &self.quant {
+            Some(q) => q.weight_bytes() + 4 * (q.layers.len() as u64 * 2 + 1) * q.config.dim as u64,
+            None => self.params.data.len() as u64 * 4,
+        }
     }
 
     fn trainable_layout(&self) -> std::sync::Arc<ParamLayout> {
@@ -582,8 +604,9 @@ impl Trainer {
     fn announce(&self, ev: &mut Events, threads: usize, windows: usize, desc: &str) {
         let c = &self.cfg;
         let shape = &self.params.config;
-        let params = self.params.data.len() as u64;
+        let params = self.params.layout.total as u64;
         let trainable = self.grads.len() as u64;
+        let base_bytes = self.base_bytes();
         let mode = if self.lora.is_some() {
             "lora"
         } else if c.init.is_some() {
@@ -613,13 +636,16 @@ impl Trainer {
                     "rank": l.config.rank, "alpha": l.config.alpha,
                     "targets": l.config.targets.iter().map(|t| t.short()).collect::<Vec<_>>(),
                     "dropout": l.config.dropout, "params": trainable,
+                    "base_dtype": c.base_dtype, "base_bytes": base_bytes,
+                    "base_quantized": self.quant.is_some(),
+                    "base_storage": self.quant.as_ref().map_or("F32".into(), |q| q.type_summary()),
                 }),
             });
         }
         let per_step = c.tokens_per_step();
         let total_tokens = per_step * c.steps;
         let train_tokens = self.train.tokens.len() as u64;
-        let mem = params * 4
+        let mem = base_bytes
             + trainable * 4 * 3
             + self.ws.bytes() as u64
             + train_tokens * 4
@@ -668,7 +694,7 @@ impl Trainer {
         ev.log(format!(
             "memory: about {} MiB (weights {} MiB, grads+AdamW {} MiB, activations {} MiB)",
             mem >> 20,
-            (params * 4) >> 20,
+            base_bytes >> 20,
             (trainable * 12) >> 20,
             self.ws.bytes() >> 20
         ));
@@ -805,7 +831,7 @@ impl Trainer {
             batch.windows.extend(start..end);
             batch.fill(val, t);
             let l = forward_loss(
-                &self.params,
+                base(&self.params, &self.quant),
                 self.lora.as_ref(),
                 &mut self.ws,
                 &batch.inputs,
@@ -859,7 +885,7 @@ impl Trainer {
                 self.order.next_batch(b, &mut batch.windows);
                 batch.fill(&self.train, t);
                 let l = forward_backward(
-                    &self.params,
+                    base(&self.params, &self.quant),
                     self.lora.as_ref(),
                     &mut self.grads,
                     &mut self.ws,

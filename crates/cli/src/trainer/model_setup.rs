@@ -5,6 +5,7 @@ use super::config::TrainConfig;
 use crate::output::Coded;
 use anyhow::Context;
 use data::Tokenizer;
+use engine::quant::QuantModel;
 use engine::{ModelConfig, Params};
 use formats::hf::{SaveOptions, TokenizerJson};
 use formats::safetensors_io::DType;
@@ -14,7 +15,12 @@ use formats::TokenizerSource;
 pub const EXIT_MODEL: i32 = 3;
 
 pub struct ModelSetup {
+    /// The model's f32 weights; for a quantized base (`quant`) only its config and layout
+    /// (`data` empty).
     pub params: Params,
+    /// A LoRA run's frozen base held in its file's block format (`--base-dtype keep`) or as
+    /// BF16 (`--base-dtype bf16`).
+    pub quant: Option<QuantModel>,
     pub tokenizer: Option<Tokenizer>,
     pub save: SaveOptions,
     /// "stories260k preset, seeded init (seed 1337)" or "gguf v3 Q4_1 from x.gguf".
@@ -38,6 +44,7 @@ pub fn setup(cfg: &TrainConfig) -> anyhow::Result<ModelSetup> {
             .with_context(|| format!("initialising the {preset} preset"))?;
         ModelSetup {
             params,
+            quant: None,
             tokenizer: None,
             save: SaveOptions::default(),
             description: format!("{preset} preset, seeded init (seed {})", cfg.seed),
@@ -55,8 +62,7 @@ pub fn setup(cfg: &TrainConfig) -> anyhow::Result<ModelSetup> {
         }
         let (resolved, _) = crate::inputs::resolve_model(path, "--model")?;
         let path = &resolved;
-        let loaded = formats::load_model(path)
-            .map_err(|e| model_err(format!("cannot load model {}: {e}", path.display())))?;
+        let (loaded, quant) = load_base(cfg, path)?;
         let tokenizer = match &loaded.tokenizer {
             Some(src) if cfg.tokenizer.is_none() => {
                 // The GGUF vocabulary is read from the model file itself.
@@ -74,6 +80,7 @@ pub fn setup(cfg: &TrainConfig) -> anyhow::Result<ModelSetup> {
             save: SaveOptions::from_loaded(&loaded, DType::F32),
             description: format!("{} from {}", loaded.source, path.display()),
             params: loaded.params,
+            quant,
             tokenizer,
         }
     };
@@ -129,6 +136,41 @@ pub fn setup(cfg: &TrainConfig) -> anyhow::Result<ModelSetup> {
         .into());
     }
     Ok(setup)
+}
+
+/// Loads the model file: f32 weights, or for a LoRA run on a quantized GGUF file (unless
+/// `--base-dtype f32`) the frozen base in its block format (keep) or as BF16.
+fn load_base(
+    cfg: &TrainConfig,
+    path: &std::path::Path,
+) -> anyhow::Result<(formats::LoadedModel, Option<QuantModel>)> {
+    let cannot =
+        |e: formats::FormatError| model_err(format!("cannot load model {}: {e}", path.display()));
+    let quantized_base = cfg.lora_rank > 0
+        && cfg.base_dtype != "f32"
+        && formats::gguf::quant_load::is_quantized_gguf(path);
+    if !quantized_base {
+        let mut loaded = formats::load_model(path).map_err(cannot)?;
+        if cfg.lora_rank > 0 && cfg.base_dtype == "bf16" {
+            // An f32 file held as BF16 (half the memory); the f32 values are dropped.
+            let q = QuantModel::from_params(&loaded.params, |_, _, _, _| None)
+                .map_err(|e| model_err(format!("model {}: {e}", path.display())))?;
+            let bf16 = engine::frozen::to_bf16(&q);
+            loaded.params.data = Vec::new();
+            loaded.source = format!("{} held as BF16", loaded.source);
+            return Ok((loaded, Some(bf16)));
+        }
+        return Ok((loaded, None));
+    }
+    let q = formats::gguf::load_quant_model(path).map_err(cannot)?;
+    let mut meta = q.meta;
+    let model = if cfg.base_dtype == "bf16" {
+        meta.source = format!("{} held as BF16", meta.source);
+        engine::frozen::to_bf16(&q.model)
+    } else {
+        q.model
+    };
+    Ok((meta, Some(model)))
 }
 
 /// Adapter between the data loader and our tokenizer.

@@ -129,6 +129,10 @@ pub struct Settings {
     /// Dropout on the LoRA branch input (0 = off).
     #[arg(long, help_heading = "LoRA")]
     pub lora_dropout: Option<f64>,
+    /// How a LoRA run holds a quantized GGUF base: keep (its block format, dequantized tile
+    /// by tile into the products: QLoRA), bf16, or f32 (expanded at load).
+    #[arg(long, help_heading = "LoRA", value_parser = ["keep", "bf16", "f32"])]
+    pub base_dtype: Option<String>,
     /// Hide the progress bar even on a terminal.
     #[arg(long, help_heading = "Run")]
     #[serde(skip)]
@@ -190,6 +194,7 @@ impl Settings {
             lora_alpha,
             lora_targets,
             lora_dropout,
+            base_dtype,
         );
         self.no_progress |= top.no_progress;
         self.dry_run |= top.dry_run;
@@ -239,6 +244,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("lora_alpha", "2 x lora-rank"),
     ("lora_targets", "q,v"),
     ("lora_dropout", "0"),
+    ("base_dtype", "keep"),
 ];
 
 /// The shown default of setting `name` (its field name), if it has one.

@@ -2,6 +2,7 @@
 //! the full `[tokens, vocab]` logits never exist at once: per chunk, logits -> loss ->
 //! dlogits (in place) -> dx and dW, then the buffer is reused.
 
+use crate::frozen::Frozen;
 use crate::gemm::sgemm;
 use rayon::prelude::*;
 
@@ -25,6 +26,35 @@ pub struct ClassifierGrads<'a> {
     pub dw: Option<&'a mut [f32]>,
 }
 
+/// The classifier matrix `[vocab, dim]`: trainable f32 values, or a frozen matrix (LoRA
+/// runs; possibly quantized) multiplied tile by tile with the scratch buffer given.
+pub enum ClassifierWeights<'w> {
+    F32(&'w [f32]),
+    Frozen(Frozen<'w>, &'w mut Vec<f32>),
+}
+
+impl ClassifierWeights<'_> {
+    /// logits `[rows, vocab]` = x W^T.
+    fn logits(&mut self, logits: &mut [f32], x: &[f32], rows: usize, v: usize, d: usize) {
+        match self {
+            ClassifierWeights::F32(w) => {
+                sgemm(false, true, rows, v, d, 1.0, x, d, w, d, 0.0, logits, v)
+            }
+            ClassifierWeights::Frozen(w, scratch) => w.xwt(logits, x, rows, 0.0, scratch),
+        }
+    }
+
+    /// dx `[rows, dim]` = dlogits W.
+    fn dx(&mut self, dx: &mut [f32], dlogits: &[f32], rows: usize, v: usize, d: usize) {
+        match self {
+            ClassifierWeights::F32(w) => {
+                sgemm(false, false, rows, d, v, 1.0, dlogits, v, w, d, 0.0, dx, d)
+            }
+            ClassifierWeights::Frozen(w, scratch) => w.dyw(dx, dlogits, rows, false, scratch),
+        }
+    }
+}
+
 impl Classifier<'_> {
     /// Sum of -log softmax(x W^T)[target] over rows whose target is not IGNORE_INDEX, and
     /// how many such rows there are. With `grads`, also the gradient of that sum.
@@ -33,6 +63,17 @@ impl Classifier<'_> {
         &mut self,
         x: &[f32],
         w: &[f32],
+        targets: &[u32],
+        grads: Option<ClassifierGrads<'_>>,
+    ) -> (f64, usize) {
+        self.run_with(x, ClassifierWeights::F32(w), targets, grads)
+    }
+
+    /// `run` with any classifier weights; a frozen matrix takes no `dw`.
+    pub fn run_with(
+        &mut self,
+        x: &[f32],
+        mut w: ClassifierWeights<'_>,
         targets: &[u32],
         mut grads: Option<ClassifierGrads<'_>>,
     ) -> (f64, usize) {
@@ -46,7 +87,7 @@ impl Classifier<'_> {
             let xc = &x[start * d..(start + rows) * d];
             let tc = &targets[start..start + rows];
             let logits = &mut self.logits[..rows * v];
-            sgemm(false, true, rows, v, d, 1.0, xc, d, w, d, 0.0, logits, v);
+            w.logits(logits, xc, rows, v, d);
             let backward = grads.is_some();
             logits
                 .par_chunks_mut(v)
@@ -78,8 +119,8 @@ impl Classifier<'_> {
             }
             if let Some(g) = grads.as_mut() {
                 let dx = &mut g.dx[start * d..(start + rows) * d];
-                sgemm(false, false, rows, d, v, 1.0, logits, v, w, d, 0.0, dx, d);
-                if let Some(dw) = g.dw.as_deref_mut() {
+                w.dx(dx, logits, rows, v, d);
+                if let (Some(dw), ClassifierWeights::F32(_)) = (g.dw.as_deref_mut(), &w) {
                     sgemm(true, false, v, d, rows, 1.0, logits, v, xc, d, 1.0, dw, d);
                 }
             }

@@ -17,9 +17,14 @@ pub fn forward(
         false, true, n, d_out, d_in, 1.0, x, d_in, w, d_in, 0.0, y, d_out,
     );
     if let Some(b) = b {
-        for row in y.chunks_mut(d_out) {
-            super::axpy(row, 1.0, b);
-        }
+        add_bias(y, b, d_out);
+    }
+}
+
+/// y[i] += b for every row i of y `[n, d_out]`.
+pub fn add_bias(y: &mut [f32], b: &[f32], d_out: usize) {
+    for row in y.chunks_mut(d_out) {
+        super::axpy(row, 1.0, b);
     }
 }
 
