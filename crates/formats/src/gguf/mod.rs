@@ -1,6 +1,7 @@
 //! GGUF files (llama.cpp, Ollama): reading (all common quantizations, dequantized to f32)
 //! and writing (F32, F16, Q8_0) with the full tokenizer, chat template and special tokens.
 
+pub mod encode;
 pub mod hf_tokenizer;
 pub mod quant;
 pub mod quant_load;
