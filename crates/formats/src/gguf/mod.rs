@@ -3,6 +3,7 @@
 
 pub mod encode;
 pub mod hf_tokenizer;
+pub mod mix;
 pub mod quant;
 pub mod quant_load;
 pub mod reader;
