@@ -178,14 +178,22 @@ pub fn modelfile(i: &ModelfileInput) -> anyhow::Result<String> {
                      by hand"
                 );
             };
-            let _ = writeln!(out, "# Chat template: {} (converted from the GGUF's Jinja template)", family.name());
+            let _ = writeln!(
+                out,
+                "# Chat template: {} (converted from the GGUF's Jinja template)",
+                family.name()
+            );
             let _ = writeln!(
                 out,
                 "TEMPLATE {}",
                 triple_quoted("template", &family.go_template())?
             );
             if let Some(sys) = default_system(jinja, family) {
-                let _ = writeln!(out, "SYSTEM {}", triple_quoted("default system prompt", &sys)?);
+                let _ = writeln!(
+                    out,
+                    "SYSTEM {}",
+                    triple_quoted("default system prompt", &sys)?
+                );
             }
             stops.extend(family.stops().iter().map(|s| s.to_string()));
         }
@@ -208,7 +216,11 @@ pub fn modelfile(i: &ModelfileInput) -> anyhow::Result<String> {
             ("top_k", "top_k"),
             ("repetition_penalty", "repeat_penalty"),
         ] {
-            if let Some(v) = g.get(key).and_then(|v| v.as_f64()).filter(|v| v.is_finite()) {
+            if let Some(v) = g
+                .get(key)
+                .and_then(|v| v.as_f64())
+                .filter(|v| v.is_finite())
+            {
                 let _ = writeln!(out, "PARAMETER {param} {v}");
             }
         }
@@ -256,13 +268,22 @@ mod tests {
             generation_config: None,
         })
         .unwrap();
-        assert!(m.contains("<|start_header_id|>assistant<|end_header_id|>\n\n\"\"\""), "{m}");
+        assert!(
+            m.contains("<|start_header_id|>assistant<|end_header_id|>\n\n\"\"\""),
+            "{m}"
+        );
         for s in ["<|eot_id|>", "<|start_header_id|>", "<|end_of_text|>"] {
             assert!(m.contains(&format!("PARAMETER stop \"{s}\"")), "{s}: {m}");
         }
-        assert!(!m.contains("SYSTEM"), "no literal default system prompt: {m}");
+        assert!(
+            !m.contains("SYSTEM"),
+            "no literal default system prompt: {m}"
+        );
         let l2 = "{% if messages[0]['role'] == 'system' %}{% set sys = '<<SYS>>\\n' + messages[0]['content'] + '\\n<</SYS>>\\n\\n' %}{% endif %}{% for m in messages %}{{ '[INST] ' + m['content'] + ' [/INST]' }}{% endfor %}";
-        assert_eq!(ChatFamily::detect(l2), Some(ChatFamily::Inst { sys_tags: true }));
+        assert_eq!(
+            ChatFamily::detect(l2),
+            Some(ChatFamily::Inst { sys_tags: true })
+        );
         let m = modelfile(&ModelfileInput {
             from: "./m.gguf",
             chat_template: Some(l2),
@@ -273,7 +294,10 @@ mod tests {
         assert!(m.contains("[INST] {{ if and $first $.System }}<<SYS>>\n{{ $.System }}\n<</SYS>>\n\n{{ end }}{{ $first = false }}{{ .Content }} [/INST]"), "{m}");
         assert!(m.contains("{{- else if eq .Role \"assistant\" }} {{ .Content }}</s>"));
         assert!(m.contains("PARAMETER stop \"</s>\""));
-        assert!(!m.contains("SYSTEM \"\"\""), "the <<SYS>> content is an expression: {m}");
+        assert!(
+            !m.contains("SYSTEM \"\"\""),
+            "the <<SYS>> content is an expression: {m}"
+        );
     }
 
     #[test]
@@ -302,7 +326,10 @@ mod tests {
     #[test]
     fn default_system_only_from_literals() {
         let t = "{{ '<|im_start|>system\\nBe brief.<|im_end|>\\n' }}<|im_start|>";
-        assert_eq!(default_system(t, ChatFamily::ChatMl).as_deref(), Some("Be brief."));
+        assert_eq!(
+            default_system(t, ChatFamily::ChatMl).as_deref(),
+            Some("Be brief.")
+        );
         let t = "{{ '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>' }}";
         assert_eq!(default_system(t, ChatFamily::ChatMl), None);
     }

@@ -552,7 +552,9 @@ fn write_gguf(
 ) -> anyhow::Result<()> {
     let tok = gguf_tokenizer(m)?;
     if tok.is_none() {
-        out.log("warning: the model has no tokenizer; the GGUF will carry none (llama.cpp needs one)");
+        out.log(
+            "warning: the model has no tokenizer; the GGUF will carry none (llama.cpp needs one)",
+        );
     }
     let name = src.file_stem().and_then(|s| s.to_str()).map(String::from);
     let opts = gguf::WriteOptions {
@@ -572,7 +574,11 @@ fn refuse_overwrites(args: &Args) -> anyhow::Result<()> {
         Format::Hf | Format::Peft => refuse_existing_dir(&args.out, args.force, "--out"),
         Format::Gguf => refuse_existing(&args.out, args.force, "--out"),
         Format::Ollama => {
-            refuse_existing(&args.out.join(OLLAMA_GGUF), args.force, "--out's model.gguf")?;
+            refuse_existing(
+                &args.out.join(OLLAMA_GGUF),
+                args.force,
+                "--out's model.gguf",
+            )?;
             refuse_existing(&args.out.join("Modelfile"), args.force, "--out's Modelfile")
         }
         Format::Llama2c => {

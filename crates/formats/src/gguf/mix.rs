@@ -159,7 +159,10 @@ mod tests {
         assert_eq!(t(GgmlType::Q4K, "blk.5.attn_q.weight", 576), GgmlType::Q5_0);
         assert_eq!(t(GgmlType::Q5K, "blk.5.attn_q.weight", 576), GgmlType::Q5_1);
         assert_eq!(t(GgmlType::Q6K, "blk.5.attn_q.weight", 576), GgmlType::Q8_0);
-        assert_eq!(t(GgmlType::Q4K, "blk.5.ffn_down.weight", 1536), GgmlType::Q4K);
+        assert_eq!(
+            t(GgmlType::Q4K, "blk.5.ffn_down.weight", 1536),
+            GgmlType::Q4K
+        );
         assert_eq!(t(GgmlType::Q4K, "token_embd.weight", 576), GgmlType::Q8_0);
         // 32-block types keep the output at Q6_K only when the row is whole super-blocks.
         assert_eq!(t(GgmlType::Q4_0, "token_embd.weight", 576), GgmlType::Q8_0);
