@@ -183,3 +183,50 @@ fn exported_q8_0_q4_k_q6_k_match_transformers() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(failures.is_empty(), "outside the bounds: {failures:#?}");
 }
+
+/// `export --format ollama`: a folder with model.gguf (in the requested type) and a
+/// Modelfile; an existing output is refused (exit 7) unless --force. The tiny fixture has no
+/// chat template, so the Modelfile passes prompts through as they are.
+#[test]
+fn ollama_export_writes_gguf_and_modelfile_and_refuses_overwrite() {
+    let Some(shared) = shared() else { return };
+    let src = shared.join("fixtures/tiny-llama/model");
+    let dir = common::tmp("export", "ollama");
+    let out = dir.join("ollama");
+    let args = |force: bool| {
+        let mut a = vec![
+            "export",
+            src.to_str().expect("utf-8 path"),
+            "--format",
+            "ollama",
+            "--dtype",
+            "q8_0",
+            "--out",
+            out.to_str().expect("utf-8 path"),
+        ];
+        if force {
+            a.push("--force");
+        }
+        common::nf(&a)
+    };
+    let (ok, _, err) = args(false);
+    assert!(ok, "export failed: {err}");
+    let mf = std::fs::read_to_string(out.join("Modelfile")).expect("Modelfile");
+    assert!(mf.contains("\nFROM ./model.gguf\n"), "{mf}");
+    assert!(mf.contains("TEMPLATE \"\"\"{{ .Prompt }}\"\"\"\n"), "{mf}");
+    let h = gguf::read_header(&out.join("model.gguf")).expect("model.gguf header");
+    let q = h.tensor("blk.0.attn_q.weight").expect("attn_q in the GGUF");
+    assert_eq!(q.ggml_type, GgmlType::Q8_0);
+    // hidden 176 is not a multiple of 32: ffn_down rows fall back to F16, as in llama.cpp.
+    let down = h.tensor("blk.0.ffn_down.weight").expect("ffn_down");
+    assert_eq!(down.ggml_type, GgmlType::F16);
+    formats::load_model(&out.join("model.gguf")).expect("the GGUF loads");
+    let (ok, _, err) = args(false);
+    assert!(
+        !ok && err.contains("--force"),
+        "second export not refused: {err}"
+    );
+    let (ok, _, err) = args(true);
+    assert!(ok, "--force export failed: {err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
