@@ -75,7 +75,7 @@ pub fn tensor_type(dtype: GgmlType, s: &Slot) -> GgmlType {
     let is_output = s.name == "output.weight" || (s.tied && s.name == "token_embd.weight");
     let mut t = dtype;
     if is_output {
-        if s.cols % dtype.block_len() != 0 {
+        if !s.cols.is_multiple_of(dtype.block_len()) {
             t = GgmlType::Q8_0;
         } else if dtype != GgmlType::Q8_0 {
             t = GgmlType::Q6K;
@@ -93,7 +93,7 @@ pub fn tensor_type(dtype: GgmlType, s: &Slot) -> GgmlType {
 
 /// A type whose blocks divide the row, as llama.cpp's `tensor_type_fallback`.
 fn fallback(t: GgmlType, cols: usize) -> GgmlType {
-    if cols % t.block_len() == 0 {
+    if cols.is_multiple_of(t.block_len()) {
         return t;
     }
     let smaller = match t {
@@ -102,7 +102,7 @@ fn fallback(t: GgmlType, cols: usize) -> GgmlType {
         GgmlType::Q6K => GgmlType::Q8_0,
         other => other,
     };
-    if cols % smaller.block_len() == 0 {
+    if cols.is_multiple_of(smaller.block_len()) {
         smaller
     } else {
         GgmlType::F16

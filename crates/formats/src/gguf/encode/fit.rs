@@ -30,7 +30,8 @@ pub fn fit_affine(x: &[f32], w: &[f32], nmax: u8, q: &mut [u8]) -> (f32, f32) {
     let lo = x.iter().copied().fold(0f32, f32::min);
     let hi = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let range = hi - lo;
-    if !(range > f32::EPSILON * hi.abs().max(lo.abs()).max(f32::MIN_POSITIVE)) {
+    let spread = range > f32::EPSILON * hi.abs().max(lo.abs()).max(f32::MIN_POSITIVE);
+    if !spread {
         // All values equal (or no finite spread): the offset alone represents them.
         q.iter_mut().for_each(|v| *v = 0);
         return (0.0, lo);
@@ -133,7 +134,8 @@ pub fn fit_symmetric(x: &[f32], w: &[f32], nmax: i8, q: &mut [i8]) -> f32 {
         .iter()
         .copied()
         .fold(0f32, |m, v| if v.abs() > m.abs() { v } else { m });
-    if !(peak.abs() > f32::MIN_POSITIVE) {
+    let nonzero = peak.abs() > f32::MIN_POSITIVE;
+    if !nonzero {
         q.iter_mut().for_each(|v| *v = 0);
         return 0.0;
     }

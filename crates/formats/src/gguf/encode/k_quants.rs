@@ -77,7 +77,11 @@ fn fit_q45_k(x: &[f32], nmax: u8, q: &mut [u8; QK_K]) -> KScales {
         let Some((d2, dmin2)) = fit::solve_two_scales(x, &w, &a, &c) else {
             break;
         };
-        if !(d2 > 0.0) || !(dmin2 >= 0.0) {
+        // Positive d, non-negative dmin (which also rules out NaN).
+        if d2.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
+            || dmin2.is_nan()
+            || dmin2 < 0.0
+        {
             break;
         }
         let trial = KScales {
@@ -150,10 +154,10 @@ pub fn encode_q6_k(x: &[f32], out: &mut [u8]) {
     let mut w = [0f32; QK_K];
     let mut q = [0i8; QK_K];
     let mut scales = [0f32; 16];
-    for j in 0..16 {
+    for (j, scale) in scales.iter_mut().enumerate() {
         let r = 16 * j..16 * j + 16;
         fit::weights(&x[r.clone()], &mut w[r.clone()]);
-        scales[j] = fit::fit_symmetric(&x[r.clone()], &w[r.clone()], 32, &mut q[r]);
+        *scale = fit::fit_symmetric(&x[r.clone()], &w[r.clone()], 32, &mut q[r]);
     }
     let peak = scales
         .iter()
@@ -205,9 +209,9 @@ pub fn encode_q6_k(x: &[f32], out: &mut [u8]) {
 /// Nearest signed 6-bit levels for the given scales; returns the weighted error.
 fn assign_q6_k(x: &[f32], w: &[f32], d: f32, sc: &[i8; 16], q: &mut [i8; QK_K]) -> f32 {
     let mut y = [0f32; QK_K];
-    for j in 0..16 {
+    for (j, &scj) in sc.iter().enumerate() {
         let r = 16 * j..16 * j + 16;
-        let s = d * sc[j] as f32;
+        let s = d * scj as f32;
         fit::assign_symmetric(&x[r.clone()], s, 32, &mut q[r.clone()]);
         for i in r {
             y[i] = s * q[i] as f32;
