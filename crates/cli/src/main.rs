@@ -2,6 +2,7 @@
 
 mod cmd;
 mod inputs;
+mod modelfile;
 mod output;
 mod overwrite;
 mod trainer;

@@ -19,6 +19,8 @@ pub enum Format {
     Hf,
     Llama2c,
     Peft,
+    /// A folder with model.gguf and an Ollama Modelfile (`ollama create NAME -f DIR/Modelfile`).
+    Ollama,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -32,6 +34,31 @@ pub enum OutDtype {
     Q4_0,
     #[value(name = "q4_1")]
     Q4_1,
+    /// llama.cpp's Q4_K_M mix.
+    #[value(name = "q4_k")]
+    Q4K,
+    /// llama.cpp's Q5_K_M mix.
+    #[value(name = "q5_k")]
+    Q5K,
+    #[value(name = "q6_k")]
+    Q6K,
+}
+
+impl OutDtype {
+    /// The GGUF main type (for q4_k/q5_k the mix `gguf::mix` builds around it).
+    pub fn gguf_type(self) -> GgmlType {
+        match self {
+            OutDtype::F32 => GgmlType::F32,
+            OutDtype::F16 => GgmlType::F16,
+            OutDtype::Bf16 => GgmlType::BF16,
+            OutDtype::Q8_0 => GgmlType::Q8_0,
+            OutDtype::Q4_0 => GgmlType::Q4_0,
+            OutDtype::Q4_1 => GgmlType::Q4_1,
+            OutDtype::Q4K => GgmlType::Q4K,
+            OutDtype::Q5K => GgmlType::Q5K,
+            OutDtype::Q6K => GgmlType::Q6K,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -41,10 +68,11 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum)]
     pub format: Format,
-    /// Output file (gguf, llama2c) or folder (hf, peft).
+    /// Output file (gguf, llama2c) or folder (hf, peft, ollama).
     #[arg(long)]
     pub out: PathBuf,
-    /// Storage type: gguf f32|f16|q8_0|q4_0|q4_1, hf f32|f16|bf16, llama2c f32 only.
+    /// Storage type: gguf/ollama f32|f16|bf16|q8_0|q4_0|q4_1|q4_k|q5_k|q6_k (q4_k and q5_k are
+    /// llama.cpp's _M mixes), hf f32|f16|bf16, llama2c f32 only.
     #[arg(long, value_enum, default_value = "f32")]
     pub dtype: OutDtype,
     /// LoRA adapter folder (PEFT) to fold into the base weights before exporting.
@@ -432,8 +460,12 @@ pub fn write_hf(dir: &Path, m: &LoadedModel, dtype: DType, out: &Output) -> anyh
 enum Target {
     Hf(DType),
     Gguf(GgmlType),
+    Ollama(GgmlType),
     Llama2c,
 }
+
+/// The GGUF's name inside an `--format ollama` folder.
+const OLLAMA_GGUF: &str = "model.gguf";
 
 fn target(args: &Args) -> anyhow::Result<Option<Target>> {
     Ok(Some(match (args.format, args.dtype) {
@@ -441,22 +473,12 @@ fn target(args: &Args) -> anyhow::Result<Option<Target>> {
         (Format::Hf, OutDtype::F32) => Target::Hf(DType::F32),
         (Format::Hf, OutDtype::F16) => Target::Hf(DType::F16),
         (Format::Hf, OutDtype::Bf16) => Target::Hf(DType::BF16),
-        (Format::Hf, OutDtype::Q8_0 | OutDtype::Q4_0 | OutDtype::Q4_1) => {
-            let name = match args.dtype {
-                OutDtype::Q4_0 => "q4_0",
-                OutDtype::Q4_1 => "q4_1",
-                _ => "q8_0",
-            };
-            bail!("--dtype {name} is for GGUF; a Hugging Face folder takes f32, f16 or bf16")
-        }
-        (Format::Gguf, OutDtype::F32) => Target::Gguf(GgmlType::F32),
-        (Format::Gguf, OutDtype::F16) => Target::Gguf(GgmlType::F16),
-        (Format::Gguf, OutDtype::Q8_0) => Target::Gguf(GgmlType::Q8_0),
-        (Format::Gguf, OutDtype::Q4_0) => Target::Gguf(GgmlType::Q4_0),
-        (Format::Gguf, OutDtype::Q4_1) => Target::Gguf(GgmlType::Q4_1),
-        (Format::Gguf, OutDtype::Bf16) => {
-            bail!("GGUF export takes --dtype f32, f16, q8_0, q4_0 or q4_1")
-        }
+        (Format::Hf, d) => bail!(
+            "--dtype {} is for GGUF; a Hugging Face folder takes f32, f16 or bf16",
+            d.gguf_type().name().to_lowercase()
+        ),
+        (Format::Gguf, d) => Target::Gguf(d.gguf_type()),
+        (Format::Ollama, d) => Target::Ollama(d.gguf_type()),
         (Format::Llama2c, OutDtype::F32) => Target::Llama2c,
         (Format::Llama2c, _) => bail!("llama2.c export is f32 only (its legacy format)"),
     }))
@@ -520,12 +542,45 @@ fn write_llama2c_tokenizer(m: &LoadedModel, model_out: &Path, out: &Output) -> a
     Ok(())
 }
 
+/// Writes `m` as a GGUF mostly in `dtype` (per-tensor types: `gguf::mix`).
+fn write_gguf(
+    path: &Path,
+    m: &LoadedModel,
+    src: &Path,
+    dtype: GgmlType,
+    out: &Output,
+) -> anyhow::Result<()> {
+    let tok = gguf_tokenizer(m)?;
+    if tok.is_none() {
+        out.log(
+            "warning: the model has no tokenizer; the GGUF will carry none (llama.cpp needs one)",
+        );
+    }
+    let name = src.file_stem().and_then(|s| s.to_str()).map(String::from);
+    let opts = gguf::WriteOptions {
+        dtype,
+        tokenizer: tok.as_ref(),
+        chat_template: m.chat_template.as_deref(),
+        name: name.as_deref(),
+    };
+    gguf::write(path, &m.params, &opts)?;
+    Ok(())
+}
+
 /// Every path this export would write, checked before anything is loaded or written.
 fn refuse_overwrites(args: &Args) -> anyhow::Result<()> {
     use crate::overwrite::{refuse_existing, refuse_existing_dir};
     match args.format {
         Format::Hf | Format::Peft => refuse_existing_dir(&args.out, args.force, "--out"),
         Format::Gguf => refuse_existing(&args.out, args.force, "--out"),
+        Format::Ollama => {
+            refuse_existing(
+                &args.out.join(OLLAMA_GGUF),
+                args.force,
+                "--out's model.gguf",
+            )?;
+            refuse_existing(&args.out.join("Modelfile"), args.force, "--out's Modelfile")
+        }
         Format::Llama2c => {
             refuse_existing(&args.out, args.force, "--out")?;
             let tok = args.out.with_file_name("tokenizer.bin");
@@ -568,23 +623,26 @@ pub fn run(mut args: Args, out: &Output) -> anyhow::Result<()> {
     }
     match target {
         Target::Hf(dtype) => write_hf(&args.out, &m, dtype, out)?,
-        Target::Gguf(dtype) => {
-            let tok = gguf_tokenizer(&m)?;
-            if tok.is_none() {
-                out.log("warning: the model has no tokenizer; the GGUF will carry none (llama.cpp needs one)");
-            }
-            let name = args
-                .src
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .map(String::from);
-            let opts = gguf::WriteOptions {
-                dtype,
-                tokenizer: tok.as_ref(),
+        Target::Gguf(dtype) => write_gguf(&args.out, &m, &args.src, dtype, out)?,
+        Target::Ollama(dtype) => {
+            // The Modelfile first: an unconvertible template fails before the long write.
+            let text = crate::modelfile::modelfile(&crate::modelfile::ModelfileInput {
+                from: &format!("./{OLLAMA_GGUF}"),
                 chat_template: m.chat_template.as_deref(),
-                name: name.as_deref(),
-            };
-            gguf::write(&args.out, &m.params, &opts)?;
+                eos_token: m.eos_token.as_deref(),
+                generation_config: m.generation_config.as_ref(),
+            })
+            .with_context(|| format!("{}: Ollama Modelfile", args.src.display()))?;
+            std::fs::create_dir_all(&args.out)
+                .with_context(|| format!("--out {}", args.out.display()))?;
+            write_gguf(&args.out.join(OLLAMA_GGUF), &m, &args.src, dtype, out)?;
+            let mf = args.out.join("Modelfile");
+            std::fs::write(&mf, text).with_context(|| format!("writing {}", mf.display()))?;
+            out.log(format!(
+                "wrote {}; load it with: ollama create NAME -f {}",
+                mf.display(),
+                mf.display()
+            ));
         }
         Target::Llama2c => {
             llama2c::write_model(&args.out, &m.params)?;

@@ -1,7 +1,10 @@
 //! GGUF files (llama.cpp, Ollama): reading (all common quantizations, dequantized to f32)
-//! and writing (F32, F16, Q8_0) with the full tokenizer, chat template and special tokens.
+//! and writing (every type we read, chosen per tensor as llama.cpp does: `mix`) with the full
+//! tokenizer, chat template and special tokens.
 
+pub mod encode;
 pub mod hf_tokenizer;
+pub mod mix;
 pub mod quant;
 pub mod quant_load;
 pub mod reader;

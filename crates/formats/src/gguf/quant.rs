@@ -1,5 +1,6 @@
-//! ggml tensor types: block sizes, dequantization to f32 (all read types) and quantization
-//! (the types we write: F32, F16, Q8_0). Block layouts follow the GGUF/ggml specification.
+//! ggml tensor types: block sizes, dequantization to f32 and quantization (both for every
+//! type listed; the encoders live in `super::encode`). Block layouts follow the GGUF/ggml
+//! specification.
 
 use half::f16;
 
@@ -254,70 +255,10 @@ fn block_q6_k(b: &[u8], o: &mut [f32]) {
     }
 }
 
-/// Encodes `src` as type `t` (F32, F16, BF16 or Q8_0; `src.len()` a multiple of the block).
+/// Encodes `src` as type `t` (every type above; `src.len()` a multiple of the block, else
+/// None). Q4_K/Q5_K/Q6_K fit their scales by least squares (`encode::fit`).
 pub fn quantize(t: GgmlType, src: &[f32]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(t.bytes_for(src.len() as u64)? as usize);
-    match t {
-        GgmlType::F32 => src
-            .iter()
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        GgmlType::F16 => src
-            .iter()
-            .for_each(|x| out.extend_from_slice(&f16::from_f32(*x).to_le_bytes())),
-        GgmlType::BF16 => src
-            .iter()
-            .for_each(|x| out.extend_from_slice(&half::bf16::from_f32(*x).to_le_bytes())),
-        GgmlType::Q8_0 => {
-            for blk in src.chunks_exact(32) {
-                let amax = blk.iter().fold(0f32, |m, x| m.max(x.abs()));
-                let d = amax / 127.0;
-                let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-                out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
-                blk.iter()
-                    .for_each(|x| out.push((x * inv).round().clamp(-127.0, 127.0) as i8 as u8));
-            }
-        }
-        GgmlType::Q4_0 => {
-            for blk in src.chunks_exact(32) {
-                // The value of largest magnitude maps to -8 (the full signed range).
-                let max = blk
-                    .iter()
-                    .fold(0f32, |m, &x| if x.abs() > m.abs() { x } else { m });
-                let d = f16::from_f32(max / -8.0);
-                let inv = if d.to_f32() != 0.0 {
-                    1.0 / d.to_f32()
-                } else {
-                    0.0
-                };
-                out.extend_from_slice(&d.to_le_bytes());
-                let q = |x: f32| ((x * inv + 8.0).round().clamp(0.0, 15.0)) as u8;
-                for j in 0..16 {
-                    out.push(q(blk[j]) | (q(blk[j + 16]) << 4));
-                }
-            }
-        }
-        GgmlType::Q4_1 => {
-            for blk in src.chunks_exact(32) {
-                let min = blk.iter().copied().fold(f32::INFINITY, f32::min);
-                let max = blk.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let d = f16::from_f32((max - min) / 15.0);
-                let m = f16::from_f32(min);
-                let inv = if d.to_f32() != 0.0 {
-                    1.0 / d.to_f32()
-                } else {
-                    0.0
-                };
-                out.extend_from_slice(&d.to_le_bytes());
-                out.extend_from_slice(&m.to_le_bytes());
-                let q = |x: f32| (((x - m.to_f32()) * inv).round().clamp(0.0, 15.0)) as u8;
-                for j in 0..16 {
-                    out.push(q(blk[j]) | (q(blk[j + 16]) << 4));
-                }
-            }
-        }
-        _ => return None,
-    }
-    Some(out)
+    super::encode::quantize(t, src)
 }
 
 #[cfg(test)]

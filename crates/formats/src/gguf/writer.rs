@@ -1,5 +1,5 @@
 //! GGUF v3 writer: llama architecture metadata, the full tokenizer, chat template, special
-//! tokens, and tensors in F32, F16 or Q8_0 (norms and biases always F32, as llama.cpp does).
+//! tokens, and tensors in any type we encode, chosen per tensor as llama.cpp does (`mix`).
 
 use super::quant::{quantize, GgmlType};
 use super::reader::Value;
@@ -15,7 +15,8 @@ const ALIGN: u64 = 32;
 /// What goes into a GGUF besides the weights.
 #[derive(Debug, Clone)]
 pub struct WriteOptions<'a> {
-    /// F32, F16 or Q8_0 for the matrices.
+    /// The file's main type: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, or Q4_K/Q5_K
+    /// (llama.cpp's Q4_K_M/Q5_K_M mixes), Q6_K. Per-tensor choices: `mix::tensor_type`.
     pub dtype: GgmlType,
     /// Must be the `Gguf` kind (convert other kinds first, see `hf_tokenizer`).
     pub tokenizer: Option<&'a TokenizerSource>,
@@ -78,23 +79,7 @@ fn u32v(file: &Path, field: &str, x: usize) -> Result<Value> {
 /// The metadata key-value pairs of a model.
 fn metadata(path: &Path, params: &Params, opts: &WriteOptions) -> Result<Vec<(String, Value)>> {
     let c = &params.config;
-    let file_type = match opts.dtype {
-        GgmlType::F32 => 0,
-        GgmlType::F16 => 1,
-        GgmlType::Q8_0 => 7,
-        GgmlType::Q4_0 => 2,
-        GgmlType::Q4_1 => 3,
-        other => {
-            return Err(FormatError::unsupported(
-                path,
-                "dtype",
-                format!(
-                    "{} (GGUF output is F32, F16, Q8_0, Q4_0 or Q4_1)",
-                    other.name()
-                ),
-            ))
-        }
-    };
+    let file_type = super::mix::file_type(opts.dtype);
     let mut kv: Vec<(String, Value)> = vec![
         ("general.architecture".into(), Value::String("llama".into())),
         (
@@ -249,24 +234,14 @@ pub fn write(path: &Path, params: &Params, opts: &WriteOptions) -> Result<()> {
             FormatError::invalid(path, &spec.name, "no GGUF name for this tensor")
         })?;
         let data = to_file_rope(&spec.name, &spec.shape, cfg, &params.data[spec.range()]);
-        let cols = *spec.shape.last().unwrap_or(&1);
-        let blocks = matches!(opts.dtype, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1);
-        let ty = if spec.shape.len() < 2 || (blocks && cols % 32 != 0) {
-            // Norms and biases stay F32; rows that are not whole 32-blocks fall back to F16.
-            if spec.shape.len() < 2 {
-                GgmlType::F32
-            } else {
-                GgmlType::F16
-            }
-        } else if matches!(opts.dtype, GgmlType::Q4_0 | GgmlType::Q4_1)
-            && (name == "token_embd.weight" || name == "output.weight")
-        {
-            // As llama.cpp's 4-bit presets: the embedding and the classifier keep more bits
-            // (Q8_0 here; llama.cpp uses Q6_K, which we do not write yet).
-            GgmlType::Q8_0
-        } else {
-            opts.dtype
+        let slot = super::mix::Slot {
+            name: &name,
+            n_dims: spec.shape.len(),
+            cols: *spec.shape.last().unwrap_or(&1),
+            n_layers: cfg.n_layers,
+            tied: cfg.tied_embeddings,
         };
+        let ty = super::mix::tensor_type(opts.dtype, &slot);
         let bytes = quantize(ty, &data)
             .ok_or_else(|| FormatError::invalid(path, &name, "cannot quantize"))?;
         let dims = spec.shape.iter().rev().map(|&d| d as u64).collect();
