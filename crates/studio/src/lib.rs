@@ -15,6 +15,7 @@ mod runs;
 mod security;
 mod series;
 mod sse;
+mod tiles;
 mod util;
 
 pub use error::StudioError;

@@ -9,6 +9,7 @@ use crate::runs::{Manager, EVENTS_FILE};
 use crate::util;
 use rusqlite::{params, OptionalExtension};
 use serde_json::{json, Value};
+use std::io::BufRead;
 use std::path::Path;
 
 /// Status a finished stream implies: done, interrupted or error (a folder without a clean
@@ -27,18 +28,49 @@ fn status_of(events: &[(i64, Value)]) -> &'static str {
     }
 }
 
-fn lines(dir: &Path) -> ApiResult<Vec<String>> {
-    let text = std::fs::read_to_string(dir.join(EVENTS_FILE)).map_err(|_| {
+/// Lines journaled per transaction when a whole folder is read: the database lock is
+/// released between chunks and only one chunk of parsed events is held in memory.
+const CHUNK: usize = 10_000;
+
+/// Journals `DIR/events.ndjson` into run `id`, streaming it in chunks; returns the number of
+/// events stored and the status the stream implies.
+fn journal_folder(m: &Manager, id: i64, dir: &Path) -> ApiResult<(usize, &'static str)> {
+    let file = std::fs::File::open(dir.join(EVENTS_FILE)).map_err(|_| {
         ApiError::bad_request(
             "not_a_run",
             format!("{} holds no {EVENTS_FILE}", dir.display()),
         )
     })?;
-    Ok(text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(str::to_string)
-        .collect())
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut journal = Journal::default();
+    // The last event that decides the status (done, error, init, restart).
+    let mut decisive: Vec<(i64, Value)> = Vec::new();
+    let mut total = 0;
+    let mut chunk: Vec<String> = Vec::with_capacity(CHUNK);
+    loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line)?;
+        let line = line.trim_end();
+        if !line.is_empty() {
+            chunk.push(line.to_string());
+        }
+        if chunk.len() == CHUNK || (n == 0 && !chunk.is_empty()) {
+            let events = m.journal(id, &mut journal, &chunk, 0)?;
+            total += events.len();
+            if let Some(last) = events.into_iter().rev().find(|(_, e)| {
+                matches!(
+                    e["type"].as_str(),
+                    Some("done" | "error" | "init" | "restart")
+                )
+            }) {
+                decisive = vec![last];
+            }
+            chunk.clear();
+        }
+        if n == 0 {
+            return Ok((total, status_of(&decisive)));
+        }
+    }
 }
 
 fn config_of(dir: &Path) -> Value {
@@ -64,7 +96,12 @@ pub fn import_folder(m: &Manager, dir: &Path) -> ApiResult<i64> {
     if let Some(id) = known {
         return Ok(id);
     }
-    let lines = lines(&dir)?;
+    if !dir.join(EVENTS_FILE).is_file() {
+        return Err(ApiError::bad_request(
+            "not_a_run",
+            format!("{} holds no {EVENTS_FILE}", dir.display()),
+        ));
+    }
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
@@ -85,9 +122,9 @@ pub fn import_folder(m: &Manager, dir: &Path) -> ApiResult<i64> {
         )?;
         conn.last_insert_rowid()
     };
-    let mut journal = Journal::default();
-    let events = m.journal(id, &mut journal, &lines, 0)?;
-    db::set_status(&m.db.conn(), id, status_of(&events))?;
+    let (_, status) = journal_folder(m, id, &dir)?;
+    db::set_status(&m.db.conn(), id, status)?;
+    crate::series::build_tiles(&m.db.reader()?, id)?;
     m.bump();
     Ok(id)
 }
@@ -134,19 +171,21 @@ pub fn reindex_all(m: &Manager) -> ApiResult<(usize, usize)> {
     };
     let (mut n, mut total) = (0, 0);
     for (id, dir, status) in runs {
-        let Ok(lines) = lines(Path::new(&dir)) else {
+        if !Path::new(&dir).join(EVENTS_FILE).is_file() {
             continue;
-        };
+        }
         m.db.conn()
-            .execute("DELETE FROM events WHERE run_id = ?1; ", [id])?;
+            .execute("DELETE FROM events WHERE run_id = ?1", [id])?;
+        m.db.conn()
+            .execute("DELETE FROM tiles WHERE run_id = ?1", [id])?;
         m.db.conn()
             .execute("UPDATE runs SET summary = '{}' WHERE id = ?1", [id])?;
-        let mut journal = Journal::default();
-        let events = m.journal(id, &mut journal, &lines, 0)?;
+        let (events, implied) = journal_folder(m, id, Path::new(&dir))?;
         if !matches!(status.as_str(), "queued" | "running" | "stopping") {
-            db::set_status(&m.db.conn(), id, status_of(&events))?;
+            db::set_status(&m.db.conn(), id, implied)?;
         }
-        total += events.len();
+        crate::series::build_tiles(&m.db.reader()?, id)?;
+        total += events;
         n += 1;
     }
     n += discover(m);

@@ -58,6 +58,39 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// How long the journal waits for more of a child's lines after the first of a batch.
+const COALESCE: Duration = Duration::from_millis(25);
+/// Lines journaled in one transaction at most.
+const MAX_BATCH: usize = 5000;
+
+/// The child's stdout as lines (trimmed, invalid UTF-8 replaced), read on their own thread;
+/// the channel is bounded so a child that outruns the database waits on its pipe.
+fn line_reader(id: i64, stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<String>(2 * MAX_BATCH);
+    let spawned = std::thread::Builder::new()
+        .name(format!("run-{id}-stdout"))
+        .spawn(move || {
+            let mut reader = BufReader::with_capacity(1 << 16, stdout);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match reader.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {
+                        let line = String::from_utf8_lossy(&buf).trim_end().to_string();
+                        if tx.send(line).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        eprintln!("studio: run {id}: cannot start its reader thread: {e}");
+    }
+    rx
+}
+
 pub fn has_checkpoint(run_dir: &Path) -> bool {
     let c = run_dir.join("checkpoints");
     c.join("latest").exists()
@@ -226,28 +259,21 @@ impl Manager {
     fn follow(self: Arc<Self>, id: i64, mut child: Child, mut journal: Journal) {
         let mut outcome = Outcome::default();
         if let Some(stdout) = child.stdout.take() {
-            let mut reader = BufReader::with_capacity(1 << 16, stdout);
-            loop {
-                let mut batch = Vec::new();
-                let mut line = String::new();
-                match reader.read_line(&mut line) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => batch.push(line),
-                }
-                // Whatever else is already buffered goes into the same transaction.
-                while batch.len() < 2000 && reader.buffer().contains(&b'\n') {
-                    let mut more = String::new();
-                    if reader.read_line(&mut more).unwrap_or(0) == 0 {
-                        break;
+            let lines = line_reader(id, stdout);
+            while let Ok(first) = lines.recv() {
+                // Lines that arrive within the window share one transaction and one wake-up
+                // of the streams: a child printing thousands of events a second costs tens
+                // of commits a second, not thousands.
+                let mut batch = vec![first];
+                let until = Instant::now() + COALESCE;
+                while batch.len() < MAX_BATCH {
+                    match lines.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                        Ok(l) => batch.push(l),
+                        Err(_) => break,
                     }
-                    batch.push(more);
                 }
-                let lines: Vec<String> = batch
-                    .iter()
-                    .map(|l| l.trim_end().to_string())
-                    .filter(|l| !l.is_empty())
-                    .collect();
-                if let Ok(events) = self.journal(id, &mut journal, &lines, 0) {
+                batch.retain(|l| !l.is_empty());
+                if let Ok(events) = self.journal(id, &mut journal, &batch, 0) {
                     events.iter().for_each(|(_, e)| outcome.see(e));
                 }
                 self.bump();
