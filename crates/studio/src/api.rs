@@ -623,7 +623,7 @@ async fn run_export(
             );
             let mut st = conn.prepare(
                 "SELECT id, type, x_step, x_tokens, x_time, loss, val_loss, lr, tps, bad FROM events
-                 WHERE run_id = ?1 AND type IN ('step', 'batch', 'val') ORDER BY id",
+                 WHERE run_id = ?1 AND +type IN ('step', 'batch', 'val') ORDER BY id",
             )?;
             let mut rows = st.query([id])?;
             let f = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();

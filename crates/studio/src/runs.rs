@@ -612,7 +612,7 @@ impl Manager {
         let mut outcome = Outcome::default();
         let conn = self.db.conn();
         if let Ok(mut st) = conn.prepare(
-            "SELECT data FROM events WHERE run_id = ?1 AND origin = 0
+            "SELECT data FROM events INDEXED BY events_by_run_type WHERE run_id = ?1 AND origin = 0
              AND type IN ('init', 'restart', 'done', 'error') ORDER BY id",
         ) {
             if let Ok(rows) = st.query_map([id], |r| r.get::<_, String>(0)) {

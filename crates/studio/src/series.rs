@@ -137,13 +137,18 @@ pub fn series(conn: &Connection, run_id: i64, q: &Query) -> ApiResult<Value> {
          WHERE run_id = ?1 AND type = ?2 AND {xc} >= ?4 AND {xc} <= ?5 AND id >= ?6 AND id <= ?7
          ORDER BY id"
     );
-    // Tiles whose values all fall in one bucket are merged whole; the others (cut by a
-    // bucket edge or the range, or without this x) are read raw, consecutive ones at once,
-    // always in event order so that each bucket's `last` is the last value.
+    // Tiles whose values all fall in one bucket are merged whole, and so are tiles cut by a
+    // bucket edge that span at most 1/8 of a bucket (they go to the bucket of their last x:
+    // an edge moves by less than 1/16 pixel at 2 buckets a pixel, and every value, spike and
+    // NaN still counts). The others (cut by the range, wide against a bucket when zoomed
+    // in, or without this x) are read raw, consecutive ones at once, always in event order
+    // so that each bucket's `last` is the last value.
     let mut pending: Option<(i64, i64)> = None;
     for t in &tiles {
         let whole = t.spans[axis].filter(|s| {
-            s.lo >= from && s.hi <= to && index(s.lo) == index(s.hi) && (s.hi - s.lo) < width
+            s.lo >= from
+                && s.hi <= to
+                && (index(s.lo) == index(s.hi) || s.hi - s.lo <= width / 8.0)
         });
         let outside = t.spans[axis].is_some_and(|s| s.hi < from || s.lo > to);
         if outside {
@@ -156,7 +161,7 @@ pub fn series(conn: &Connection, run_id: i64, q: &Query) -> ApiResult<Value> {
                 }
                 let mut st = t.stats;
                 st.x = span.last;
-                acc[index(span.lo)]
+                acc[index(span.last)]
                     .get_or_insert(Stats::new(span.last))
                     .merge(&st);
             }
@@ -222,7 +227,8 @@ fn markers(
     width: f64,
 ) -> ApiResult<Vec<Value>> {
     let mut st = conn.prepare(&format!(
-        "SELECT type, {xc}, data FROM events WHERE run_id = ?1
+        // By (run, type): the planner would otherwise walk every event of the run.
+        "SELECT type, {xc}, data FROM events INDEXED BY events_by_run_type WHERE run_id = ?1
          AND type IN ('checkpoint', 'val', 'restart') AND {xc} >= ?2 AND {xc} <= ?3 ORDER BY id"
     ))?;
     let mut rows = st.query(params![run_id, from, to])?;
