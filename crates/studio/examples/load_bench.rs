@@ -411,18 +411,13 @@ fn live(o: &Opts) -> Res<bool> {
         Instant::now(),
         proc_sample(s.pid).map(|x| x.0).unwrap_or(0.0),
     );
-    let self_cpu_start = proc_sample(std::process::id())
-        .map(|x| x.0)
-        .unwrap_or(0.0);
+    let self_cpu_start = proc_sample(std::process::id()).map(|x| x.0).unwrap_or(0.0);
     for t in threads {
         let _ = t.join();
     }
     let wall = t_start.elapsed().as_secs_f64();
     let (cpu_end, rss_end, hwm) = proc_sample(s.pid).ok_or("studio gone")?;
-    let self_cpu = proc_sample(std::process::id())
-        .map(|x| x.0)
-        .unwrap_or(0.0)
-        - self_cpu_start;
+    let self_cpu = proc_sample(std::process::id()).map(|x| x.0).unwrap_or(0.0) - self_cpu_start;
     let load_after = loadavg();
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.join();
@@ -442,7 +437,10 @@ fn live(o: &Opts) -> Res<bool> {
         .map(|t| t.lines().count())
         .unwrap_or(0);
     let mut ok = status == "done" && stored.len() == in_file && in_file as f64 == o.rate * o.secs;
-    println!("## live: {} events/s for {} s, {} SSE clients", o.rate, o.secs, o.clients);
+    println!(
+        "## live: {} events/s for {} s, {} SSE clients",
+        o.rate, o.secs, o.clients
+    );
     println!(
         "emitted {in_file} events (events.ndjson), stored {} (run status {status})",
         stored.len()
@@ -467,7 +465,13 @@ fn live(o: &Opts) -> Res<bool> {
     let all: Vec<_> = received
         .iter()
         .filter_map(|r| r.lock().ok())
-        .map(|r| (r.ids == stored, r.max_lag_s, r.lag_sum_s / r.lags.max(1) as f64))
+        .map(|r| {
+            (
+                r.ids == stored,
+                r.max_lag_s,
+                r.lag_sum_s / r.lags.max(1) as f64,
+            )
+        })
         .collect();
     let exact = all.iter().filter(|a| a.0).count();
     let max_lag = all.iter().map(|a| a.1).fold(0.0, f64::max);
@@ -605,9 +609,8 @@ fn dashboard_load(port: u16, id: i64, buckets: usize) -> Res<(f64, Vec<(String, 
     tcp.set_read_timeout(Some(Duration::from_secs(60)))
         .map_err(|e| e.to_string())?;
     let after = last.map(|l| format!("?after={l}")).unwrap_or_default();
-    let req = format!(
-        "GET /api/runs/{id}/stream{after} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n"
-    );
+    let req =
+        format!("GET /api/runs/{id}/stream{after} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
     tcp.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
     let mut r = BufReader::new(tcp);
     let mut line = String::new();
@@ -623,7 +626,10 @@ fn dashboard_load(port: u16, id: i64, buckets: usize) -> Res<(f64, Vec<(String, 
         }
     }
     parts.push((
-        format!("stream (after={})", last.map_or("none".into(), |l| l.to_string())),
+        format!(
+            "stream (after={})",
+            last.map_or("none".into(), |l| l.to_string())
+        ),
         got,
         t_stream.elapsed().as_secs_f64(),
     ));
@@ -644,14 +650,8 @@ fn long(o: &Opts) -> Res<bool> {
         mib(size)
     );
     let s = start_studio(&o.bin, &dir.join("studio"), &[])?;
-    let (t_import, run) = timed(|| {
-        call(
-            s.port,
-            "POST",
-            "/api/runs/import",
-            json!({"path": folder}),
-        )
-    })?;
+    let (t_import, run) =
+        timed(|| call(s.port, "POST", "/api/runs/import", json!({"path": folder})))?;
     let id = run["id"].as_i64().ok_or("no run id")?;
     let (_, _, hwm) = proc_sample(s.pid).unwrap_or_default();
     println!(
@@ -695,7 +695,10 @@ fn long(o: &Opts) -> Res<bool> {
     let loss = call(
         s.port,
         "GET",
-        &format!("/api/runs/{id}/series?metric=loss&x=step&buckets={}", o.buckets),
+        &format!(
+            "/api/runs/{id}/series?metric=loss&x=step&buckets={}",
+            o.buckets
+        ),
         Value::Null,
     )?;
     let pts = loss["points"].as_array().cloned().unwrap_or_default();

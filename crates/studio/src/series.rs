@@ -146,9 +146,7 @@ pub fn series(conn: &Connection, run_id: i64, q: &Query) -> ApiResult<Value> {
     let mut pending: Option<(i64, i64)> = None;
     for t in &tiles {
         let whole = t.spans[axis].filter(|s| {
-            s.lo >= from
-                && s.hi <= to
-                && (index(s.lo) == index(s.hi) || s.hi - s.lo <= width / 8.0)
+            s.lo >= from && s.hi <= to && (index(s.lo) == index(s.hi) || s.hi - s.lo <= width / 8.0)
         });
         let outside = t.spans[axis].is_some_and(|s| s.hi < from || s.lo > to);
         if outside {
@@ -157,7 +155,17 @@ pub fn series(conn: &Connection, run_id: i64, q: &Query) -> ApiResult<Value> {
         match whole {
             Some(span) => {
                 if let Some(r) = pending.take() {
-                    raw_into(conn, &raw_sql, run_id, kind, bit, (from, to), r, &mut acc, &index)?;
+                    raw_into(
+                        conn,
+                        &raw_sql,
+                        run_id,
+                        kind,
+                        bit,
+                        (from, to),
+                        r,
+                        &mut acc,
+                        &index,
+                    )?;
                 }
                 let mut st = t.stats;
                 st.x = span.last;
@@ -174,7 +182,17 @@ pub fn series(conn: &Connection, run_id: i64, q: &Query) -> ApiResult<Value> {
         }
     }
     if let Some(r) = pending.take() {
-        raw_into(conn, &raw_sql, run_id, kind, bit, (from, to), r, &mut acc, &index)?;
+        raw_into(
+            conn,
+            &raw_sql,
+            run_id,
+            kind,
+            bit,
+            (from, to),
+            r,
+            &mut acc,
+            &index,
+        )?;
     }
     raw_into(
         conn,

@@ -140,9 +140,7 @@ pub fn extend(
 ) -> rusqlite::Result<usize> {
     let after = tiled_up_to(conn, run_id, metric)?;
     let untiled: i64 = conn
-        .prepare_cached(
-            "SELECT COUNT(*) FROM events WHERE run_id = ?1 AND type = ?2 AND id > ?3",
-        )?
+        .prepare_cached("SELECT COUNT(*) FROM events WHERE run_id = ?1 AND type = ?2 AND id > ?3")?
         .query_row(params![run_id, kind, after], |r| r.get(0))?;
     if (untiled as usize) < TILE {
         return Ok(0);
