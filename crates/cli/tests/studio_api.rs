@@ -267,6 +267,9 @@ fn project_validate_run_stream_stop_resume_delete() {
     if supports_dry_run() {
         assert_eq!(v["ok"], true, "{v}");
         assert!(v["plan"]["tokens_per_step"].as_u64().unwrap() > 0, "{v}");
+        if std::path::Path::new("/proc/meminfo").exists() {
+            assert!(v["free_memory_bytes"].as_u64().unwrap() > 0, "{v}");
+        }
     } else {
         assert_eq!(v["ok"], false, "{v}");
         assert!(
