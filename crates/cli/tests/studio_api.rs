@@ -956,3 +956,73 @@ fn shell_metacharacters_in_any_path_field_are_only_a_missing_path() {
     drop(s);
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn a_cli_run_in_flight_in_the_runs_folder_is_shown_running_and_followed() {
+    let d = tmp("clirun");
+    let data = token_file(&d);
+    let dir = d.join("studio");
+    let s = Studio::start(&dir, &[]);
+    let out = dir.join("runs").join("from-cli-live");
+    let mut cli = Command::new(BIN)
+        .args([
+            "train",
+            "--json",
+            "--init",
+            "tiny",
+            "--steps",
+            "3000",
+            "--batch-size",
+            "4",
+        ])
+        .args([
+            "--seq-len",
+            "32",
+            "--threads",
+            "1",
+            "--ckpt-every",
+            "1000",
+            "--data",
+        ])
+        .arg(&data)
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the CLI wrote some steps, then let the studio find the folder.
+    let end = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(out.join("events.ndjson"))
+        .map_or(0, |t| t.matches("\"type\":\"batch\"").count())
+        < 5
+    {
+        assert!(Instant::now() < end, "the CLI run wrote no steps");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let list = s.get("/api/runs");
+    let run = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "from-cli-live")
+        .expect("the CLI run is listed")
+        .clone();
+    let id = run["id"].as_i64().unwrap();
+    assert_eq!(run["status"], "running", "{run}");
+    assert_eq!(run["pid"].as_i64(), Some(cli.id() as i64), "{run}");
+    let first = run["summary"]["step"].as_u64().unwrap_or(0);
+    // The studio follows the folder: the stored step grows while the CLI trains.
+    s.wait_run(id, "the followed run to grow", 60, |r| {
+        r["summary"]["step"].as_u64() > Some(first + 20) || r["status"] == "done"
+    });
+    assert!(cli.wait().unwrap().success());
+    let r = s.wait_run(id, "done", 30, |r| r["status"] == "done");
+    assert_eq!(r["summary"]["step"], 3000, "{r}");
+    assert_eq!(r["pid"], Value::Null);
+    // Every line of the folder is stored once, in order.
+    let file = std::fs::read_to_string(out.join("events.ndjson")).unwrap();
+    assert_eq!(s.events(id).len(), file.lines().count());
+    drop(s);
+    let _ = std::fs::remove_dir_all(&d);
+}

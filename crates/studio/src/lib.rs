@@ -6,6 +6,7 @@ mod api;
 mod args;
 mod assets;
 mod children;
+mod cli_runs;
 mod db;
 pub mod error;
 mod jobs;

@@ -568,19 +568,30 @@ impl Manager {
     /// At start-up: runs the last studio left running. Their children got SIGINT when it went
     /// away; wait for them to finish checkpointing, read what they wrote meanwhile, then mark
     /// them interrupted or resume them (auto-resume).
-    fn recover(&self) {
-        let rows: Vec<(i64, Option<i64>, String, String)> = {
+    fn recover(self: &Arc<Self>) {
+        let rows: Vec<(i64, Option<i64>, String, String, bool)> = {
             let conn = self.db.conn();
             let Ok(mut st) = conn.prepare(
-                "SELECT id, pid, status, run_dir FROM runs WHERE status IN ('running', 'stopping')",
+                "SELECT id, pid, status, run_dir, project_id IS NULL AND auto_resume = 0
+                 FROM runs WHERE status IN ('running', 'stopping')",
             ) else {
                 return;
             };
-            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-                .map(|rows| rows.flatten().collect())
-                .unwrap_or_default()
+            st.query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .map(|rows| rows.flatten().collect())
+            .unwrap_or_default()
         };
-        for (id, pid, status, run_dir) in rows {
+        for (id, pid, status, run_dir, cli) in rows {
+            let dir = Path::new(&run_dir);
+            if let (true, Some(holder)) = (cli, crate::cli_runs::lock_holder(dir)) {
+                // A CLI run this studio was following: still going, follow it again.
+                self.catch_up(id, dir);
+                let offset = std::fs::metadata(dir.join(EVENTS_FILE)).map_or(0, |m| m.len());
+                crate::cli_runs::follow(self, id, dir.to_path_buf(), offset, holder);
+                continue;
+            }
             let deadline = Instant::now() + Duration::from_secs(60);
             while pid.is_some_and(util::pid_alive) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(100));
