@@ -57,7 +57,7 @@ impl Synth {
         } else if n + 1 == self.total {
             json!({"type": "done", "total_steps": self.step, "final_loss": 1.0,
                    "total_time_s": 1.0})
-        } else if n % 500 == 0 {
+        } else if n.is_multiple_of(500) {
             json!({"type": "info", "key": "bench_clock", "value": now_s()})
         } else if self.pending_batch {
             self.pending_batch = false;
@@ -580,7 +580,10 @@ fn timed<T>(f: impl FnOnce() -> Res<T>) -> Res<(f64, T)> {
 
 /// The dashboard's requests, as the page makes them: the run, then the four series in
 /// parallel, then the stream from the run's last event id (until its first frame).
-fn dashboard_load(port: u16, id: i64, buckets: usize) -> Res<(f64, Vec<(String, usize, f64)>)> {
+/// (request, bytes, seconds) of each part of a dashboard load.
+type Parts = Vec<(String, usize, f64)>;
+
+fn dashboard_load(port: u16, id: i64, buckets: usize) -> Res<(f64, Parts)> {
     let t = Instant::now();
     let run = call(port, "GET", &format!("/api/runs/{id}"), Value::Null)?;
     let last = run["last_event_id"].as_i64();
