@@ -39,12 +39,19 @@ fn config(data: &Path, steps: u64) -> Value {
 struct Studio {
     child: Child,
     port: u16,
+    /// The token of the printed URL, when one is in force.
+    token: Option<String>,
 }
 
 impl Studio {
     fn start(data_dir: &Path, extra: &[&str]) -> Studio {
+        Studio::start_on("127.0.0.1", data_dir, extra)
+    }
+
+    /// A studio bound to `host` (the tests still talk to it over 127.0.0.1).
+    fn start_on(host: &str, data_dir: &Path, extra: &[&str]) -> Studio {
         let mut child = Command::new(BIN)
-            .args(["studio", "--port", "0", "--data-dir"])
+            .args(["studio", "--host", host, "--port", "0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .stdout(Stdio::piped())
@@ -55,7 +62,7 @@ impl Studio {
         let mut line = String::new();
         out.read_line(&mut line).unwrap();
         let rest = line
-            .strip_prefix("studio: listening on http://127.0.0.1:")
+            .strip_prefix(&format!("studio: listening on http://{host}:"))
             .unwrap_or_else(|| panic!("first line: {line:?}"));
         let port = rest
             .split(['/', '?'])
@@ -64,9 +71,12 @@ impl Studio {
             .trim()
             .parse()
             .unwrap();
+        let token = rest
+            .split_once("?token=")
+            .map(|(_, t)| t.trim().to_string());
         // Keep reading stdout so the studio never blocks on a full pipe.
         std::thread::spawn(move || for _ in out.lines() {});
-        Studio { child, port }
+        Studio { child, port, token }
     }
 
     fn host(&self) -> String {
@@ -257,6 +267,9 @@ fn project_validate_run_stream_stop_resume_delete() {
     if supports_dry_run() {
         assert_eq!(v["ok"], true, "{v}");
         assert!(v["plan"]["tokens_per_step"].as_u64().unwrap() > 0, "{v}");
+        if std::path::Path::new("/proc/meminfo").exists() {
+            assert!(v["free_memory_bytes"].as_u64().unwrap() > 0, "{v}");
+        }
     } else {
         assert_eq!(v["ok"], false, "{v}");
         assert!(
@@ -670,5 +683,346 @@ fn run_folders_are_the_source_of_truth() {
     let _ = child.kill();
     let _ = child.wait();
     assert!(first.starts_with("studio: reindexed 2 runs"), "{first}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// This machine's address on its first non-loopback interface (no packet is sent: a UDP
+/// socket is only "connected" to learn which local address the route would use).
+fn own_non_loopback_ip() -> Option<std::net::IpAddr> {
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    sock.connect("10.255.255.254:9").ok()?;
+    let ip = sock.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+/// One HTTP/1.0 request to `ip:port`; returns (status, body).
+fn raw_to(
+    ip: std::net::IpAddr,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut s = TcpStream::connect((ip, port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {ip}:{port}\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!(
+        "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    ));
+    s.write_all(req.as_bytes()).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    let status = head.split(' ').nth(1).unwrap_or("0").parse().unwrap();
+    (status, body.to_string())
+}
+
+#[test]
+fn a_non_loopback_bind_generates_a_token_and_refuses_requests_without_it() {
+    let d = tmp("exposed");
+    let s = Studio::start_on("0.0.0.0", &d.join("studio"), &[]);
+    let token = s
+        .token
+        .clone()
+        .expect("a token is generated and printed in the URL");
+    assert!(token.len() >= 16, "{token}");
+    // Without the token: API, stream and assets are refused.
+    for path in [
+        "/api/health",
+        "/api/runs",
+        "/api/runs/1/stream",
+        "/",
+        "/app.js",
+    ] {
+        assert_eq!(s.raw("GET", path, &[], "").0, 401, "{path}");
+    }
+    let (code, _, _) = s.raw("POST", "/api/projects", &[], r#"{"name":"x","config":{}}"#);
+    assert_eq!(code, 401, "a state-changing request without the token");
+    let bearer = format!("Bearer {token}");
+    assert_eq!(
+        s.raw(
+            "GET",
+            "/api/health",
+            &[("Authorization", "Bearer wrong")],
+            ""
+        )
+        .0,
+        401
+    );
+    assert_eq!(
+        s.raw("GET", "/api/health", &[("Authorization", &bearer)], "")
+            .0,
+        200
+    );
+    // The URL's token becomes a cookie, which then opens API and stream.
+    let (code, head, _) = s.raw("GET", &format!("/?token={token}"), &[], "");
+    assert_eq!(code, 303);
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .expect("a cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(s.raw("GET", "/api/runs", &[("Cookie", &cookie)], "").0, 200);
+    let p = {
+        let (code, _, body) = s.raw(
+            "POST",
+            "/api/projects",
+            &[("Cookie", &cookie)],
+            r#"{"name":"x","config":{}}"#,
+        );
+        assert_eq!(code, 201, "{body}");
+        serde_json::from_str::<Value>(&body).unwrap()["id"]
+            .as_i64()
+            .unwrap()
+    };
+    assert!(p > 0);
+    // The stream answers with the cookie (a run of an imported folder to follow).
+    let folder = d.join("folder");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(
+        folder.join("events.ndjson"),
+        "{\"type\":\"phase\",\"phase\":\"training\"}\n",
+    )
+    .unwrap();
+    let (code, _, body) = s.raw(
+        "POST",
+        "/api/runs/import",
+        &[("Authorization", &bearer)],
+        &json!({"path": folder}).to_string(),
+    );
+    assert_eq!(code, 201, "{body}");
+    let id = serde_json::from_str::<Value>(&body).unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    {
+        let mut tcp = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let req = format!(
+            "GET /api/runs/{id}/stream HTTP/1.0\r\nHost: {}\r\nCookie: {cookie}\r\n\r\n",
+            s.host()
+        );
+        tcp.write_all(req.as_bytes()).unwrap();
+        let mut first = String::new();
+        BufReader::new(tcp).read_line(&mut first).unwrap();
+        assert!(first.contains(" 200 "), "{first}");
+    }
+    // Wrong Host (DNS rebinding) and wrong Origin (CSRF) are refused even with the token.
+    let rebound = format!("evil.example:{}", s.port);
+    assert_eq!(
+        s.raw(
+            "GET",
+            "/api/health",
+            &[("Host", &rebound), ("Authorization", &bearer)],
+            ""
+        )
+        .0,
+        421
+    );
+    let (code, _, _) = s.raw(
+        "POST",
+        "/api/projects",
+        &[
+            ("Origin", "http://evil.example"),
+            ("Authorization", &bearer),
+        ],
+        r#"{"name":"x","config":{}}"#,
+    );
+    assert_eq!(code, 403);
+
+    // A client beyond loopback: error texts name no absolute path outside the data dir.
+    match own_non_loopback_ip() {
+        None => eprintln!("skipped the non-loopback client part: no non-loopback address"),
+        Some(ip) => {
+            let (code, _) = raw_to(ip, s.port, "GET", "/api/health", &[], "");
+            assert_eq!(code, 401, "a remote client without the token");
+            let secret = d.join("private-folder").join("data.bin");
+            let body = json!({"config": {"init": "tiny", "data": secret}}).to_string();
+            let (code, text) = raw_to(
+                ip,
+                s.port,
+                "POST",
+                "/api/validate",
+                &[("Authorization", &bearer)],
+                &body,
+            );
+            assert_eq!(code, 200, "{text}");
+            let v: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(v["error"]["code"], "missing_path", "{v}");
+            let msg = v["error"]["message"].as_str().unwrap();
+            assert!(
+                msg.starts_with("data:") && msg.contains("data.bin"),
+                "{msg}"
+            );
+            assert!(!text.contains("private-folder"), "a path leaked: {text}");
+            let body = json!({"path": secret}).to_string();
+            let (code, text) = raw_to(
+                ip,
+                s.port,
+                "POST",
+                "/api/runs/import",
+                &[("Authorization", &bearer)],
+                &body,
+            );
+            assert_eq!(code, 400, "{text}");
+            assert!(!text.contains("private-folder"), "a path leaked: {text}");
+            // The same request from loopback keeps the full path (the user's own machine).
+            let (_, _, text) = s.raw(
+                "POST",
+                "/api/runs/import",
+                &[("Authorization", &bearer)],
+                &body,
+            );
+            assert!(text.contains("private-folder"), "{text}");
+        }
+    }
+    drop(s);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn shell_metacharacters_in_any_path_field_are_only_a_missing_path() {
+    let d = tmp("metachar");
+    let s = Studio::start(&d.join("studio"), &[]);
+    let victim = std::env::temp_dir().join(format!("nf-pwned-{}", std::process::id()));
+    let _ = std::fs::remove_file(&victim);
+    let evil = format!("$(touch {}); x", victim.display());
+    let evil2 = format!("`touch {}`|x&&touch {}", victim.display(), victim.display());
+    for bad in [&evil, &evil2] {
+        let v = s.post(
+            "/api/validate",
+            json!({"config": {"init": "tiny", "data": bad}}),
+        );
+        assert_eq!(v["ok"], false, "{v}");
+        assert_eq!(v["error"]["code"], "missing_path", "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().starts_with("data:"),
+            "{v}"
+        );
+        for (path, body, field) in [
+            ("/api/runs/import", json!({"path": bad}), "path"),
+            (
+                "/api/ingest",
+                json!({"inputs": [bad], "tokenizer": bad}),
+                "inputs",
+            ),
+            ("/api/import", json!({"source": bad}), "source"),
+            (
+                "/api/export",
+                json!({"source": bad, "format": "gguf"}),
+                "source",
+            ),
+            (
+                "/api/generate",
+                json!({"model": bad, "prompt": "hi"}),
+                "model",
+            ),
+        ] {
+            let (code, v) = s.call("POST", path, body);
+            assert_eq!(code, 400, "{path}: {v}");
+            assert_eq!(v["code"], "missing_path", "{path}: {v}");
+            assert!(
+                v["error"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("{field}:")),
+                "{path}: {v}"
+            );
+        }
+        let (code, v) = s.call(
+            "GET",
+            &format!(
+                "/api/datasets/stats?path={}",
+                bad.replace(' ', "%20")
+                    .replace('&', "%26")
+                    .replace('`', "%60")
+                    .replace('|', "%7C")
+                    .replace('$', "%24")
+                    .replace(';', "%3B")
+            ),
+            Value::Null,
+        );
+        assert_eq!(code, 400, "{v}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!victim.exists(), "a shell ran the path");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn a_cli_run_in_flight_in_the_runs_folder_is_shown_running_and_followed() {
+    let d = tmp("clirun");
+    let data = token_file(&d);
+    let dir = d.join("studio");
+    let s = Studio::start(&dir, &[]);
+    let out = dir.join("runs").join("from-cli-live");
+    let mut cli = Command::new(BIN)
+        .args([
+            "train",
+            "--json",
+            "--init",
+            "tiny",
+            "--steps",
+            "3000",
+            "--batch-size",
+            "4",
+        ])
+        .args([
+            "--seq-len",
+            "32",
+            "--threads",
+            "1",
+            "--ckpt-every",
+            "1000",
+            "--data",
+        ])
+        .arg(&data)
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the CLI wrote some steps, then let the studio find the folder.
+    let end = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(out.join("events.ndjson"))
+        .map_or(0, |t| t.matches("\"type\":\"batch\"").count())
+        < 5
+    {
+        assert!(Instant::now() < end, "the CLI run wrote no steps");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let list = s.get("/api/runs");
+    let run = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "from-cli-live")
+        .expect("the CLI run is listed")
+        .clone();
+    let id = run["id"].as_i64().unwrap();
+    assert_eq!(run["status"], "running", "{run}");
+    assert_eq!(run["pid"].as_i64(), Some(cli.id() as i64), "{run}");
+    let first = run["summary"]["step"].as_u64().unwrap_or(0);
+    // The studio follows the folder: the stored step grows while the CLI trains.
+    s.wait_run(id, "the followed run to grow", 60, |r| {
+        r["summary"]["step"].as_u64() > Some(first + 20) || r["status"] == "done"
+    });
+    assert!(cli.wait().unwrap().success());
+    let r = s.wait_run(id, "done", 30, |r| r["status"] == "done");
+    assert_eq!(r["summary"]["step"], 3000, "{r}");
+    assert_eq!(r["pid"], Value::Null);
+    // Every line of the folder is stored once, in order.
+    let file = std::fs::read_to_string(out.join("events.ndjson")).unwrap();
+    assert_eq!(s.events(id).len(), file.lines().count());
+    drop(s);
     let _ = std::fs::remove_dir_all(&d);
 }

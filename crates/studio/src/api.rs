@@ -246,6 +246,8 @@ async fn validate(State(app): State<App>, body: Bytes) -> JsonResult {
         "init": events.iter().find(|e| e["type"] == "init"),
         "config": dry.get("config").cloned().unwrap_or(Value::Null),
         "warnings": dry.get("warnings").cloned().unwrap_or_else(|| json!([])),
+        // The machine's free RAM as the CLI read it: the pre-flight panel's memory meter.
+        "free_memory_bytes": dry.get("free_memory_bytes").cloned().unwrap_or(Value::Null),
         "command": command,
     })))
 }
@@ -623,7 +625,7 @@ async fn run_export(
             );
             let mut st = conn.prepare(
                 "SELECT id, type, x_step, x_tokens, x_time, loss, val_loss, lr, tps, bad FROM events
-                 WHERE run_id = ?1 AND type IN ('step', 'batch', 'val') ORDER BY id",
+                 WHERE run_id = ?1 AND +type IN ('step', 'batch', 'val') ORDER BY id",
             )?;
             let mut rows = st.query([id])?;
             let f = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
@@ -800,28 +802,30 @@ async fn generate(State(app): State<App>, body: Bytes) -> ApiResult<Response> {
         "--json".into(),
         format!("--model={model}"),
     ];
-    let flags: Map<String, Value> = body.as_object().cloned().unwrap_or_default();
+    let mut flags: Map<String, Value> = body.as_object().cloned().unwrap_or_default();
+    let messages = body.get("messages").and_then(Value::as_array);
+    if messages.is_some() {
+        // The system message travels in the conversation file.
+        flags.remove("system");
+    }
     argv.extend(args::flag_args(
         &flags,
         &["adapter", "tokenizer"],
         GEN_FLAGS,
     )?);
-    let messages = body.get("messages").and_then(Value::as_array);
-    let chat = messages.is_some() || body.get("chat") == Some(&json!(true));
-    let prompt = match messages {
-        Some(msgs) => msgs
-            .iter()
-            .rev()
-            .find(|m| m["role"] == "user")
-            .and_then(|m| m["content"].as_str())
-            .ok_or_else(|| ApiError::bad_request("missing_field", "messages: no user message"))?
-            .to_string(),
-        None => need_str(&body, "prompt")?.to_string(),
-    };
-    if chat {
-        argv.push("--chat".into());
+    match messages {
+        Some(msgs) => {
+            let file = conversation_file(&app, &body, msgs)?;
+            argv.push("--chat".into());
+            argv.push(format!("--messages={}", file.display()));
+        }
+        None => {
+            if body.get("chat") == Some(&json!(true)) {
+                argv.push("--chat".into());
+            }
+            argv.push(format!("--prompt={}", need_str(&body, "prompt")?));
+        }
     }
-    argv.push(format!("--prompt={prompt}"));
     if let Some(stops) = body.get("stop").and_then(Value::as_array) {
         argv.extend(
             stops
@@ -843,6 +847,42 @@ async fn generate(State(app): State<App>, body: Bytes) -> ApiResult<Response> {
         .spawn(Kind::Generation, id, argv, None)
         .map_err(|e| ApiError::internal(format!("cannot start generate: {e}")))?;
     Ok((StatusCode::CREATED, Json(json!({"id": id}))).into_response())
+}
+
+/// The whole conversation (the system message first, then every turn) as the JSON file of
+/// `generate --chat --messages`, under `DATA_DIR/generations/`.
+fn conversation_file(app: &App, body: &Value, msgs: &[Value]) -> ApiResult<PathBuf> {
+    let mut conv: Vec<Value> = Vec::with_capacity(msgs.len() + 1);
+    let has_system = msgs.iter().any(|m| m["role"] == "system");
+    if let (Some(sys), false) = (str_field(body, "system"), has_system) {
+        conv.push(json!({"role": "system", "content": sys}));
+    }
+    for (i, m) in msgs.iter().enumerate() {
+        let role = m["role"].as_str().unwrap_or("");
+        let content = m["content"].as_str();
+        match (role, content) {
+            ("system" | "user" | "assistant", Some(c)) => {
+                conv.push(json!({"role": role, "content": c}))
+            }
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_messages",
+                    format!("messages[{i}]: expected {{\"role\": system|user|assistant, \"content\": text}}"),
+                ))
+            }
+        }
+    }
+    if conv.last().is_none_or(|m| m["role"] != "user") {
+        return Err(ApiError::bad_request(
+            "invalid_messages",
+            "messages: the last message must be the user's",
+        ));
+    }
+    let dir = app.data_dir.join("generations");
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join(format!("conversation-{}.json", stamp()));
+    std::fs::write(&file, Value::from(conv).to_string())?;
+    Ok(file)
 }
 
 /// SSE of a job's or generation's events; `id:` is the event's 1-based index.

@@ -67,6 +67,22 @@ const MIGRATIONS: &[&str] = &[
         run_id INTEGER PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
         pos REAL NOT NULL,
         mode TEXT NOT NULL);",
+    // 2: one run's events in id order (streams, pages, the run's last event id) without
+    // walking the other runs' rows: the index holds (run_id, rowid).
+    "CREATE INDEX events_by_run ON events(run_id);",
+    // 3: pre-aggregated groups of a metric's values (tiles.rs), a cache of `events`.
+    "CREATE TABLE tiles(
+        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        metric TEXT NOT NULL,
+        first_id INTEGER NOT NULL,
+        last_id INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        nonfinite INTEGER NOT NULL,
+        vmin REAL, vmax REAL, vlast REAL,
+        step_lo REAL, step_hi REAL, step_last REAL,
+        tokens_lo REAL, tokens_hi REAL, tokens_last REAL,
+        time_lo REAL, time_hi REAL, time_last REAL,
+        PRIMARY KEY (run_id, metric, last_id)) WITHOUT ROWID;",
 ];
 
 pub struct Db {
@@ -146,7 +162,8 @@ pub const RUN_COLUMNS: &str =
     "r.id, r.project_id, r.name, r.status, r.run_dir, r.command, r.config,
     r.created_at, r.started_at, r.ended_at, r.exit_code, r.pid, r.restarts, r.auto_resume,
     r.max_restarts, r.summary,
-    (SELECT COUNT(*) FROM queue q2 WHERE q2.pos < q.pos) AS queue_pos, q.run_id IS NOT NULL";
+    (SELECT COUNT(*) FROM queue q2 WHERE q2.pos < q.pos) AS queue_pos, q.run_id IS NOT NULL,
+    (SELECT MAX(e.id) FROM events e WHERE e.run_id = r.id) AS last_event_id";
 
 /// A `runs` row (selected with `RUN_COLUMNS` from `runs r LEFT JOIN queue q`) as API JSON.
 pub fn run_from_row(r: &rusqlite::Row) -> rusqlite::Result<Value> {
@@ -169,6 +186,7 @@ pub fn run_from_row(r: &rusqlite::Row) -> rusqlite::Result<Value> {
         "max_restarts": r.get::<_, i64>(14)?,
         "summary": parse_json(&r.get::<_, String>(15)?),
         "queue_pos": if queued { Some(r.get::<_, i64>(16)?) } else { None },
+        "last_event_id": r.get::<_, Option<i64>>(18)?,
     }))
 }
 

@@ -6,6 +6,7 @@ mod api;
 mod args;
 mod assets;
 mod children;
+mod cli_runs;
 mod db;
 pub mod error;
 mod jobs;
@@ -15,6 +16,7 @@ mod runs;
 mod security;
 mod series;
 mod sse;
+mod tiles;
 mod util;
 
 pub use error::StudioError;

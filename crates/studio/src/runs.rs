@@ -58,6 +58,39 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// How long the journal waits for more of a child's lines after the first of a batch.
+const COALESCE: Duration = Duration::from_millis(25);
+/// Lines journaled in one transaction at most.
+const MAX_BATCH: usize = 5000;
+
+/// The child's stdout as lines (trimmed, invalid UTF-8 replaced), read on their own thread;
+/// the channel is bounded so a child that outruns the database waits on its pipe.
+fn line_reader(id: i64, stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<String>(2 * MAX_BATCH);
+    let spawned = std::thread::Builder::new()
+        .name(format!("run-{id}-stdout"))
+        .spawn(move || {
+            let mut reader = BufReader::with_capacity(1 << 16, stdout);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match reader.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {
+                        let line = String::from_utf8_lossy(&buf).trim_end().to_string();
+                        if tx.send(line).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        eprintln!("studio: run {id}: cannot start its reader thread: {e}");
+    }
+    rx
+}
+
 pub fn has_checkpoint(run_dir: &Path) -> bool {
     let c = run_dir.join("checkpoints");
     c.join("latest").exists()
@@ -226,28 +259,21 @@ impl Manager {
     fn follow(self: Arc<Self>, id: i64, mut child: Child, mut journal: Journal) {
         let mut outcome = Outcome::default();
         if let Some(stdout) = child.stdout.take() {
-            let mut reader = BufReader::with_capacity(1 << 16, stdout);
-            loop {
-                let mut batch = Vec::new();
-                let mut line = String::new();
-                match reader.read_line(&mut line) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => batch.push(line),
-                }
-                // Whatever else is already buffered goes into the same transaction.
-                while batch.len() < 2000 && reader.buffer().contains(&b'\n') {
-                    let mut more = String::new();
-                    if reader.read_line(&mut more).unwrap_or(0) == 0 {
-                        break;
+            let lines = line_reader(id, stdout);
+            while let Ok(first) = lines.recv() {
+                // Lines that arrive within the window share one transaction and one wake-up
+                // of the streams: a child printing thousands of events a second costs tens
+                // of commits a second, not thousands.
+                let mut batch = vec![first];
+                let until = Instant::now() + COALESCE;
+                while batch.len() < MAX_BATCH {
+                    match lines.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                        Ok(l) => batch.push(l),
+                        Err(_) => break,
                     }
-                    batch.push(more);
                 }
-                let lines: Vec<String> = batch
-                    .iter()
-                    .map(|l| l.trim_end().to_string())
-                    .filter(|l| !l.is_empty())
-                    .collect();
-                if let Ok(events) = self.journal(id, &mut journal, &lines, 0) {
+                batch.retain(|l| !l.is_empty());
+                if let Ok(events) = self.journal(id, &mut journal, &batch, 0) {
                     events.iter().for_each(|(_, e)| outcome.see(e));
                 }
                 self.bump();
@@ -542,19 +568,30 @@ impl Manager {
     /// At start-up: runs the last studio left running. Their children got SIGINT when it went
     /// away; wait for them to finish checkpointing, read what they wrote meanwhile, then mark
     /// them interrupted or resume them (auto-resume).
-    fn recover(&self) {
-        let rows: Vec<(i64, Option<i64>, String, String)> = {
+    fn recover(self: &Arc<Self>) {
+        let rows: Vec<(i64, Option<i64>, String, String, bool)> = {
             let conn = self.db.conn();
             let Ok(mut st) = conn.prepare(
-                "SELECT id, pid, status, run_dir FROM runs WHERE status IN ('running', 'stopping')",
+                "SELECT id, pid, status, run_dir, project_id IS NULL AND auto_resume = 0
+                 FROM runs WHERE status IN ('running', 'stopping')",
             ) else {
                 return;
             };
-            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-                .map(|rows| rows.flatten().collect())
-                .unwrap_or_default()
+            st.query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .map(|rows| rows.flatten().collect())
+            .unwrap_or_default()
         };
-        for (id, pid, status, run_dir) in rows {
+        for (id, pid, status, run_dir, cli) in rows {
+            let dir = Path::new(&run_dir);
+            if let (true, Some(holder)) = (cli, crate::cli_runs::lock_holder(dir)) {
+                // A CLI run this studio was following: still going, follow it again.
+                self.catch_up(id, dir);
+                let offset = std::fs::metadata(dir.join(EVENTS_FILE)).map_or(0, |m| m.len());
+                crate::cli_runs::follow(self, id, dir.to_path_buf(), offset, holder);
+                continue;
+            }
             let deadline = Instant::now() + Duration::from_secs(60);
             while pid.is_some_and(util::pid_alive) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(100));
@@ -586,7 +623,7 @@ impl Manager {
         let mut outcome = Outcome::default();
         let conn = self.db.conn();
         if let Ok(mut st) = conn.prepare(
-            "SELECT data FROM events WHERE run_id = ?1 AND origin = 0
+            "SELECT data FROM events INDEXED BY events_by_run_type WHERE run_id = ?1 AND origin = 0
              AND type IN ('init', 'restart', 'done', 'error') ORDER BY id",
         ) {
             if let Ok(rows) = st.query_map([id], |r| r.get::<_, String>(0)) {

@@ -169,20 +169,70 @@ pub async fn guard(
         }
     }
     let resp = next.run(req).await;
-    if peer.ip().is_loopback() || resp.status().as_u16() < 400 {
+    if peer.ip().is_loopback() {
         return resp;
     }
-    scrub_response(resp, &g.data_dir).await
+    let json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if resp.status().as_u16() >= 400 {
+        scrub_response(resp, &g.data_dir).await
+    } else if json {
+        scrub_json_errors(resp, &g.data_dir).await
+    } else {
+        resp
+    }
 }
 
+/// Answers larger than this are passed on as they are (event pages of huge runs).
+const SCRUB_LIMIT: usize = 16 << 20;
+
 async fn scrub_response(resp: Response, data_dir: &std::path::Path) -> Response {
-    let (parts, body) = resp.into_parts();
+    let (mut parts, body) = resp.into_parts();
     match axum::body::to_bytes(body, 1 << 20).await {
         Ok(bytes) => {
             let text = String::from_utf8_lossy(&bytes);
+            parts.headers.remove(header::CONTENT_LENGTH);
             Response::from_parts(parts, Body::from(scrub(&text, data_dir)))
         }
         Err(_) => Response::from_parts(parts, Body::empty()),
+    }
+}
+
+/// A successful JSON answer can still carry errors (a validation that failed, a job's or a
+/// run's error, `error` events): their texts are scrubbed, the rest is left alone (paths the
+/// user picked are the point of the file browser and of the run list).
+async fn scrub_json_errors(resp: Response, data_dir: &std::path::Path) -> Response {
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, SCRUB_LIMIT).await else {
+        return Response::from_parts(parts, Body::empty());
+    };
+    let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Response::from_parts(parts, Body::from(bytes));
+    };
+    scrub_errors_in(&mut v, data_dir, false);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(v.to_string()))
+}
+
+/// Scrubs every string under an `error` key and the `message` of `error` events.
+fn scrub_errors_in(v: &mut serde_json::Value, data_dir: &std::path::Path, inside: bool) {
+    use serde_json::Value;
+    match v {
+        Value::String(s) if inside => *s = scrub(s, data_dir),
+        Value::Array(a) => a
+            .iter_mut()
+            .for_each(|x| scrub_errors_in(x, data_dir, inside)),
+        Value::Object(o) => {
+            let error_event = o.get("type").and_then(Value::as_str) == Some("error");
+            for (k, x) in o.iter_mut() {
+                let here = inside || k == "error" || (error_event && k == "message");
+                scrub_errors_in(x, data_dir, here);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -273,5 +323,26 @@ mod tests {
         );
         assert_eq!(s, "data: no such file: …/x.txt (see /d/nf/runs/3)");
         assert_eq!(scrub("a/b and 1/2", &dd), "a/b and 1/2");
+    }
+
+    #[test]
+    fn errors_inside_json_answers_are_scrubbed_and_nothing_else() {
+        let dd = PathBuf::from("/d/nf");
+        let mut v = serde_json::json!({
+            "ok": false,
+            "error": {"message": "data: no such file or folder: /home/me/x.bin", "code": "c"},
+            "run_dir": "/home/me/runs/1",
+            "events": [{"type": "error", "message": "cannot open /srv/secret/y"},
+                       {"type": "info", "message": "/home/me/keep"}],
+        });
+        scrub_errors_in(&mut v, &dd, false);
+        assert_eq!(
+            v["error"]["message"],
+            "data: no such file or folder: …/x.bin"
+        );
+        assert_eq!(v["error"]["code"], "c");
+        assert_eq!(v["run_dir"], "/home/me/runs/1");
+        assert_eq!(v["events"][0]["message"], "cannot open …/y");
+        assert_eq!(v["events"][1]["message"], "/home/me/keep");
     }
 }

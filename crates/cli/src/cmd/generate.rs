@@ -39,6 +39,10 @@ pub struct Args {
     /// System message for chat mode.
     #[arg(long, requires = "chat")]
     pub system: Option<String>,
+    /// Chat mode: the whole conversation, a JSON array of {"role","content"} (system, user,
+    /// assistant) ending with the user's turn to answer.
+    #[arg(long, value_name = "FILE", requires = "chat", conflicts_with_all = ["prompt", "prompt_file"])]
+    pub messages: Option<PathBuf>,
     /// Sampling temperature; 0 = greedy (always the most likely token).
     #[arg(long, default_value_t = 0.8)]
     pub temp: f32,
@@ -500,7 +504,9 @@ fn chat(
         None => model.params.config.max_seq_len.min(4096),
     };
     let mut session = InferenceSession::new(weights, capacity)?;
-    let interactive = args.prompt.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdin());
+    let interactive = args.prompt.is_none()
+        && args.messages.is_none()
+        && std::io::IsTerminal::is_terminal(&std::io::stdin());
     let interrupt = if interactive {
         Some(ReplyInterrupt::install()?)
     } else {
@@ -558,6 +564,11 @@ fn chat(
         messages.push(ChatMessage::new("assistant", result.text.trim()));
         Ok(())
     };
+    if let Some(f) = &args.messages {
+        let (history, last) = super::chat_messages::load(f)?;
+        messages.extend(history);
+        return turn(last, &mut messages);
+    }
     if let Some(p) = &args.prompt {
         return turn(p.clone(), &mut messages);
     }

@@ -1,6 +1,7 @@
 //! One module per subcommand; each has `Args` (clap) and `run(args, out)`.
 
 pub mod bench;
+pub mod chat_messages;
 pub mod completions;
 pub mod data;
 pub mod eval;
