@@ -621,7 +621,8 @@ fn run_folders_are_the_source_of_truth() {
         );
         lines.push(
             json!({"type": "batch", "batch": b, "step": b, "avg_loss": loss,
-                          "best_loss": 2.0, "train_ms": 2.0}),
+                          "best_loss": 2.0, "train_ms": 2.0, "mfu": 0.25,
+                          "peak_rss_bytes": 1000 + (b % 7) * 100}),
         );
     }
     lines
@@ -633,6 +634,9 @@ fn run_folders_are_the_source_of_truth() {
     let r = s.post("/api/runs/import", json!({"path": folder}));
     let id = r["id"].as_i64().unwrap();
     assert_eq!(r["status"], "done");
+    // The MFU and peak-memory cards: the last MFU, the largest peak reported.
+    assert_eq!(r["summary"]["mfu"], 0.25, "{r}");
+    assert_eq!(r["summary"]["peak_rss"], 1600, "{r}");
     let series = s.get(&format!(
         "/api/runs/{id}/series?metric=loss&x=step&buckets=10"
     ));

@@ -172,6 +172,13 @@ fn ndjson_stream_and_run_folder() {
     assert_eq!(count("val"), 3); // steps 0, 4 and 8
     assert_eq!(count("done"), 1);
     assert!(count("checkpoint") >= 4);
+    for b in events.iter().filter(|e| e["type"] == "batch") {
+        let mfu = b["mfu"].as_f64().expect("batch carries mfu");
+        assert!(mfu > 0.0 && mfu < 1.5, "mfu {mfu} out of range: {b}");
+        if cfg!(target_os = "linux") {
+            assert!(b["peak_rss_bytes"].as_u64() > Some(1 << 20), "{b}");
+        }
+    }
     let init = events.iter().find(|e| e["type"] == "init").unwrap();
     assert_eq!(init["mode"], "pretrain");
     assert!(init["device"]

@@ -43,6 +43,12 @@ pub enum Event {
         avg_loss: f64,
         best_loss: f64,
         train_ms: f64,
+        /// Model FLOPs of this step per second over the engine's measured GEMM peak.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mfu: Option<f64>,
+        /// The training process's peak resident memory so far (Linux only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        peak_rss_bytes: Option<u64>,
     },
     Val {
         step: u64,

@@ -157,6 +157,18 @@ impl Journal {
                 self.set("step", json!(b));
                 self.set("loss", row.loss.map_or(Value::Null, |v| json!(v)));
                 self.best("best_loss", row.loss);
+                if let Some(m) = e.get("mfu").and_then(Value::as_f64) {
+                    self.set("mfu", json!(m));
+                }
+                if let Some(r) = u(e, "peak_rss_bytes") {
+                    // Across restarts: the largest any of the run's processes reached.
+                    let before = self
+                        .summary
+                        .get("peak_rss")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(0);
+                    self.set("peak_rss", json!(r.max(before)));
+                }
             }
             "val" => {
                 row.val_loss = metric(e, "val_loss", BAD_VAL, &mut bad);

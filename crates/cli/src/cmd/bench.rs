@@ -65,13 +65,6 @@ fn cpu_seconds() -> Option<f64> {
     Some(ticks / 100.0)
 }
 
-/// A `kB` field of /proc/self/status (VmHWM: peak resident set; VmRSS: current), in bytes.
-fn status_bytes(field: &str) -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with(field))?;
-    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
-}
-
 /// Median of a few timings, in seconds.
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -128,7 +121,7 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
     let peak_samples = std::cell::RefCell::new(vec![g_square.max(g_mlp).max(g_cls)]);
     // What the process holds before any model memory exists (code, libraries, thread stacks):
     // the part of the peak RSS that the model's breakdown does not cover.
-    let baseline = status_bytes("VmRSS:").unwrap_or(0) as usize;
+    let baseline = crate::trainer::machine::status_bytes("VmRSS:").unwrap_or(0) as usize;
 
     // 2. Model, workspace, optimizer.
     let params_model = engine::init::init_params(&cfg, 1)?;
@@ -243,7 +236,7 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
     let moments = 2 * trainable * 4;
     let acts = ws.bytes();
     let breakdown = weights + adapter + grads_b + moments + acts + baseline + probes;
-    let rss = status_bytes("VmHWM:");
+    let rss = crate::trainer::machine::status_bytes("VmHWM:");
     // The share of `threads` cores this process actually got while timing: well below 1 means
     // other programs competed for the CPU and every number above is depressed and noisy.
     let cpu_share = match (cpu0, cpu_seconds()) {

@@ -6,6 +6,7 @@ pub mod data_source;
 pub mod dataset;
 pub mod events;
 pub mod lock;
+pub mod machine;
 pub mod model_setup;
 pub mod settings;
 pub mod signals;
@@ -352,6 +353,8 @@ struct Trainer {
     rng: Rng,
     st: TrainerState,
     flops_per_token: f64,
+    /// The engine's GEMM rate on this machine, measured once at start (MFU's denominator).
+    peak_flops: f64,
     stop: StopSignal,
     last_ckpt_step: Option<u64>,
 }
@@ -487,6 +490,7 @@ impl Trainer {
         let mut t = Trainer {
             rng: Rng::from_state(st.dropout_rng),
             flops_per_token: flops_per_token(&shape, cfg.seq_len, lora_n),
+            peak_flops: machine::measured_peak_flops(),
             grads: vec![0.0; n_train],
             params: setup.params,
             quant: setup.quant,
@@ -959,6 +963,8 @@ impl Trainer {
                 avg_loss: loss,
                 best_loss: self.st.best_loss.unwrap_or(f64::NAN),
                 train_ms: step_ms,
+                mfu: self.mfu(step_ms),
+                peak_rss_bytes: machine::peak_rss_bytes(),
             });
             let tps = self.cfg.tokens_per_step() as f64 / (step_ms / 1e3);
             ev.progress_detail(lr, tps);
@@ -1039,6 +1045,14 @@ impl Trainer {
             run_dir: self.cfg.out.clone(),
             final_loss,
         })
+    }
+
+    /// Model FLOPs utilisation of an optimizer step that took `step_ms`: the step's model
+    /// FLOPs per second over the measured GEMM peak (`None` when either is not measurable).
+    fn mfu(&self, step_ms: f64) -> Option<f64> {
+        let flops = self.flops_per_token * self.cfg.tokens_per_step() as f64;
+        let mfu = flops / (step_ms / 1e3) / self.peak_flops;
+        (mfu.is_finite() && mfu > 0.0).then_some(mfu)
     }
 
     fn interrupted(
