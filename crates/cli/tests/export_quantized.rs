@@ -13,15 +13,7 @@ use formats::gguf::{self, GgmlType};
 use std::ops::ControlFlow;
 
 mod common;
-use common::shared;
-
-fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .expect("an array of ids")
-        .iter()
-        .map(|x| x.as_u64().expect("an id") as u32)
-        .collect()
-}
+use common::{ids, shared};
 
 /// Per prompt: worst top-10 logit error, reference top-1 kept, top-10 overlap, and how many
 /// greedy tokens agree with the reference before the first difference.
@@ -113,11 +105,7 @@ fn exported_q8_0_q4_k_q6_k_match_transformers() {
     let Some(shared) = shared() else { return };
     let src = formats::load_model(&shared.join("models/SmolLM2-135M-Instruct.Q4_1.gguf"))
         .expect("load SmolLM2");
-    let reference: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(shared.join("fixtures/smollm2/reference.json"))
-            .expect("reference.json"),
-    )
-    .expect("reference.json is JSON");
+    let reference = common::smollm2_reference(&shared);
     let prompts = reference["prompts"].as_array().expect("prompts");
     let dir = common::tmp("export", "quantized");
     let mut failures = Vec::new();

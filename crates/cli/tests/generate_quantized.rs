@@ -6,15 +6,7 @@ use engine::quant::QuantModel;
 use std::ops::ControlFlow;
 
 mod common;
-use common::shared;
-
-fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .expect("an array of ids")
-        .iter()
-        .map(|x| x.as_u64().expect("an id") as u32)
-        .collect()
-}
+use common::{ids, shared};
 
 fn greedy(session: &mut InferenceSession<'_>, prompt: &[u32], n: usize) -> Vec<u32> {
     let mut sampler = Sampler::new(SamplerConfig::greedy()).expect("greedy sampler");
@@ -74,14 +66,6 @@ pub fn compare(model: &QuantModel, reference: &serde_json::Value) -> Vec<Agreeme
     out
 }
 
-fn reference(shared: &std::path::Path) -> serde_json::Value {
-    serde_json::from_str(
-        &std::fs::read_to_string(shared.join("fixtures/smollm2/reference.json"))
-            .expect("reference.json"),
-    )
-    .expect("reference.json is JSON")
-}
-
 /// Tolerances of the quantized path against transformers on the dequantized weights (logits
 /// of ~13-23). With 16-bit activations (the default) the worst top-10 logit error measured on
 /// SmolLM2 Q4_1 is 0.0025 ("The capital of France is") and 0.0011 (the robot prompt), the
@@ -125,7 +109,7 @@ fn smollm2_q4_1_quantized_path_matches_transformers() {
         loaded.meta.params.data.is_empty(),
         "no f32 copy of the weights"
     );
-    let r = reference(&shared);
+    let r = common::smollm2_reference(&shared);
     assert!(loaded.model.layers[0].wq.is_interleaved());
     for a in compare(&loaded.model, &r) {
         assert!(
@@ -186,7 +170,7 @@ fn smollm2_q4_1_blocks_dequantized_equal_the_f32_path() {
             *w = f(w);
         }
     }
-    for a in compare(&m2, &reference(&shared)) {
+    for a in compare(&m2, &common::smollm2_reference(&shared)) {
         assert!(
             a.worst_logit_err < 1e-3,
             "logit error {}",
@@ -201,7 +185,7 @@ fn smollm2_q4_1_blocks_dequantized_equal_the_f32_path() {
 #[test]
 fn eval_quantized_loss_is_close_to_the_f32_loss() {
     let Some(shared) = shared() else { return };
-    let r = reference(&shared);
+    let r = common::smollm2_reference(&shared);
     let mut toks: Vec<u32> = Vec::new();
     for p in r["prompts"].as_array().expect("prompts") {
         toks.extend(ids(&p["token_ids"]));

@@ -6,15 +6,7 @@ use engine::infer::{generate, GenerateOptions, InferenceSession, Sampler, Sample
 use std::ops::ControlFlow;
 
 mod common;
-use common::shared;
-
-fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .expect("an array of ids")
-        .iter()
-        .map(|x| x.as_u64().expect("an id") as u32)
-        .collect()
-}
+use common::{ids, shared};
 
 fn greedy(session: &mut InferenceSession<'_>, prompt: &[u32], n: usize) -> Vec<u32> {
     let mut sampler = Sampler::new(SamplerConfig::greedy()).expect("greedy sampler");
@@ -34,11 +26,7 @@ fn smollm2_logits_and_greedy_match_transformers() {
     let Some(shared) = shared() else { return };
     let model = formats::load_model(&shared.join("models/SmolLM2-135M-Instruct.Q4_1.gguf"))
         .expect("load SmolLM2 GGUF");
-    let reference: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(shared.join("fixtures/smollm2/reference.json"))
-            .expect("reference.json"),
-    )
-    .expect("reference.json is JSON");
+    let reference = common::smollm2_reference(&shared);
     let prompts = reference["prompts"].as_array().expect("prompts");
     assert!(!prompts.is_empty());
     for p in prompts {

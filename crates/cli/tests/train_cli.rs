@@ -6,6 +6,8 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_neuralforge");
 
 fn tmp(name: &str) -> PathBuf {
@@ -15,24 +17,9 @@ fn tmp(name: &str) -> PathBuf {
     d
 }
 
-/// A u16 token file with learnable structure (a noisy counter), ids below 512.
+/// The tests' token file: a noisy counter, ids below 512.
 fn token_file(dir: &Path, n: usize) -> PathBuf {
-    let mut x: u64 = 12345;
-    let mut bytes = Vec::with_capacity(n * 2);
-    for i in 0..n {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let t = if (x >> 60) == 0 {
-            (x >> 33) % 512
-        } else {
-            (i as u64 * 7) % 97
-        };
-        bytes.extend_from_slice(&(t as u16).to_le_bytes());
-    }
-    let p = dir.join("tokens.bin");
-    std::fs::write(&p, bytes).unwrap();
-    p
+    common::counter_tokens(dir, n, 12345, 7, 97)
 }
 
 fn base_args(data: &Path, out: &Path, steps: u64) -> Vec<String> {

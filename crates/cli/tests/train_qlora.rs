@@ -9,24 +9,9 @@ use std::path::{Path, PathBuf};
 mod common;
 use common::{nf, tmp};
 
-/// A u16 token file with learnable structure (a noisy counter), ids below 512.
+/// The tests' token file: a noisy counter, ids below 512.
 fn token_file(dir: &Path, n: usize) -> PathBuf {
-    let mut x: u64 = 99;
-    let mut bytes = Vec::with_capacity(n * 2);
-    for i in 0..n {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let t = if (x >> 60) == 0 {
-            (x >> 33) % 512
-        } else {
-            (i as u64 * 5) % 89
-        };
-        bytes.extend_from_slice(&(t as u16).to_le_bytes());
-    }
-    let p = dir.join("tokens.bin");
-    std::fs::write(&p, bytes).unwrap();
-    p
+    common::counter_tokens(dir, n, 99, 5, 89)
 }
 
 fn s(p: &Path) -> &str {
