@@ -1030,3 +1030,155 @@ fn a_cli_run_in_flight_in_the_runs_folder_is_shown_running_and_followed() {
     drop(s);
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// Polls a job until it leaves `running`; returns it.
+fn wait_job(s: &Studio, job: &Value) -> Value {
+    let id = job["id"].as_i64().expect("job id");
+    let end = Instant::now() + Duration::from_secs(120);
+    loop {
+        let j = s.get(&format!("/api/jobs/{id}"));
+        if j["status"] != "running" {
+            return j;
+        }
+        assert!(Instant::now() < end, "job {id} still running: {j}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A small English-like corpus for the tokenizer and ingest.
+fn corpus(dir: &Path) -> PathBuf {
+    let words = [
+        "the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "to", "park", "with", "ball",
+    ];
+    let mut x: u64 = 7;
+    let mut text = String::new();
+    for line in 0..600 {
+        for w in 0..8 + line % 5 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            if w > 0 {
+                text.push(' ');
+            }
+            text.push_str(words[(x >> 33) as usize % words.len()]);
+        }
+        text.push_str(".\n");
+    }
+    let p = dir.join("corpus.txt");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn ingest_export_import_and_generate_jobs_run_the_cli() {
+    let d = tmp("jobs");
+    let text = corpus(&d);
+    let tok_dir = d.join("tok");
+    let o = Command::new(BIN)
+        .args(["tokenizer", "train", "--vocab-size", "512", "--out"])
+        .arg(&tok_dir)
+        .arg(&text)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let tok = tok_dir.join("tokenizer.json");
+    let s = Studio::start(&d.join("studio"), &[]);
+
+    // Ingest: a dataset folder whose stats the Data view reads.
+    let j = wait_job(
+        &s,
+        &s.post(
+            "/api/ingest",
+            json!({"inputs": [text], "tokenizer": tok, "val_split": 0.1}),
+        ),
+    );
+    assert_eq!(j["status"], "done", "{j}");
+    let dataset = j["result"]["path"]
+        .as_str()
+        .expect("dataset path")
+        .to_string();
+    assert!(Path::new(&dataset).join("manifest.json").is_file(), "{j}");
+    let stats = s.get(&format!("/api/datasets/stats?path={dataset}"));
+    assert!(!stats["info"].as_object().unwrap().is_empty(), "{stats}");
+
+    // A finished tiny run gives the model the other jobs work on.
+    let data = token_file(&d);
+    let p = s.new_project(config(&data, 4));
+    let id = s.new_run(p, json!({}));
+    s.wait_run(id, "the run to finish", 120, |r| r["status"] == "done");
+    let models = s.get(&format!("/api/runs/{id}/models"));
+    let final_model = models
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["kind"] == "final")
+        .unwrap_or_else(|| panic!("no final model: {models}"))["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Export to GGUF: a file with GGUF's magic, its size reported.
+    let j = wait_job(
+        &s,
+        &s.post(
+            "/api/export",
+            json!({"source": final_model, "format": "gguf", "dtype": "q8_0"}),
+        ),
+    );
+    assert_eq!(j["status"], "done", "{j}");
+    let gguf = j["result"]["path"]
+        .as_str()
+        .expect("export path")
+        .to_string();
+    let bytes = std::fs::read(&gguf).unwrap();
+    assert_eq!(&bytes[..4], b"GGUF");
+    assert_eq!(
+        j["result"]["bytes"].as_u64(),
+        Some(bytes.len() as u64),
+        "{j}"
+    );
+
+    // Import that GGUF back into a native folder.
+    let j = wait_job(&s, &s.post("/api/import", json!({"source": gguf})));
+    assert_eq!(j["status"], "done", "{j}");
+    let imported = j["result"]["path"]
+        .as_str()
+        .expect("import path")
+        .to_string();
+    assert!(Path::new(&imported).join("config.json").is_file(), "{j}");
+
+    // Generate from the exported file: tokens stream, then the generation is stored.
+    let g = s.post(
+        "/api/generate",
+        json!({"model": gguf, "tokenizer": tok, "prompt": "the cat", "max_tokens": 6,
+               "temp": 0.0, "seed": 1}),
+    );
+    let gid = g["id"].as_i64().unwrap();
+    let frames = sse(&s, &format!("/api/generate/{gid}/stream"), None, |f| {
+        f.iter().any(|(_, e, _)| e == "generate_done")
+    });
+    let tokens = frames.iter().filter(|(_, e, _)| e == "token").count();
+    assert!((1..=6).contains(&tokens), "{frames:?}");
+    let end = Instant::now() + Duration::from_secs(30);
+    let stored = loop {
+        let list = s.get("/api/generations");
+        let g = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["id"] == gid)
+            .cloned();
+        if let Some(g) = g.filter(|g| g["status"] != "running") {
+            break g;
+        }
+        assert!(Instant::now() < end, "generation {gid} not stored");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(stored["status"], "done", "{stored}");
+    assert!(
+        !stored["output"].as_str().unwrap_or("").is_empty(),
+        "{stored}"
+    );
+    drop(s);
+    let _ = std::fs::remove_dir_all(&d);
+}
