@@ -204,14 +204,19 @@ fn pre_tokenizer(pre: &str) -> Result<Value> {
     })
 }
 
+/// Builds the BPE through the `tokenizers` API rather than a tokenizer.json document: the
+/// JSON route held the vocabulary three times at once (value tree, bytes, parsed model), about
+/// 65 MB at peak for a 49k vocabulary, most of `generate`'s memory above the weights.
 fn build_byte_level(v: &GgufVocab, cfg: SpecialConfig) -> Result<Tokenizer> {
+    use tokenizers::models::bpe::{Vocab, BPE};
+    use tokenizers::{AddedToken, DecoderWrapper, PostProcessorWrapper, PreTokenizerWrapper};
     let pre = v.pre.as_deref().unwrap_or("default");
     let merges = v.merges.as_ref().ok_or_else(|| {
         DataError::Tokenizer("tokenizer.ggml.merges is required for a \"gpt2\" vocabulary".into())
     })?;
-    let mut vocab = serde_json::Map::with_capacity(v.tokens.len());
+    let mut vocab = Vocab::with_capacity(v.tokens.len());
     for (id, t) in v.tokens.iter().enumerate() {
-        if vocab.insert(t.clone(), json!(id)).is_some() {
+        if vocab.insert(t.clone(), id as u32).is_some() {
             return Err(DataError::Tokenizer(format!(
                 "token {id} {t:?} appears twice in tokenizer.ggml.tokens"
             )));
@@ -223,7 +228,7 @@ fn build_byte_level(v: &GgufVocab, cfg: SpecialConfig) -> Result<Tokenizer> {
         .map(|(i, m)| {
             m.split_once(' ')
                 .filter(|(a, b)| vocab.contains_key(*a) && vocab.contains_key(*b))
-                .map(|(a, b)| json!([a, b]))
+                .map(|(a, b)| (a.to_string(), b.to_string()))
                 .ok_or_else(|| {
                     DataError::Tokenizer(format!(
                         "tokenizer.ggml.merges[{i}] {m:?} is not two tokens of the vocabulary"
@@ -231,32 +236,44 @@ fn build_byte_level(v: &GgufVocab, cfg: SpecialConfig) -> Result<Tokenizer> {
                 })
         })
         .collect::<Result<Vec<_>>>()?;
-    let kinds = kinds(v);
-    let added: Vec<Value> = kinds
+    let added: Vec<AddedToken> = kinds(v)
         .iter()
         .enumerate()
         .filter(|(_, k)| matches!(k, PieceKind::Control | PieceKind::UserDefined))
         .map(|(id, k)| {
-            json!({"id": id, "content": v.tokens[id], "single_word": false, "lstrip": false,
-                   "rstrip": false, "normalized": false, "special": *k == PieceKind::Control})
+            AddedToken::from(v.tokens[id].clone(), *k == PieceKind::Control)
+                .single_word(false)
+                .lstrip(false)
+                .rstrip(false)
+                .normalized(false)
         })
         .collect();
-    let ignore_merges = matches!(pre, "llama-bpe" | "llama3" | "llama-v3");
-    let doc = json!({
-        "version": "1.0",
-        "truncation": null,
-        "padding": null,
-        "added_tokens": added,
-        "normalizer": null,
-        "pre_tokenizer": pre_tokenizer(pre)?,
-        "post_processor": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true},
-        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
-        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
-                  "ignore_merges": ignore_merges, "vocab": vocab, "merges": merge_pairs}
-    });
-    let bytes = serde_json::to_vec(&doc).map_err(|e| DataError::Tokenizer(e.to_string()))?;
-    let tok = tokenizers::Tokenizer::from_bytes(bytes)
+    let model = BPE::builder()
+        .vocab_and_merges(vocab, merge_pairs)
+        .ignore_merges(matches!(pre, "llama-bpe" | "llama3" | "llama-v3"))
+        .fuse_unk(false)
+        .byte_fallback(false)
+        .build()
         .map_err(|e| DataError::Tokenizer(format!("building the byte-level BPE: {e}")))?;
+    let pre_tok: PreTokenizerWrapper = component("pre-tokenizer", pre_tokenizer(pre)?)?;
+    let post: PostProcessorWrapper = component(
+        "post-processor",
+        json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true}),
+    )?;
+    let decoder: DecoderWrapper = component(
+        "decoder",
+        json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true}),
+    )?;
+    let mut tok = tokenizers::Tokenizer::new(model);
+    tok.with_pre_tokenizer(Some(pre_tok))
+        .with_post_processor(Some(post))
+        .with_decoder(Some(decoder));
+    tok.add_tokens(&added);
     Ok(Tokenizer::from_hf(tok, cfg))
+}
+
+/// One small pipeline component (pre-tokenizer, decoder, ...) from its tokenizer.json form.
+fn component<T: serde::de::DeserializeOwned>(name: &str, doc: Value) -> Result<T> {
+    serde_json::from_value(doc.clone())
+        .map_err(|e| DataError::Tokenizer(format!("building the {name} {doc}: {e}")))
 }
