@@ -152,3 +152,33 @@ fn bad_input_is_an_error_not_a_panic() {
         Err(InferError::BadCapacity { .. })
     ));
 }
+
+#[test]
+fn half_precision_kv_caches_stay_close_to_f32() {
+    use engine::infer::KvType;
+    // Keys/values rounded once to 11 (f16) or 8 (bf16) significant bits: logits move by a
+    // small multiple of that relative step. The error must not be zero either (the cache
+    // really holds the narrow type).
+    for (kind, bound) in [(KvType::F16, 5e-3f32), (KvType::BF16, 4e-2)] {
+        for (name, cfg) in configs() {
+            let p = random_params(&cfg, 11);
+            let t = 80;
+            let v = cfg.vocab_size;
+            let toks = tokens(t, v, 5);
+            let reference = engine::model::logits(&p, None, &toks, 1, t).expect("reference");
+            let mut s = InferenceSession::with_kv(&p, t, kind).expect("session");
+            assert_eq!(s.cache().kind(), kind);
+            assert_eq!(s.cache().bytes(), 2 * cfg.n_layers * t * cfg.kv_dim() * 2);
+            let mut worst = max_abs_diff(
+                s.prefill(&toks[..9]).expect("prefill"),
+                &reference[8 * v..9 * v],
+            );
+            for i in 9..t {
+                let l = s.decode(toks[i]).expect("decode");
+                worst = worst.max(max_abs_diff(l, &reference[i * v..(i + 1) * v]));
+            }
+            assert!(worst < bound, "{kind:?} {name}: logits differ by {worst}");
+            assert!(worst > 1e-7, "{kind:?} {name}: no rounding seen ({worst})");
+        }
+    }
+}

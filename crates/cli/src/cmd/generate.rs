@@ -98,6 +98,28 @@ pub struct Args {
     /// within ~1e-3 of the f32 path; 8: llama.cpp's scheme, faster, ~0.5 off).
     #[arg(long, default_value_t = 16, value_parser = parse_act_bits)]
     pub act_bits: u8,
+    /// Element type of the KV cache: f16 or bf16 halve its memory and the bytes attention
+    /// reads per token (values rounded once when stored; all arithmetic stays f32).
+    #[arg(long = "kv-cache", value_enum, default_value_t = KvCacheArg::F32)]
+    pub kv_cache: KvCacheArg,
+}
+
+/// `--kv-cache`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KvCacheArg {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl From<KvCacheArg> for engine::infer::KvType {
+    fn from(a: KvCacheArg) -> Self {
+        match a {
+            KvCacheArg::F32 => engine::infer::KvType::F32,
+            KvCacheArg::F16 => engine::infer::KvType::F16,
+            KvCacheArg::Bf16 => engine::infer::KvType::BF16,
+        }
+    }
 }
 
 /// `--act-bits`: 8 or 16.
@@ -244,7 +266,7 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
             bail!("--prompt is empty and the model has no BOS token to start from");
         }
         let capacity = context_size(args, model, ids.len())?;
-        let mut session = InferenceSession::new(weights, capacity)?;
+        let mut session = InferenceSession::with_kv(weights, capacity, args.kv_cache.into())?;
         run_turn(
             &mut session,
             &mut sampler,
@@ -503,7 +525,7 @@ fn chat(
         Some(c) => c.min(model.params.config.max_seq_len),
         None => model.params.config.max_seq_len.min(4096),
     };
-    let mut session = InferenceSession::new(weights, capacity)?;
+    let mut session = InferenceSession::with_kv(weights, capacity, args.kv_cache.into())?;
     let interactive = args.prompt.is_none()
         && args.messages.is_none()
         && std::io::IsTerminal::is_terminal(&std::io::stdin());
@@ -672,7 +694,7 @@ fn bench(
         );
     }
     let reps = args.bench_reps.max(1);
-    let mut session = InferenceSession::new(weights, capacity)?;
+    let mut session = InferenceSession::with_kv(weights, capacity, args.kv_cache.into())?;
     // Arbitrary but fixed prompt ids spread over the vocabulary.
     let prompt: Vec<u32> = (0..np)
         .map(|i| ((i as u64 * 7919 + 13) % cfg.vocab_size as u64) as u32)
@@ -718,6 +740,8 @@ fn bench(
             Weights::Quant(_) => 16,
             Weights::Dense(_) => 32,
         },
+        "kv_cache": session.cache().kind().name(),
+        "kv_cache_bytes": session.cache().bytes(),
         "prompt_tokens": np,
         "prompt_tokens_per_s": pp,
         "gen_tokens": ng,
@@ -735,12 +759,14 @@ fn bench(
     });
     if !out.json {
         println!(
-            "model {} ({}), {} threads, {}, activations {} bits",
+            "model {} ({}), {} threads, f32 kernels {}, quantized kernels {}, activations {} bits, KV cache {}",
             model.path.display(),
             model.source,
             engine::threads::current(),
             infer::Simd::detect().name(),
-            value["act_bits"]
+            engine::quant::dot::level().name(),
+            value["act_bits"],
+            session.cache().kind().name()
         );
         println!("prompt processing ({np} tokens): {pp:.1} tok/s");
         println!("generation ({ng} tokens):        {tg:.1} tok/s");

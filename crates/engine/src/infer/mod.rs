@@ -6,12 +6,14 @@
 pub mod bench;
 pub mod generate;
 pub mod kernels;
+pub mod kv;
 pub mod sampler;
 pub mod session;
 pub mod weights;
 
 pub use generate::{generate, GenerateOptions, StopReason};
 pub use kernels::Simd;
+pub use kv::{KvCache, KvType};
 pub use sampler::{argmax, Sampler, SamplerConfig, SamplerError, SmallRng};
-pub use session::{InferError, InferenceSession, KvCache};
+pub use session::{InferError, InferenceSession};
 pub use weights::{Mat, Weights};

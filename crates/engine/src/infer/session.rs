@@ -2,6 +2,8 @@
 //! the prompt (GEMM per projection) and then one token at a time (matrix-vector products).
 
 use super::kernels::{self, MatVec};
+use super::kv::KvStore;
+use super::kv::{KvCache, KvType};
 use super::weights::{LayerW, Mat, Weights};
 use crate::kernels::rope::RopeTable;
 use crate::quant::{self, QuantizedActs};
@@ -26,54 +28,6 @@ pub enum InferError {
     BadCapacity { requested: usize, max: usize },
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
-}
-
-/// Keys and values of every layer for positions `0..len`, room for `capacity`.
-pub struct KvCache {
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
-    kv_dim: usize,
-    len: usize,
-    capacity: usize,
-}
-
-impl KvCache {
-    pub fn new(n_layers: usize, kv_dim: usize, capacity: usize) -> KvCache {
-        KvCache {
-            k: (0..n_layers)
-                .map(|_| vec![0.0; capacity * kv_dim])
-                .collect(),
-            v: (0..n_layers)
-                .map(|_| vec![0.0; capacity * kv_dim])
-                .collect(),
-            kv_dim,
-            len: 0,
-            capacity,
-        }
-    }
-
-    /// Positions filled so far.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    /// Forgets positions `n..`; the next token is written at position `n`.
-    pub fn truncate(&mut self, n: usize) {
-        self.len = self.len.min(n);
-    }
-
-    /// Bytes held by the cache.
-    pub fn bytes(&self) -> usize {
-        2 * self.k.len() * self.capacity * self.kv_dim * 4
-    }
 }
 
 /// Per-row scratch buffers, sized for `rows` tokens.
@@ -123,6 +77,15 @@ impl<'p> InferenceSession<'p> {
     /// A session with room for `capacity` positions (at most the model's `max_seq_len`) over
     /// f32 `Params` or a `QuantModel`.
     pub fn new(weights: impl Into<Weights<'p>>, capacity: usize) -> Result<Self, InferError> {
+        Self::with_kv(weights, capacity, KvType::F32)
+    }
+
+    /// [`InferenceSession::new`] with the KV cache stored as `kv`.
+    pub fn with_kv(
+        weights: impl Into<Weights<'p>>,
+        capacity: usize,
+        kv: KvType,
+    ) -> Result<Self, InferError> {
         let weights = weights.into();
         let cfg = weights.config();
         cfg.validate()?;
@@ -132,6 +95,7 @@ impl<'p> InferenceSession<'p> {
                 max: cfg.max_seq_len,
             });
         }
+        let kv_type = kv;
         let (d, kv, h) = (cfg.dim, cfg.kv_dim(), cfg.hidden_dim);
         let mut acts = QuantizedActs::default();
         if let Weights::Quant(m) = weights {
@@ -140,7 +104,7 @@ impl<'p> InferenceSession<'p> {
         Ok(InferenceSession {
             weights,
             acts,
-            cache: KvCache::new(cfg.n_layers, kv, capacity),
+            cache: KvCache::with_type(cfg.n_layers, kv, capacity, kv_type),
             rope: RopeTable::new(capacity, cfg.head_dim(), cfg.rope_theta),
             one: Scratch::new(1, d, kv, h),
             batch: None,
@@ -244,9 +208,7 @@ impl<'p> InferenceSession<'p> {
             add_bias(&mut s.v, lw.bv);
             self.rope.apply(&mut s.q, pos);
             self.rope.apply(&mut s.k, pos);
-            let kv = self.cache.kv_dim;
-            self.cache.k[l][pos * kv..(pos + 1) * kv].copy_from_slice(&s.k);
-            self.cache.v[l][pos * kv..(pos + 1) * kv].copy_from_slice(&s.v);
+            self.cache.store(l, pos, &s.k, &s.v);
             attend_row(
                 &s.q,
                 &mut s.att,
@@ -311,8 +273,7 @@ impl<'p> InferenceSession<'p> {
                     rope.apply(k, start + r);
                     add_bias(v, lw.bv);
                 });
-            self.cache.k[l][start * kv..(start + n) * kv].copy_from_slice(&s.k[..n * kv]);
-            self.cache.v[l][start * kv..(start + n) * kv].copy_from_slice(&s.v[..n * kv]);
+            self.cache.store(l, start, &s.k[..n * kv], &s.v[..n * kv]);
             let (kc, vc) = (&self.cache.k[l], &self.cache.v[l]);
             let q = &s.q[..n * d];
             s.att[..n * d]
@@ -449,8 +410,8 @@ fn ffn_one(s: &mut Scratch, acts: &mut QuantizedActs, lw: &LayerW<'_>, eps: f32)
 fn attend_row(
     q: &[f32],
     out: &mut [f32],
-    k_cache: &[f32],
-    v_cache: &[f32],
+    k_cache: &KvStore,
+    v_cache: &KvStore,
     pos: usize,
     cfg: &crate::config::ModelConfig,
     parallel: bool,
@@ -479,8 +440,8 @@ fn attend_row(
 fn attend_head(
     qh: &[f32],
     o: &mut [f32],
-    k_cache: &[f32],
-    v_cache: &[f32],
+    k_cache: &KvStore,
+    v_cache: &KvStore,
     head: usize,
     cfg: &crate::config::ModelConfig,
     scores: &mut [f32],
@@ -489,14 +450,16 @@ fn attend_head(
     let kv_dim = cfg.kv_dim();
     let koff = (head / (cfg.n_heads / cfg.n_kv_heads)) * hd;
     let scale = 1.0 / (hd as f32).sqrt();
+    // Widening room for one f16/bf16 row (head dims are at most a few hundred).
+    let mut tmp = vec![0f32; hd];
     for (t, sc) in scores.iter_mut().enumerate() {
-        let kt = &k_cache[t * kv_dim + koff..t * kv_dim + koff + hd];
+        let kt = k_cache.read(t * kv_dim + koff, &mut tmp);
         *sc = kernels::dot(qh, kt) * scale;
     }
     kernels::softmax(scores);
     o.fill(0.0);
     for (t, &p) in scores.iter().enumerate() {
-        let vt = &v_cache[t * kv_dim + koff..t * kv_dim + koff + hd];
+        let vt = v_cache.read(t * kv_dim + koff, &mut tmp);
         for (oi, &vi) in o.iter_mut().zip(vt) {
             *oi += p * vi;
         }
