@@ -652,3 +652,51 @@ fn avx512_matvec_and_prefill_equal_avx2() {
         }
     }
 }
+
+/// Timing of the group kernels per level (best of many passes, robust to a shared CPU):
+/// `cargo test -p engine --release --test quant_kernels bench_group -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_group_kernels() {
+    let levels = [Level::Avx2, Level::Avx512Vnni];
+    if Level::detect() != Level::Avx512Vnni {
+        eprintln!("skipped: no AVX-512 VNNI on this CPU");
+        return;
+    }
+    for t in INTERLEAVED {
+        for precision in [ActPrecision::I16, ActPrecision::I8] {
+            let (n, k) = (1536, 576);
+            let w = random_matrix(t, n, k, 71).interleaved();
+            let x = random_vec(4 * k, 73);
+            let mut acts = QuantizedActs::default();
+            acts.precision = precision;
+            acts.prepare(&x, 4, k, &[t.act_kind()]);
+            let mut best = [[f64::MAX; 2]; 2];
+            let mut sink = 0f32;
+            for _ in 0..200 {
+                for (i, &level) in levels.iter().enumerate() {
+                    let t0 = std::time::Instant::now();
+                    for g in 0..n / 8 {
+                        sink += dot_group(level, t, w.group(g), &acts, [0])[0][0];
+                    }
+                    best[i][0] = best[i][0].min(t0.elapsed().as_secs_f64());
+                    let t0 = std::time::Instant::now();
+                    for g in 0..n / 8 {
+                        sink += dot_group(level, t, w.group(g), &acts, [0, 1, 2, 3])[3][0];
+                    }
+                    best[i][1] = best[i][1].min(t0.elapsed().as_secs_f64());
+                }
+            }
+            eprintln!(
+                "{} {precision:?} {n}x{k}: R=1 avx2 {:.1} us, avx512 {:.1} us ({:.2}x); R=4 avx2 {:.1} us, avx512 {:.1} us ({:.2}x) [{sink:.0}]",
+                t.name(),
+                best[0][0] * 1e6,
+                best[1][0] * 1e6,
+                best[0][0] / best[1][0],
+                best[0][1] * 1e6,
+                best[1][1] * 1e6,
+                best[0][1] / best[1][1],
+            );
+        }
+    }
+}
