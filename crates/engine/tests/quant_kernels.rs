@@ -553,3 +553,150 @@ fn quantized_session_matches_the_f32_session() {
         assert!((a - b).abs() < 1e-4);
     }
 }
+
+/// One call of `dot_group` at `R` rows, flattened to one output per (row, lane).
+fn group_bits<const R: usize>(
+    level: Level,
+    t: QType,
+    g: &[u8],
+    acts: &QuantizedActs,
+    rows: [usize; R],
+) -> Vec<u32> {
+    dot_group(level, t, g, acts, rows)
+        .iter()
+        .flat_map(|o| o.map(f32::to_bits))
+        .collect()
+}
+
+/// Every tile size a caller uses (decode R = 1, prefill tiles up to 4), rows out of order.
+fn group_tiles(level: Level, t: QType, g: &[u8], acts: &QuantizedActs) -> Vec<Vec<u32>> {
+    vec![
+        group_bits(level, t, g, acts, [4]),
+        group_bits(level, t, g, acts, [3, 0]),
+        group_bits(level, t, g, acts, [1, 4, 2]),
+        group_bits(level, t, g, acts, [0, 1, 2, 3]),
+    ]
+}
+
+/// The AVX-512 VNNI group kernels give the AVX2 kernels' results bit for bit (8- and 16-bit
+/// activations, every tile size, odd block counts), and both stay within the f32 rounding
+/// bound of the scalar reference.
+#[test]
+fn avx512_groups_equal_avx2_groups_bit_for_bit() {
+    if Level::detect() != Level::Avx512Vnni {
+        eprintln!("skipped: no AVX-512 VNNI on this CPU");
+        return;
+    }
+    for t in INTERLEAVED {
+        for cols in [32, 64, 96, 160, 576, 1536] {
+            let plain = random_matrix(t, 16, cols, 51 + cols as u64);
+            let w = plain.interleaved();
+            let x = random_vec(5 * cols, 53 + cols as u64);
+            for precision in [ActPrecision::I8, ActPrecision::I16] {
+                let mut acts = QuantizedActs::default();
+                acts.precision = precision;
+                acts.prepare(&x, 5, cols, &[t.act_kind()]);
+                for g in 0..2 {
+                    let fast = group_tiles(Level::Avx512Vnni, t, w.group(g), &acts);
+                    let avx2 = group_tiles(Level::Avx2, t, w.group(g), &acts);
+                    assert_eq!(fast, avx2, "{} cols {cols} {precision:?}", t.name());
+                    for r in 0..5 {
+                        let f = dot_group(Level::Avx512Vnni, t, w.group(g), &acts, [r])[0];
+                        let s = dot_group(Level::Scalar, t, w.group(g), &acts, [r])[0];
+                        let scale = s.iter().fold(1f32, |a, v| a.max(v.abs()));
+                        for l in 0..8 {
+                            // Only the f32 order of the block terms differs from scalar.
+                            assert!(
+                                (f[l] - s[l]).abs() <= 1e-5 * scale * (cols / 32) as f32,
+                                "{} cols {cols} {precision:?} row {r} lane {l}: {} vs {}",
+                                t.name(),
+                                f[l],
+                                s[l]
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Decode and prefill at the AVX-512 level equal the AVX2 level bit for bit.
+#[test]
+fn avx512_matvec_and_prefill_equal_avx2() {
+    if Level::detect() != Level::Avx512Vnni {
+        eprintln!("skipped: no AVX-512 VNNI on this CPU");
+        return;
+    }
+    for t in INTERLEAVED {
+        for precision in [ActPrecision::I8, ActPrecision::I16] {
+            let (n, k, m) = (43, 576, 7);
+            let w = random_matrix(t, n, k, 61).interleaved();
+            let x = random_vec(m * k, 63);
+            let mut acts = QuantizedActs::default();
+            acts.precision = precision;
+            acts.prepare(&x, m, k, &[t.act_kind()]);
+            let (mut c5, mut c2) = (vec![0f32; m * n], vec![0f32; m * n]);
+            qmatmul_bt_with(Level::Avx512Vnni, &x, &acts, &w, &mut c5, m);
+            qmatmul_bt_with(Level::Avx2, &x, &acts, &w, &mut c2, m);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&c5), bits(&c2), "{} {precision:?} prefill", t.name());
+            let (mut o5, mut o2) = (vec![0f32; n], vec![0f32; n]);
+            for (level, out) in [(Level::Avx512Vnni, &mut o5), (Level::Avx2, &mut o2)] {
+                let mut a1 = QuantizedActs::default();
+                a1.precision = precision;
+                qmatvec_many_with(level, &x[..k], &mut a1, vec![QMatVec { w: &w, out }]);
+            }
+            assert_eq!(bits(&o5), bits(&o2), "{} {precision:?} decode", t.name());
+            assert_eq!(bits(&o5), bits(&c5[..n]), "{} {precision:?}", t.name());
+        }
+    }
+}
+
+/// Timing of the group kernels per level (best of many passes, robust to a shared CPU):
+/// `cargo test -p engine --release --test quant_kernels bench_group -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_group_kernels() {
+    let levels = [Level::Avx2, Level::Avx512Vnni];
+    if Level::detect() != Level::Avx512Vnni {
+        eprintln!("skipped: no AVX-512 VNNI on this CPU");
+        return;
+    }
+    for t in INTERLEAVED {
+        for precision in [ActPrecision::I16, ActPrecision::I8] {
+            let (n, k) = (1536, 576);
+            let w = random_matrix(t, n, k, 71).interleaved();
+            let x = random_vec(4 * k, 73);
+            let mut acts = QuantizedActs::default();
+            acts.precision = precision;
+            acts.prepare(&x, 4, k, &[t.act_kind()]);
+            let mut best = [[f64::MAX; 2]; 2];
+            let mut sink = 0f32;
+            for _ in 0..200 {
+                for (i, &level) in levels.iter().enumerate() {
+                    let t0 = std::time::Instant::now();
+                    for g in 0..n / 8 {
+                        sink += dot_group(level, t, w.group(g), &acts, [0])[0][0];
+                    }
+                    best[i][0] = best[i][0].min(t0.elapsed().as_secs_f64());
+                    let t0 = std::time::Instant::now();
+                    for g in 0..n / 8 {
+                        sink += dot_group(level, t, w.group(g), &acts, [0, 1, 2, 3])[3][0];
+                    }
+                    best[i][1] = best[i][1].min(t0.elapsed().as_secs_f64());
+                }
+            }
+            eprintln!(
+                "{} {precision:?} {n}x{k}: R=1 avx2 {:.1} us, avx512 {:.1} us ({:.2}x); R=4 avx2 {:.1} us, avx512 {:.1} us ({:.2}x) [{sink:.0}]",
+                t.name(),
+                best[0][0] * 1e6,
+                best[1][0] * 1e6,
+                best[0][0] / best[1][0],
+                best[0][1] * 1e6,
+                best[1][1] * 1e6,
+                best[0][1] / best[1][1],
+            );
+        }
+    }
+}

@@ -91,7 +91,7 @@ pub fn quantize_q8(x: &[f32], out: &mut Vec<BlockQ8>) {
 /// the scalar code: same operations, same rounding).
 fn quantize_q8_into(x: &[f32], out: &mut [BlockQ8]) {
     #[cfg(target_arch = "x86_64")]
-    if super::dot::level() == super::dot::Level::Avx2 {
+    if super::dot::level().has_avx2() {
         for (c, b) in x.chunks_exact(QK).zip(out.iter_mut()) {
             // SAFETY: AVX2 was detected; `c` holds 32 values.
             unsafe { super::x86::quantize_block_q8(c, b) };
@@ -141,7 +141,7 @@ pub fn quantize_q16(x: &[f32], out: &mut Vec<BlockQ16>) {
 
 fn quantize_q16_into(x: &[f32], out: &mut [BlockQ16]) {
     #[cfg(target_arch = "x86_64")]
-    if super::dot::level() == super::dot::Level::Avx2 {
+    if super::dot::level().has_avx2() {
         for (c, b) in x.chunks_exact(QK).zip(out.iter_mut()) {
             // SAFETY: AVX2 was detected; `c` holds 32 values.
             unsafe { super::x86::quantize_block_q16(c, b) };

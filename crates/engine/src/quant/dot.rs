@@ -5,9 +5,11 @@ use super::act::QuantizedActs;
 use super::scalar;
 use super::{ActKind, QType};
 
-/// The kernel family: AVX2 + FMA + F16C, or the portable scalar reference.
+/// The kernel family: AVX-512 F/BW/VL/VNNI (on top of AVX2: the group kernels, the rest as
+/// AVX2), AVX2 + FMA + F16C, or the portable scalar reference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
+    Avx512Vnni,
     Avx2,
     Scalar,
 }
@@ -20,6 +22,13 @@ impl Level {
                 && std::arch::is_x86_feature_detected!("fma")
                 && std::arch::is_x86_feature_detected!("f16c")
             {
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                    && std::arch::is_x86_feature_detected!("avx512vnni")
+                {
+                    return Level::Avx512Vnni;
+                }
                 return Level::Avx2;
             }
         }
@@ -28,9 +37,15 @@ impl Level {
 
     pub fn name(self) -> &'static str {
         match self {
+            Level::Avx512Vnni => "avx512vnni",
             Level::Avx2 => "avx2",
             Level::Scalar => "scalar",
         }
+    }
+
+    /// Whether the AVX2 kernels may run (every level above Scalar includes AVX2).
+    pub fn has_avx2(self) -> bool {
+        matches!(self, Level::Avx2 | Level::Avx512Vnni)
     }
 }
 
@@ -67,7 +82,7 @@ pub fn dot_rows<const R: usize>(
     let mut out = [0f32; R];
     match level {
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => {
+        Level::Avx2 | Level::Avx512Vnni => {
             use super::x86;
             // SAFETY: `Level::Avx2` is only detected (or chosen by a test that checked it) on
             // CPUs with AVX2, FMA and F16C; each kernel checks its activation lengths.
@@ -123,6 +138,33 @@ pub fn dot_group<const R: usize>(
     let row_bytes = acts.cols / t.block_len() * t.block_bytes();
     assert_eq!(g.len(), 8 * row_bytes, "dot_group: not one group of 8 rows");
     match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512Vnni if acts.has_q16() => {
+            use super::x86_512;
+            let a = rows.map(|r| acts.q16_row(r));
+            // SAFETY: `Level::Avx512Vnni` is only detected (or chosen by a test that checked
+            // it) on CPUs with AVX2, FMA, F16C and AVX-512 F/BW/VL/VNNI.
+            unsafe {
+                match t {
+                    QType::Q8_0 => x86_512::dot_group16::<R, 0>(g, a),
+                    QType::Q4_0 => x86_512::dot_group16::<R, 1>(g, a),
+                    _ => x86_512::dot_group16::<R, 2>(g, a),
+                }
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512Vnni => {
+            use super::x86_512;
+            let a = rows.map(|r| acts.q8_row(r));
+            // SAFETY: as above.
+            unsafe {
+                match t {
+                    QType::Q8_0 => x86_512::dot_group32::<R, 0>(g, a),
+                    QType::Q4_0 => x86_512::dot_group32::<R, 1>(g, a),
+                    _ => x86_512::dot_group32::<R, 2>(g, a),
+                }
+            }
+        }
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 if acts.has_q16() => {
             use super::x86;
