@@ -69,6 +69,7 @@ pub fn dot_rows<const R: usize>(
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 => {
             use super::x86;
+            use super::x86_kq512 as kq;
             // SAFETY: `Level::Avx2` is only detected (or chosen by a test that checked it) on
             // CPUs with AVX2, FMA and F16C; each kernel checks its activation lengths.
             unsafe {
@@ -84,9 +85,10 @@ pub fn dot_rows<const R: usize>(
                     QType::Q8_0 => x86::dot_q32::<R, 0>(w, rows.map(|r| acts.q8_row(r))),
                     QType::Q4_0 => x86::dot_q32::<R, 1>(w, rows.map(|r| acts.q8_row(r))),
                     QType::Q4_1 => x86::dot_q32::<R, 2>(w, rows.map(|r| acts.q8_row(r))),
-                    QType::Q4K => x86::dot_q45k(false, w, rows.map(|r| acts.q8k_row(r))),
-                    QType::Q5K => x86::dot_q45k(true, w, rows.map(|r| acts.q8k_row(r))),
-                    QType::Q6K => x86::dot_q6k(w, rows.map(|r| acts.q8k_row(r))),
+                    // K-quants: AVX-512 VNNI where the CPU has it (bit-identical to AVX2).
+                    QType::Q4K => kq::dot_q45k_best(false, w, rows.map(|r| acts.q8k_row(r))),
+                    QType::Q5K => kq::dot_q45k_best(true, w, rows.map(|r| acts.q8k_row(r))),
+                    QType::Q6K => kq::dot_q6k_best(w, rows.map(|r| acts.q8k_row(r))),
                 };
             }
         }

@@ -19,6 +19,8 @@ pub mod packed;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(target_arch = "x86_64")]
+mod x86_kq512;
 
 pub use act::{ActKind, ActPrecision, BlockQ16, BlockQ8, BlockQ8K, QuantizedActs};
 pub use matmul::{qmatmul_bt, qmatvec_many, QMatVec};
