@@ -13,7 +13,6 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::act::BlockQ8K;
-use super::scalar::scales_mins_k4;
 use std::arch::x86_64::*;
 
 /// Whether this CPU runs these kernels (detected once).
@@ -93,6 +92,23 @@ unsafe fn halves16(lo: i16, hi: i16) -> __m512i {
     )
 }
 
+/// The 8 scales and 8 mins of a Q4_K / Q5_K super-block from its 12 scale bytes at `q`, with
+/// word operations (the values of `scalar::scales_mins_k4`, which the tests check).
+#[inline]
+unsafe fn scales_mins(q: *const u8) -> ([u8; 8], [u8; 8]) {
+    const LOW6: u32 = 0x3f3f_3f3f;
+    const LOW4: u32 = 0x0f0f_0f0f;
+    const LOW2: u32 = 0x0303_0303;
+    let u: [u32; 3] = std::array::from_fn(|k| (q.add(4 * k) as *const u32).read_unaligned());
+    let sc_lo = u[0] & LOW6;
+    let m_lo = u[1] & LOW6;
+    let sc_hi = (u[2] & LOW4) | (((u[0] >> 6) & LOW2) << 4);
+    let m_hi = ((u[2] >> 4) & LOW4) | (((u[1] >> 6) & LOW2) << 4);
+    let sc = ((sc_hi as u64) << 32 | sc_lo as u64).to_le_bytes();
+    let m = ((m_hi as u64) << 32 | m_lo as u64).to_le_bytes();
+    (sc, m)
+}
+
 /// Q4_K (`five = false`) and Q5_K rows with 256-block activations; the result of
 /// `x86::dot_q45k`, bit for bit. Chunk `c` of 32 weight bytes is in both halves: low nibbles
 /// (sub-block `2c`) below, high nibbles (`2c + 1`) above, meeting activations `64c..64c+64`.
@@ -115,7 +131,7 @@ pub unsafe fn dot_q45k<const R: usize>(five: bool, w: &[u8], a: [&[BlockQ8K]; R]
         let b = wp.add(i * bb);
         let dm = _mm_cvtph_ps(_mm_cvtsi32_si128((b as *const i32).read_unaligned()));
         let (d, dmin) = (_mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_movehdup_ps(dm)));
-        let (sc, m) = scales_mins_k4(std::slice::from_raw_parts(b.add(4), 12));
+        let (sc, m) = scales_mins(b.add(4));
         // Q5_K: bit 2c of each qh byte is the fifth bit of the low nibbles of chunk c, bit
         // 2c + 1 that of the high ones; the high half starts one bit further.
         let mut qh = if five {
@@ -376,6 +392,17 @@ mod tests {
     }
 
     #[test]
+    fn word_scales_equal_the_scalar_ones() {
+        let mut g = Lcg(3);
+        for _ in 0..2000 {
+            let q: [u8; 12] = std::array::from_fn(|_| g.next() as u8);
+            // SAFETY: `q` holds the 12 bytes read.
+            let fast = unsafe { scales_mins(q.as_ptr()) };
+            assert_eq!(fast, scalar::scales_mins_k4(&q), "{q:?}");
+        }
+    }
+
+    #[test]
     fn kq512_matches_at_extreme_weights() {
         if !available() {
             eprintln!("skipped: no AVX-512 F/BW/VL/VNNI on this CPU");
@@ -396,6 +423,58 @@ mod tests {
             let acts = act_rows(cols, 7);
             check::<4>(t, &w, &acts, cols);
             check::<1>(t, &w, &acts[3..], cols);
+        }
+    }
+}
+
+#[cfg(test)]
+mod bench {
+    use super::super::act::quantize_q8k;
+    use super::super::{x86, QType};
+    use super::*;
+
+    /// Times the kernels on a 1536-column matrix (`cargo test --release -- --ignored`).
+    #[test]
+    #[ignore]
+    fn kq512_speed() {
+        if !available() {
+            return;
+        }
+        let cols = 1536;
+        let rows = 576;
+        for t in [QType::Q4K, QType::Q6K] {
+            let mut w: Vec<u8> = (0..rows * cols / 256 * t.block_bytes())
+                .map(|i| (i * 7919 % 251) as u8)
+                .collect();
+            for b in w.chunks_exact_mut(t.block_bytes()) {
+                // Normal f16 scales (0x2000 ~ 0.008): no subnormal slow paths.
+                let at = if t == QType::Q6K { 208 } else { 0 };
+                let end = (at + 4).min(b.len());
+                b[at..end].fill(0x20);
+            }
+            let x: Vec<f32> = (0..cols).map(|i| (i % 17) as f32 - 8.0).collect();
+            let mut q = Vec::new();
+            quantize_q8k(&x, &mut q);
+            let rb = cols / 256 * t.block_bytes();
+            for fast in [false, true, false, true] {
+                let t0 = std::time::Instant::now();
+                let mut s = 0f32;
+                for _ in 0..200 {
+                    for r in 0..rows {
+                        let row = &w[r * rb..(r + 1) * rb];
+                        // SAFETY: `available()` was checked.
+                        s += unsafe {
+                            match (t, fast) {
+                                (QType::Q6K, true) => dot_q6k(row, [&q[..]])[0],
+                                (QType::Q6K, false) => x86::dot_q6k(row, [&q[..]])[0],
+                                (_, true) => dot_q45k(false, row, [&q[..]])[0],
+                                _ => x86::dot_q45k(false, row, [&q[..]])[0],
+                            }
+                        };
+                    }
+                }
+                eprintln!("{} fast={fast}: {:?} ({s})", t.name(), t0.elapsed() / 200);
+            }
         }
     }
 }
