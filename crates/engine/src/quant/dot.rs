@@ -84,6 +84,7 @@ pub fn dot_rows<const R: usize>(
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 | Level::Avx512Vnni => {
             use super::x86;
+            use super::x86_kq512 as kq;
             // SAFETY: `Level::Avx2` is only detected (or chosen by a test that checked it) on
             // CPUs with AVX2, FMA and F16C; each kernel checks its activation lengths.
             unsafe {
@@ -99,8 +100,16 @@ pub fn dot_rows<const R: usize>(
                     QType::Q8_0 => x86::dot_q32::<R, 0>(w, rows.map(|r| acts.q8_row(r))),
                     QType::Q4_0 => x86::dot_q32::<R, 1>(w, rows.map(|r| acts.q8_row(r))),
                     QType::Q4_1 => x86::dot_q32::<R, 2>(w, rows.map(|r| acts.q8_row(r))),
-                    QType::Q4K => x86::dot_q45k(false, w, rows.map(|r| acts.q8k_row(r))),
-                    QType::Q5K => x86::dot_q45k(true, w, rows.map(|r| acts.q8k_row(r))),
+                    // K-quants: AVX-512 VNNI where the CPU has it (bit-identical to AVX2).
+                    QType::Q4K | QType::Q5K if level == Level::Avx512Vnni => {
+                        kq::dot_q45k_best(t == QType::Q5K, w, rows.map(|r| acts.q8k_row(r)))
+                    }
+                    QType::Q6K if level == Level::Avx512Vnni => {
+                        kq::dot_q6k_best(w, rows.map(|r| acts.q8k_row(r)))
+                    }
+                    QType::Q4K | QType::Q5K => {
+                        x86::dot_q45k(t == QType::Q5K, w, rows.map(|r| acts.q8k_row(r)))
+                    }
                     QType::Q6K => x86::dot_q6k(w, rows.map(|r| acts.q8k_row(r))),
                 };
             }

@@ -21,6 +21,8 @@ mod scalar;
 mod x86;
 #[cfg(target_arch = "x86_64")]
 mod x86_512;
+#[cfg(target_arch = "x86_64")]
+mod x86_kq512;
 
 pub use act::{ActKind, ActPrecision, BlockQ16, BlockQ8, BlockQ8K, QuantizedActs};
 pub use matmul::{qmatmul_bt, qmatvec_many, QMatVec};
