@@ -73,7 +73,7 @@ fn amx_prefill_is_bit_identical_to_avx2() {
         for k in [32, 576, 1536] {
             // 43 = 5 groups (panels of 16, 16, 8) + 3 plain rows; 64 = whole panels.
             for n in [43, 64, 8] {
-                for m in [16, 17, 31, 128] {
+                for m in [16, 17, 31, 48, 128] {
                     let w = random_matrix(t, n, k, (n * k + m) as u64);
                     let (x, a) = acts(m, k, m as u64 + 7);
                     let mut amx = vec![f32::NAN; m * n];
@@ -132,4 +132,31 @@ fn amx_prefill_declines_what_it_does_not_take() {
     let mut a8 = QuantizedActs::default();
     a8.prepare(&x, 15, 64, &[ActKind::Q8]);
     assert!(!applies(&a8, &w, 15));
+}
+
+/// Timing of one prefill-sized product, AMX against AVX2 (`--ignored --nocapture`).
+#[test]
+#[ignore]
+fn amx_prefill_speed() {
+    if !have_amx() {
+        return;
+    }
+    for (n, k) in [(576, 576), (1536, 576), (576, 1536)] {
+        let m = 128;
+        let w = random_matrix(QType::Q4_1, n, k, 1);
+        let (x, a) = acts(m, k, 2);
+        let mut c = vec![0f32; m * n];
+        let time = |f: &mut dyn FnMut()| {
+            let mut best = f64::MAX;
+            for _ in 0..20 {
+                let t = std::time::Instant::now();
+                f();
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            best * 1e3
+        };
+        let amx = time(&mut || assert!(qmatmul_bt_amx(&x, &a, &w, &mut c, m)));
+        let avx = time(&mut || qmatmul_bt_with(Level::Avx2, &x, &a, &w, &mut c, m));
+        eprintln!("m {m} n {n} k {k}: amx {amx:.3} ms, avx2 {avx:.3} ms");
+    }
 }

@@ -81,15 +81,18 @@ pub fn qmatmul_bt_amx(
             unsafe {
                 let _tiles = amx::Tiles::load();
                 unpack_panel(w, j0 / GROUP, cols / GROUP, buf);
-                for r0 in (0..m).step_by(TILE_ROWS) {
-                    let src = if r0 < whole {
+                let tile_of = |r0: usize| {
+                    if r0 < whole {
                         &q16[r0 * nb..(r0 + TILE_ROWS) * nb]
                     } else {
                         &tail[..]
-                    };
-                    let rows = (m - r0).min(TILE_ROWS);
-                    let out = tile(w.qtype(), buf, src, nb);
-                    for (i, o) in out.iter().enumerate().take(rows) {
+                    }
+                };
+                for r0 in (0..m).step_by(2 * TILE_ROWS) {
+                    let two = r0 + TILE_ROWS < m;
+                    let src = [tile_of(r0), tile_of(if two { r0 + TILE_ROWS } else { r0 })];
+                    let out = tile_pair(w.qtype(), buf, src, two, nb);
+                    for (i, o) in out.iter().flatten().enumerate().take(m - r0) {
                         let dst = (c_addr as *mut f32).add((r0 + i) * n + j0);
                         std::ptr::copy_nonoverlapping(o.as_ptr(), dst, cols);
                     }
@@ -202,66 +205,99 @@ unsafe fn unpack_panel(w: &QMatrix, g0: usize, groups: usize, out: &mut Panel) {
     }
 }
 
-/// One C tile of results: 16 activation rows (`a`: their `nb` blocks each, row after row) x
-/// the 16 weight rows of `panel`.
+/// Two C tiles of results: activation rows `a[0]` and `a[1]` (16 rows each, their `nb` blocks
+/// row after row) x the 16 weight rows of `panel`; `a[1]` only where `two`. Two tiles share
+/// each B load and keep the tile unit busy while the other's sums are stored.
 ///
 /// # Safety
 /// AMX-INT8 with the tile configuration loaded in this thread; AVX-512 F, FMA.
 #[target_feature(enable = "avx512f,avx512bw,fma")]
-unsafe fn tile(t: QType, panel: &Panel, a: &[BlockQ16], nb: usize) -> [[f32; PANEL]; TILE_ROWS] {
+unsafe fn tile_pair(
+    t: QType,
+    panel: &Panel,
+    a: [&[BlockQ16]; 2],
+    two: bool,
+    nb: usize,
+) -> [[[f32; PANEL]; TILE_ROWS]; 2] {
     use std::arch::x86_64::*;
-    assert!(a.len() >= TILE_ROWS * nb && panel.tiles.len() >= nb * PANEL_BLOCK);
+    assert!(a.iter().all(|a| a.len() >= TILE_ROWS * nb));
+    assert!(panel.tiles.len() >= nb * PANEL_BLOCK);
     #[repr(align(64))]
-    struct Sums([i32; 2 * TILE_ROWS * PANEL]);
-    let mut sums = Sums([0; 2 * TILE_ROWS * PANEL]);
+    struct Sums([i32; 4 * TILE_ROWS * PANEL]);
+    let mut sums = Sums([0; 4 * TILE_ROWS * PANEL]);
     let sp = sums.0.as_mut_ptr() as *mut u8;
-    let stride = nb * std::mem::size_of::<BlockQ16>();
-    let qs0 = a.as_ptr() as *const u8;
-    let qs0 = qs0.add(std::mem::offset_of!(BlockQ16, qs));
-    let mut acc = [_mm512_setzero_ps(); TILE_ROWS];
+    let bsz = std::mem::size_of::<BlockQ16>();
+    let stride = nb * bsz;
+    let qoff = std::mem::offset_of!(BlockQ16, qs);
+    let q0 = (a[0].as_ptr() as *const u8).add(qoff);
+    let q1 = (a[1].as_ptr() as *const u8).add(qoff);
+    let mut acc = [[_mm512_setzero_ps(); TILE_ROWS]; 2];
+    let tiles = if two { 2 } else { 1 };
     for b in 0..nb {
         let bt = panel.tiles.as_ptr().add(b * PANEL_BLOCK);
         // SAFETY: A reads 16 rows of 64 bytes at qs of block b of each row (inside `a`); B
-        // and the stores stay inside the panel and `sums` (2 x 1 KiB).
-        crate::tile_load!(0, qs0.add(b * std::mem::size_of::<BlockQ16>()), stride);
+        // and the stores stay inside the panel and `sums` (4 x 1 KiB).
         crate::tile_load!(1, bt, 64usize);
         crate::tile_load!(2, bt.add(PANEL_BLOCK / 2), 64usize);
+        crate::tile_load!(0, q0.add(b * bsz), stride);
         crate::tile_zero!(3);
         crate::tile_zero!(4);
+        if two {
+            crate::tile_load!(5, q1.add(b * bsz), stride);
+            crate::tile_zero!(6);
+            crate::tile_zero!(7);
+        }
         if t == QType::Q8_0 {
             crate::tile_dp!("us", 3, 0, 1);
             crate::tile_dp!("ss", 4, 0, 2);
+            if two {
+                crate::tile_dp!("us", 6, 5, 1);
+                crate::tile_dp!("ss", 7, 5, 2);
+            }
         } else {
             crate::tile_dp!("uu", 3, 0, 1);
             crate::tile_dp!("su", 4, 0, 2);
+            if two {
+                crate::tile_dp!("uu", 6, 5, 1);
+                crate::tile_dp!("su", 7, 5, 2);
+            }
         }
         crate::tile_store!(3, sp, 64usize);
         crate::tile_store!(4, sp.add(1024), 64usize);
-        let d = _mm512_loadu_ps(panel.d.as_ptr().add(b * PANEL));
-        for (i, acc) in acc.iter_mut().enumerate() {
-            let lo = _mm512_load_si512(sums.0.as_ptr().add(16 * i) as *const _);
-            let hi = _mm512_load_si512(sums.0.as_ptr().add(256 + 16 * i) as *const _);
-            let sum = _mm512_add_epi32(_mm512_slli_epi32::<8>(hi), lo);
-            let da = _mm512_set1_ps(a.get_unchecked(i * nb + b).d);
-            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(d, da), *acc);
+        if two {
+            crate::tile_store!(6, sp.add(2048), 64usize);
+            crate::tile_store!(7, sp.add(3072), 64usize);
         }
-    }
-    let mut out = [[0f32; PANEL]; TILE_ROWS];
-    for (i, o) in out.iter_mut().enumerate() {
-        let mut accm = _mm512_setzero_ps();
-        if t != QType::Q8_0 {
-            let (mins, k) = if t == QType::Q4_1 {
-                (&panel.m, 1.0)
-            } else {
-                (&panel.d, -8.0)
-            };
-            for b in 0..nb {
-                let s = _mm512_set1_ps(k * a.get_unchecked(i * nb + b).s);
-                let mv = _mm512_loadu_ps(mins.as_ptr().add(b * PANEL));
-                accm = _mm512_fmadd_ps(mv, s, accm);
+        let d = _mm512_loadu_ps(panel.d.as_ptr().add(b * PANEL));
+        for (k, acc) in acc.iter_mut().enumerate().take(tiles) {
+            let base = sums.0.as_ptr().add(512 * k);
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let lo = _mm512_load_si512(base.add(16 * i) as *const _);
+                let hi = _mm512_load_si512(base.add(256 + 16 * i) as *const _);
+                let sum = _mm512_add_epi32(_mm512_slli_epi32::<8>(hi), lo);
+                let da = _mm512_set1_ps(a[k].get_unchecked(i * nb + b).d);
+                *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(d, da), *acc);
             }
         }
-        _mm512_storeu_ps(o.as_mut_ptr(), _mm512_add_ps(acc[i], accm));
+    }
+    let mut out = [[[0f32; PANEL]; TILE_ROWS]; 2];
+    for k in 0..tiles {
+        for (i, o) in out[k].iter_mut().enumerate() {
+            let mut accm = _mm512_setzero_ps();
+            if t != QType::Q8_0 {
+                let (mins, f) = if t == QType::Q4_1 {
+                    (&panel.m, 1.0)
+                } else {
+                    (&panel.d, -8.0)
+                };
+                for b in 0..nb {
+                    let s = _mm512_set1_ps(f * a[k].get_unchecked(i * nb + b).s);
+                    let mv = _mm512_loadu_ps(mins.as_ptr().add(b * PANEL));
+                    accm = _mm512_fmadd_ps(mv, s, accm);
+                }
+            }
+            _mm512_storeu_ps(o.as_mut_ptr(), _mm512_add_ps(acc[k][i], accm));
+        }
     }
     out
 }
