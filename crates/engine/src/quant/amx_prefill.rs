@@ -223,9 +223,10 @@ unsafe fn tile_pair(
     assert!(a.iter().all(|a| a.len() >= TILE_ROWS * nb));
     assert!(panel.tiles.len() >= nb * PANEL_BLOCK);
     #[repr(align(64))]
-    struct Sums([i32; 4 * TILE_ROWS * PANEL]);
-    let mut sums = Sums([0; 4 * TILE_ROWS * PANEL]);
-    let sp = sums.0.as_mut_ptr() as *mut u8;
+    struct Sums([i32; 8 * TILE_ROWS * PANEL]);
+    // Two halves: the tile unit stores block b's sums while the f32 code reads block b - 1's
+    // (reading just-stored tile data back at once stalls).
+    let mut sums = Sums([0; 8 * TILE_ROWS * PANEL]);
     let bsz = std::mem::size_of::<BlockQ16>();
     let stride = nb * bsz;
     let qoff = std::mem::offset_of!(BlockQ16, qs);
@@ -233,7 +234,22 @@ unsafe fn tile_pair(
     let q1 = (a[1].as_ptr() as *const u8).add(qoff);
     let mut acc = [[_mm512_setzero_ps(); TILE_ROWS]; 2];
     let tiles = if two { 2 } else { 1 };
+    // The block scales of block b (sums in half b % 2) into the accumulators.
+    let scale = |b: usize, sums: &Sums, acc: &mut [[__m512; TILE_ROWS]; 2]| {
+        let d = _mm512_loadu_ps(panel.d.as_ptr().add(b * PANEL));
+        for (k, acc) in acc.iter_mut().enumerate().take(tiles) {
+            let base = sums.0.as_ptr().add(1024 * (b % 2) + 512 * k);
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let lo = _mm512_load_si512(base.add(16 * i) as *const _);
+                let hi = _mm512_load_si512(base.add(256 + 16 * i) as *const _);
+                let sum = _mm512_add_epi32(_mm512_slli_epi32::<8>(hi), lo);
+                let da = _mm512_set1_ps(a[k].get_unchecked(i * nb + b).d);
+                *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(d, da), *acc);
+            }
+        }
+    };
     for b in 0..nb {
+        let sp = (sums.0.as_mut_ptr() as *mut u8).add(4096 * (b % 2));
         let bt = panel.tiles.as_ptr().add(b * PANEL_BLOCK);
         // SAFETY: A reads 16 rows of 64 bytes at qs of block b of each row (inside `a`); B
         // and the stores stay inside the panel and `sums` (4 x 1 KiB).
@@ -268,17 +284,12 @@ unsafe fn tile_pair(
             crate::tile_store!(6, sp.add(2048), 64usize);
             crate::tile_store!(7, sp.add(3072), 64usize);
         }
-        let d = _mm512_loadu_ps(panel.d.as_ptr().add(b * PANEL));
-        for (k, acc) in acc.iter_mut().enumerate().take(tiles) {
-            let base = sums.0.as_ptr().add(512 * k);
-            for (i, acc) in acc.iter_mut().enumerate() {
-                let lo = _mm512_load_si512(base.add(16 * i) as *const _);
-                let hi = _mm512_load_si512(base.add(256 + 16 * i) as *const _);
-                let sum = _mm512_add_epi32(_mm512_slli_epi32::<8>(hi), lo);
-                let da = _mm512_set1_ps(a[k].get_unchecked(i * nb + b).d);
-                *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(d, da), *acc);
-            }
+        if b > 0 {
+            scale(b - 1, &sums, &mut acc);
         }
+    }
+    if nb > 0 {
+        scale(nb - 1, &sums, &mut acc);
     }
     let mut out = [[[0f32; PANEL]; TILE_ROWS]; 2];
     for k in 0..tiles {
