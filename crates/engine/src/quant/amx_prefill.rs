@@ -138,11 +138,9 @@ unsafe fn unpack_panel(w: &QMatrix, g0: usize, groups: usize, out: &mut Panel) {
     let t = w.qtype();
     let nb = w.cols() / 32;
     let bb = t.block_bytes();
-    out.tiles.clear();
+    // Every byte below is overwritten (`m` is read for Q4_1 only), so no clearing.
     out.tiles.resize(nb * PANEL_BLOCK, 0);
-    out.d.clear();
     out.d.resize(nb * PANEL, 0.0);
-    out.m.clear();
     out.m.resize(nb * PANEL, 0.0);
     let g: [&[u8]; 2] = [w.group(g0), if groups > 1 { w.group(g0 + 1) } else { &[] }];
     let zero = [0u8; 64];
