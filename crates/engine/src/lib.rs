@@ -1,5 +1,6 @@
 //! NeuralForge's compute engine: everything numeric, nothing about files or UIs.
 
+pub mod amx;
 pub mod config;
 pub mod error;
 pub mod frozen;

@@ -100,6 +100,11 @@ pub fn qmatvec_many_with(
 /// `c[m, n] = x[m, k] · wᵀ` for `w` `[n, k]`, with `acts` already prepared from `x` for the
 /// form `w` needs (prepare once, reuse for every matrix reading the same rows).
 pub fn qmatmul_bt(x: &[f32], acts: &QuantizedActs, w: &QMatrix, c: &mut [f32], m: usize) {
+    // The tile unit where it applies (same results as the AVX2 path, bit for bit).
+    #[cfg(target_arch = "x86_64")]
+    if super::amx_prefill::qmatmul_bt_amx(x, acts, w, c, m) {
+        return;
+    }
     qmatmul_bt_with(dot::level(), x, acts, w, c, m)
 }
 

@@ -12,6 +12,8 @@
 //! - [`model`]: a LLaMA model whose matrices are `QMatrix`.
 
 pub mod act;
+#[cfg(target_arch = "x86_64")]
+pub mod amx_prefill;
 pub mod dot;
 pub mod matmul;
 pub mod model;
