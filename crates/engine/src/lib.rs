@@ -13,6 +13,7 @@ pub mod optim;
 pub mod params;
 pub mod quant;
 pub mod rng;
+pub mod team;
 pub mod threads;
 
 pub use config::{ConfigError, ModelConfig};

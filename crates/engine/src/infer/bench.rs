@@ -60,53 +60,50 @@ pub fn measure_read_bandwidth_of_weights(weights: Weights<'_>, min_seconds: f64)
     match weights {
         Weights::Dense(p) => measure_read_bandwidth_of(&p.data, min_seconds),
         Weights::Quant(m) => {
-            // The biggest matrices cover nearly every byte; each is streamed in turn and the
-            // bandwidth is total bytes over total time of the best pass.
+            // Every matrix's block bytes in ~256 KiB pieces, summed as u64 words over the
+            // engine's threads in one region: a pure read stream, so the figure is the memory
+            // bandwidth and not the speed of some kernel (an f32 matvec over 64-wide rows,
+            // used before, read slower than the quantized decode itself).
+            const PIECE: usize = 256 * 1024;
             let mats = m.matrices();
-            let words: Vec<&[f32]> = mats
-                .iter()
-                .map(|q| {
-                    // SAFETY: every bit pattern is a valid f32; align_to gives the aligned
-                    // middle of the byte slice (all but < 4 bytes at each end).
-                    let (_, mid, _) = unsafe { q.bytes().align_to::<f32>() };
-                    mid
+            let pieces: Vec<&[u8]> = mats.iter().flat_map(|q| q.bytes().chunks(PIECE)).collect();
+            let total: usize = pieces.iter().map(|p| p.len()).sum();
+            let sums: Vec<std::sync::atomic::AtomicU64> =
+                pieces.iter().map(|_| Default::default()).collect();
+            let pass = || {
+                crate::team::for_each_index(pieces.len(), |i| {
+                    sums[i].store(sum_words(pieces[i]), std::sync::atomic::Ordering::Relaxed)
                 })
-                .collect();
-            let total: usize = words.iter().map(|w| w.len() * 4).sum();
+            };
+            pass(); // warm-up: page faults and thread start-up
             let start = Instant::now();
             let mut best = 0f64;
-            let mut first = true;
             loop {
                 let t = Instant::now();
-                for w in &words {
-                    stream_once(w);
-                }
-                let secs = t.elapsed().as_secs_f64();
-                if !first {
-                    best = best.max(total as f64 / secs);
-                }
-                first = false;
-                if !first && best > 0.0 && start.elapsed().as_secs_f64() >= min_seconds {
+                pass();
+                best = best.max(total as f64 / t.elapsed().as_secs_f64());
+                if start.elapsed().as_secs_f64() >= min_seconds {
                     break;
                 }
             }
+            std::hint::black_box(&sums);
             best
         }
     }
 }
 
-/// One pass of the decode kernel over `data` as `[rows, 64]` (small rows: the quantized
-/// matrices are short).
-fn stream_once(data: &[f32]) {
-    const COLS: usize = 64;
-    let rows = data.len() / COLS;
-    if rows == 0 {
-        return;
+/// The wrapping sum of `bytes` as little-endian u64 words (tail bytes ignored): every byte
+/// is loaded once, in order, with enough independent adds that the loads set the pace.
+fn sum_words(bytes: &[u8]) -> u64 {
+    let mut acc = [0u64; 8];
+    for line in bytes.chunks_exact(64) {
+        for (a, w) in acc.iter_mut().zip(line.chunks_exact(8)) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(w);
+            *a = a.wrapping_add(u64::from_le_bytes(b));
+        }
     }
-    let x = vec![1.0f32; COLS];
-    let mut out = vec![0.0f32; rows];
-    kernels::matvec(&data[..rows * COLS], &x, &mut out);
-    std::hint::black_box(&out);
+    acc.iter().fold(0, |s, &a| s.wrapping_add(a))
 }
 
 /// Bytes [`measure_read_bandwidth_of_weights`] streams.

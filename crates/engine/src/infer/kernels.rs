@@ -126,15 +126,8 @@ pub fn matvec_many(jobs: Vec<MatVec<'_>>) {
             tasks.push((w, job.x, out));
         }
     }
-    if rayon::current_num_threads() <= 1 || tasks.len() <= 1 {
-        for (w, x, out) in tasks {
-            matvec_rows_with(level, w, x, out);
-        }
-        return;
-    }
-    tasks
-        .into_par_iter()
-        .for_each(|(w, x, out)| matvec_rows_with(level, w, x, out));
+    // The decode team (as for the quantized products), so decode never mixes two pools.
+    crate::team::for_each_mut(&mut tasks, |(w, x, out)| matvec_rows_with(level, w, x, out));
 }
 
 /// `out = w · x` with `w` `[out.len(), x.len()]` row-major, multithreaded.

@@ -430,7 +430,9 @@ fn attend_row(
         );
     };
     if parallel {
-        out.par_chunks_mut(hd).enumerate().for_each(head);
+        // The decode team, not rayon: mixing the two pools would oversubscribe the cores.
+        let mut heads: Vec<(usize, &mut [f32])> = out.chunks_mut(hd).enumerate().collect();
+        crate::team::for_each_mut(&mut heads, |(h, o)| head((*h, &mut **o)));
     } else {
         out.chunks_mut(hd).enumerate().for_each(head);
     }

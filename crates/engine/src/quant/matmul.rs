@@ -74,7 +74,8 @@ pub fn qmatvec_many_with(
             tasks.push((job.w, i * rows, out));
         }
     }
-    let run = |(w, r0, out): (&QMatrix, usize, &mut [f32])| {
+    let run = |task: &mut (&QMatrix, usize, &mut [f32])| {
+        let (w, r0, out) = (task.0, task.1, &mut *task.2);
         let t = w.qtype();
         let grouped = w.grouped_rows();
         let mut i = 0;
@@ -90,11 +91,8 @@ pub fn qmatvec_many_with(
             }
         }
     };
-    if rayon::current_num_threads() <= 1 || tasks.len() <= 1 {
-        tasks.into_iter().for_each(run);
-    } else {
-        tasks.into_par_iter().for_each(run);
-    }
+    // Decode regions are tiny: the spinning team starts them far faster than rayon wakes.
+    crate::team::for_each_mut(&mut tasks, run);
 }
 
 /// `c[m, n] = x[m, k] · wᵀ` for `w` `[n, k]`, with `acts` already prepared from `x` for the

@@ -383,6 +383,24 @@ unsafe fn word(y: *const i8, at: usize) -> __m256i {
     _mm256_set1_epi32((y.add(at) as *const i32).read_unaligned())
 }
 
+/// Bytes ahead of the block being read that decode asks the cache for: the streamed weights
+/// come from L3/DRAM, and the integer work per byte leaves too few loads in flight for the
+/// hardware prefetcher alone (measured: SmolLM2 Q4_1 decode, see docs/performance-generate.md).
+const PREFETCH_DISTANCE: usize = 1024;
+
+/// Prefetches the cache lines of the block `PREFETCH_DISTANCE` bytes after `p` (a block of
+/// `gb` bytes). Prefetches never fault, so reading past the matrix is harmless.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn prefetch_ahead(p: *const u8, gb: usize) {
+    let ahead = p.wrapping_add(PREFETCH_DISTANCE);
+    let mut off = 0;
+    while off < gb + 64 {
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(off) as *const i8);
+        off += 64;
+    }
+}
+
 /// The 8 rows of one interleaved group ([`super::packed`]) times `R` activation rows:
 /// `out[j][l]` = row `l` of the group · activation row `j`. `KIND` as [`unpack32`] (0 = Q8_0,
 /// 1 = Q4_0, 2 = Q4_1). Each 32-byte load holds 4 quant bytes of every row, met by the
@@ -415,6 +433,7 @@ pub unsafe fn dot_group32<const R: usize, const KIND: u8>(
     let p0 = g.as_ptr();
     for b in 0..nb {
         let p = p0.add(b * gb);
+        prefetch_ahead(p, gb);
         let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
         let ys: [&BlockQ8; R] = std::array::from_fn(|r| a[r].get_unchecked(b));
         let mut sum = [_mm256_setzero_si256(); R];
@@ -540,6 +559,7 @@ pub unsafe fn dot_group16<const R: usize, const KIND: u8>(
     let p0 = g.as_ptr();
     for b in 0..nb {
         let p = p0.add(b * gb);
+        prefetch_ahead(p, gb);
         let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
         let ys: [&BlockQ16; R] = std::array::from_fn(|r| a[r].get_unchecked(b));
         let mut sum = [_mm256_setzero_si256(); R];

@@ -16,6 +16,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::act::{BlockQ16, BlockQ8};
+use super::x86::prefetch_ahead;
 use std::arch::x86_64::*;
 
 /// Bytes per block of `KIND` (0 = Q8_0, 1 = Q4_0, 2 = Q4_1).
@@ -119,6 +120,7 @@ pub unsafe fn dot_group16<const R: usize, const KIND: u8>(
         // activation row exists (checked above); loads are unaligned.
         unsafe {
             let p = p0.add(b * gb);
+            prefetch_ahead(p, gb);
             let ys: [&BlockQ16; R] = std::array::from_fn(|r| a[r].get_unchecked(b));
             let mut s0 = [_mm512_setzero_si512(); R];
             let mut s1 = [_mm512_setzero_si512(); R];
@@ -198,6 +200,7 @@ pub unsafe fn dot_group32<const R: usize, const KIND: u8>(
         // SAFETY: as in `dot_group16`.
         unsafe {
             let p = p0.add(b * gb);
+            prefetch_ahead(p, gb);
             let ys: [&BlockQ8; R] = std::array::from_fn(|r| a[r].get_unchecked(b));
             let mut s0 = [_mm256_setzero_si256(); R];
             let mut s1 = [_mm256_setzero_si256(); R];
