@@ -5,41 +5,10 @@
 use engine::quant::amx_prefill::{applies, qmatmul_bt_amx};
 use engine::quant::dot::Level;
 use engine::quant::matmul::qmatmul_bt_with;
-use engine::quant::{ActKind, ActPrecision, QMatrix, QType, QuantizedActs};
+use engine::quant::{ActKind, ActPrecision, QType, QuantizedActs};
 
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-    fn f(&mut self) -> f32 {
-        (self.next() % 20001) as f32 / 10000.0 - 1.0
-    }
-}
-
-fn put_f16(b: &mut [u8], at: usize, v: f32) {
-    b[at..at + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
-}
-
-/// Random well-formed blocks of `t`, interleaved.
-fn random_matrix(t: QType, rows: usize, cols: usize, seed: u64) -> QMatrix {
-    let mut g = Lcg(seed);
-    let bb = t.block_bytes();
-    let mut bytes: Vec<u8> = (0..rows * cols / 32 * bb).map(|_| g.next() as u8).collect();
-    for b in bytes.chunks_exact_mut(bb) {
-        put_f16(b, 0, 0.01 + 0.02 * g.f().abs());
-        if t == QType::Q4_1 {
-            put_f16(b, 2, -0.1 * g.f().abs());
-        }
-    }
-    QMatrix::from_bytes("test", t, rows, cols, bytes)
-        .expect("well-formed matrix")
-        .interleaved()
-}
+mod common;
+use common::quant::{random_matrix, Lcg};
 
 /// Rows of random activations with some zero blocks and wide ranges, at 16 bits.
 fn acts(m: usize, k: usize, seed: u64) -> (Vec<f32>, QuantizedActs) {

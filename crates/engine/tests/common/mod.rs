@@ -1,6 +1,8 @@
 //! Fixture loading for the engine's tests (the engine itself knows nothing of files).
 #![allow(dead_code)]
 
+pub mod quant;
+
 use engine::lora::{LoraConfig, LoraParams, LoraTarget};
 use engine::{ModelConfig, Params};
 use safetensors::SafeTensors;
