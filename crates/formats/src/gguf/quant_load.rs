@@ -1,8 +1,8 @@
 //! GGUF models for quantized inference: the file is read once and its tensor blocks stay as
 //! they are (`engine::quant::QMatrix` over the shared bytes). Only the q/k rows are reordered
 //! in place (interleaved -> rotate-half RoPE, whole rows, so blocks are untouched), and norms
-//! and biases become f32. Types without a quantized kernel (Q5_0, Q5_1) are dequantized to F32
-//! matrices.
+//! and biases become f32. Q5_0 matrices become Q8_0 with the same scales (exact: see
+//! [`q5_0_as_q8_0`]); Q5_1, which has no kernel yet, is dequantized to F32 matrices.
 
 use super::quant::GgmlType;
 use super::{find_tensor, model_config, parse_header, with_metadata, GgufHeader};
@@ -159,6 +159,23 @@ fn build(
                         range.start,
                     )?)
                 }
+                None if t.ggml_type == GgmlType::Q5_0 && shape.len() == 2 => {
+                    let mut q8 = q5_0_as_q8_0(&bytes[range]);
+                    let row_bytes = q8.len() / rows.max(1);
+                    if let Some(heads) = rope_heads(name, cfg) {
+                        crate::rope::interleaved_to_half_rows(&mut q8, heads, row_bytes);
+                    }
+                    packed::interleave_in_place(QType::Q8_0, rows, cols, &mut q8);
+                    let shared: SharedBytes = Arc::new(q8);
+                    Ok(QMatrix::new_interleaved(
+                        name,
+                        QType::Q8_0,
+                        rows,
+                        cols,
+                        shared,
+                        0,
+                    )?)
+                }
                 _ => f32_matrix(h, t, name, shape, cfg, bytes, rows, cols),
             }
         },
@@ -167,6 +184,27 @@ fn build(
         BuildError::Format(f) => f,
         BuildError::Quant(q) => FormatError::invalid(path, "tensors", q.to_string()),
     })
+}
+
+/// Q5_0 blocks (f16 d, 32 high bits, 16 bytes of low nibbles; value d·(q − 16) with q < 32)
+/// rewritten as Q8_0 blocks (f16 d, 32 int8 quants) holding q − 16: the same values exactly,
+/// so the interleaved Q8_0 kernels serve Q5_0 files (34 bytes per 32 values instead of 22, far
+/// below the 128 of F32). Whole blocks only: the caller's shape check covers the length.
+fn q5_0_as_q8_0(src: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(src.len() / 22 * 34);
+    for b in src.chunks_exact(22) {
+        out.extend_from_slice(&b[..2]);
+        let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+        let qs = &b[6..22];
+        let value = |low: u8, bit: u32| ((low as u32 | ((qh >> bit) & 1) << 4) as i32 - 16) as i8;
+        for (j, &q) in qs.iter().enumerate() {
+            out.push(value(q & 0x0f, j as u32) as u8);
+        }
+        for (j, &q) in qs.iter().enumerate() {
+            out.push(value(q >> 4, j as u32 + 16) as u8);
+        }
+    }
+    out
 }
 
 /// The tensor dequantized to an F32 matrix (RoPE rows reordered).
@@ -199,5 +237,39 @@ pub fn is_quantized_gguf(path: &Path) -> bool {
             .iter()
             .any(|t| t.dims.len() == 2 && t.ggml_type != GgmlType::F32),
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q5_0_blocks_become_the_same_values_as_q8_0() {
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        let mut src = Vec::new();
+        for i in 0..64 {
+            src.extend_from_slice(&half::f16::from_f32(0.01 * (i + 1) as f32).to_le_bytes());
+            for _ in 0..20 {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                src.push((s >> 56) as u8);
+            }
+        }
+        // Every high bit set and clear at least once, and the extreme quants.
+        src[2..6].copy_from_slice(&[0xff; 4]);
+        src[6..22].copy_from_slice(&[0xff; 16]);
+        src[24..44].copy_from_slice(&[0; 20]);
+        let q8 = q5_0_as_q8_0(&src);
+        assert_eq!(q8.len(), 64 * 34);
+        let mut want = vec![0f32; 64 * 32];
+        let mut got = vec![0f32; 64 * 32];
+        super::super::quant::dequantize(GgmlType::Q5_0, &src, &mut want);
+        super::super::quant::dequantize(GgmlType::Q8_0, &q8, &mut got);
+        assert_eq!(want, got);
+        let d = |i: usize| half::f16::from_f32(0.01 * (i + 1) as f32).to_f32();
+        assert_eq!(got[0], 15.0 * d(0)); // q = 31
+        assert_eq!(got[32], -16.0 * d(1)); // q = 0
     }
 }
