@@ -14,8 +14,9 @@ use super::act::{BlockQ16, BlockQ8, BlockQ8K};
 use super::scalar::scales_mins_k4;
 use std::arch::x86_64::*;
 
+/// Horizontal sum of 8 lanes (one fixed order, shared by the AVX-512 K-quant kernels).
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn hsum(v: __m256) -> f32 {
+pub(super) unsafe fn hsum(v: __m256) -> f32 {
     let lo = _mm256_castps256_ps128(v);
     let hi = _mm256_extractf128_ps(v, 1);
     let s = _mm_add_ps(lo, hi);

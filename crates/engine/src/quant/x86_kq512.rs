@@ -13,6 +13,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::act::BlockQ8K;
+use super::x86::hsum;
 use std::arch::x86_64::*;
 
 /// Whether this CPU runs these kernels (detected once).
@@ -55,18 +56,6 @@ pub unsafe fn dot_q6k_best<const R: usize>(w: &[u8], a: [&[BlockQ8K]; R]) -> [f3
     } else {
         super::x86::dot_q6k(w, a)
     }
-}
-
-/// Horizontal sum in the order of `x86::hsum` (the same f32 result).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn hsum(v: __m256) -> f32 {
-    let lo = _mm256_castps256_ps128(v);
-    let hi = _mm256_extractf128_ps(v, 1);
-    let s = _mm_add_ps(lo, hi);
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-    _mm_cvtss_f32(s)
 }
 
 /// The 8 AVX2 lanes of a 512-bit block sum: its two 256-bit halves added.
