@@ -86,3 +86,68 @@ fn lora_lowers_validation_loss_on_sft_data() {
     }
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// A LoRA checkpoint records its base's SHA-256: resuming on the same bytes continues,
+/// resuming after the file at that path changed stops with a checkpoint error that names it,
+/// instead of training the adapter on another model.
+#[test]
+fn resume_refuses_a_changed_base_model() {
+    let Some(sh) = shared() else {
+        println!("skipped: shared data not found");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("nf-lora-base-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let base = dir.join("base.bin");
+    std::fs::copy(sh.join("data/stories260K/stories260K.bin"), &base).unwrap();
+    let run = |model: &std::path::Path, steps: &str, resume: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_neuralforge"));
+        c.args(["--json", "train", "--model"])
+            .arg(model)
+            .arg("--tokenizer")
+            .arg(sh.join("data/stories260K/tok512.bin"))
+            .arg("--data")
+            .arg(sh.join("data/sft/mlx_lora_wikisql_text_train.jsonl"))
+            .args(["--lora-rank", "4", "--steps", steps, "--batch-size", "2"])
+            .args([
+                "--seq-len",
+                "32",
+                "--ckpt-every",
+                "1",
+                "--threads",
+                "2",
+                "--out",
+            ])
+            .arg(dir.join("run"));
+        if resume {
+            c.arg("--resume");
+        }
+        c.output().unwrap()
+    };
+    let first = run(&base, "2", false);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let same = run(&base, "3", true);
+    assert!(
+        same.status.success(),
+        "{}",
+        String::from_utf8_lossy(&same.stderr)
+    );
+    // One low mantissa byte of the last weight: still a valid model, another base.
+    let mut bytes = std::fs::read(&base).unwrap();
+    let last = bytes.len() - 4;
+    bytes[last] ^= 1;
+    std::fs::write(&base, &bytes).unwrap();
+    let changed = run(&base, "4", true);
+    let stderr = String::from_utf8_lossy(&changed.stderr);
+    assert_eq!(changed.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains("base.bin") && stderr.contains("changed since the checkpoint"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -359,6 +359,42 @@ struct Trainer {
     last_ckpt_step: Option<u64>,
 }
 
+/// SHA-256 (hex) of the base model of a LoRA run: its file, or a model folder's files (names
+/// and contents, in name order). `None` when the run trains every weight (the checkpoint then
+/// holds the whole model).
+fn base_fingerprint(cfg: &TrainConfig) -> anyhow::Result<Option<String>> {
+    use sha2::{Digest, Sha256};
+    let (true, Some(path)) = (cfg.lora_rank > 0, cfg.model.as_deref()) else {
+        return Ok(None);
+    };
+    let cannot = || format!("cannot read model {}", path.display());
+    let mut files = Vec::new();
+    let folder = path.is_dir();
+    if folder {
+        for entry in std::fs::read_dir(path).with_context(cannot)? {
+            let entry = entry.with_context(cannot)?;
+            if entry.file_type().with_context(cannot)?.is_file() {
+                files.push(entry.path());
+            }
+        }
+        files.sort();
+    } else {
+        files.push(path.to_path_buf());
+    }
+    let mut hasher = Sha256::new();
+    for f in &files {
+        // Inside a folder the names tell its files apart.
+        if let (true, Some(name)) = (folder, f.file_name()) {
+            hasher.update(name.as_encoded_bytes());
+        }
+        let mut file = std::fs::File::open(f)
+            .with_context(|| format!("cannot read model file {}", f.display()))?;
+        std::io::copy(&mut file, &mut hasher)
+            .with_context(|| format!("cannot read model file {}", f.display()))?;
+    }
+    Ok(Some(format!("{:x}", hasher.finalize())))
+}
+
 impl Trainer {
     fn start(
         cfg: TrainConfig,
@@ -485,6 +521,7 @@ impl Trainer {
             best_val_step: None,
             bad_evals: 0,
             elapsed_s: 0.0,
+            base_sha256: base_fingerprint(&cfg)?,
         };
         let lora_n = lora.as_ref().map_or(0, |l| l.data.len());
         let mut t = Trainer {
@@ -550,6 +587,21 @@ impl Trainer {
                 c.dir.display()
             )));
         }
+        if let (Some(then), Some(now)) = (&saved.base_sha256, &self.st.base_sha256) {
+            if then != now {
+                return Err(state::ckpt_err(format!(
+                    "cannot resume from {}: the base model {} changed since the checkpoint \
+                     was written (sha256 {then:.12}… then, {now:.12}… now); the adapter \
+                     belongs to the old base",
+                    c.dir.display(),
+                    self.cfg
+                        .model
+                        .as_deref()
+                        .unwrap_or(std::path::Path::new("?"))
+                        .display(),
+                )));
+            }
+        }
         if saved.model != self.params.config {
             return Err(state::ckpt_err(format!(
                 "cannot resume from {}: the checkpoint is for a model of shape {:?}, this \
@@ -584,7 +636,12 @@ impl Trainer {
         })?;
         self.rng = Rng::from_state(saved.dropout_rng);
         let config = self.cfg.clone();
-        self.st = TrainerState { config, ..saved };
+        let base_sha256 = self.st.base_sha256.take();
+        self.st = TrainerState {
+            config,
+            base_sha256,
+            ..saved
+        };
         self.last_ckpt_step = Some(self.st.step);
         if mode == Mode::DryRun {
             return Ok(());

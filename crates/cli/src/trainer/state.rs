@@ -33,6 +33,10 @@ pub struct TrainerState {
     pub best_val_step: Option<u64>,
     pub bad_evals: u64,
     pub elapsed_s: f64,
+    /// SHA-256 of the frozen base model file of a LoRA run: a resume on a changed base would
+    /// silently train another model (absent for full training and older checkpoints).
+    #[serde(default)]
+    pub base_sha256: Option<String>,
 }
 
 pub fn ckpt_err(msg: String) -> anyhow::Error {

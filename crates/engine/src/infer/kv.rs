@@ -38,7 +38,7 @@ pub(crate) enum KvStore {
 }
 
 impl KvStore {
-    fn new(t: KvType, len: usize) -> KvStore {
+    pub(crate) fn new(t: KvType, len: usize) -> KvStore {
         match t {
             KvType::F32 => KvStore::F32(vec![0.0; len]),
             KvType::F16 => KvStore::F16(vec![f16::ZERO; len]),

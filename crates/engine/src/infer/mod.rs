@@ -7,6 +7,7 @@ pub mod bench;
 pub mod generate;
 pub mod kernels;
 pub mod kv;
+mod prefill_attention;
 pub mod sampler;
 pub mod session;
 pub mod weights;

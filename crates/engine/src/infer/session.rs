@@ -4,6 +4,7 @@
 use super::kernels::{self, MatVec};
 use super::kv::KvStore;
 use super::kv::{KvCache, KvType};
+use super::prefill_attention;
 use super::weights::{LayerW, Mat, Weights};
 use crate::kernels::rope::RopeTable;
 use crate::quant::{self, QuantizedActs};
@@ -274,14 +275,14 @@ impl<'p> InferenceSession<'p> {
                     add_bias(v, lw.bv);
                 });
             self.cache.store(l, start, &s.k[..n * kv], &s.v[..n * kv]);
-            let (kc, vc) = (&self.cache.k[l], &self.cache.v[l]);
-            let q = &s.q[..n * d];
-            s.att[..n * d]
-                .par_chunks_mut(d)
-                .enumerate()
-                .for_each(|(r, out)| {
-                    attend_row(&q[r * d..(r + 1) * d], out, kc, vc, start + r, cfg, false)
-                });
+            prefill_attention::attend_rows(
+                &s.q[..n * d],
+                &mut s.att[..n * d],
+                &self.cache.k[l],
+                &self.cache.v[l],
+                start,
+                cfg,
+            );
             matmul_bt_many(
                 &s.att[..n * d],
                 n,
@@ -407,7 +408,7 @@ fn ffn_one(s: &mut Scratch, acts: &mut QuantizedActs, lw: &LayerW<'_>, eps: f32)
 /// Causal attention of one query row at position `pos` over cached keys/values `0..=pos`,
 /// every head; query head `h` reads kv head `h / (n_heads / n_kv_heads)` (GQA). With
 /// `parallel`, heads are split across the rayon pool (decode of a long context).
-fn attend_row(
+pub(super) fn attend_row(
     q: &[f32],
     out: &mut [f32],
     k_cache: &KvStore,

@@ -1,6 +1,7 @@
 //! Activations quantized once per input vector, for the integer dot products: 8-bit values
-//! with one f32 scale per block (amax / 127, rounded to nearest), so the quantization error of
-//! each value is at most half a step, `d / 2`.
+//! with one scale per block (amax / 127), so the quantization error of each value is at most
+//! half a step, `d / 2`; the 8-bit forms round exactly as llama.cpp's Q8_0 / Q8_1 / Q8_K do
+//! (scales of the 32-blocks in f16). The 16-bit form keeps f32 scales.
 
 use super::{QK, QK_K};
 
@@ -62,16 +63,22 @@ pub struct BlockQ8K {
     pub bsums: [i16; QK_K / 16],
 }
 
-/// The scale and 8-bit values of `x` (one block): `d = amax / 127`, values rounded to the
-/// nearest (ties to even, as the vector unit rounds).
+/// The 8-bit values of `x` (one block) and its scale, as llama.cpp quantizes an activation
+/// block for Q8_0 / Q8_1 (so `--act-bits 8` multiplies exactly the numbers llama.cpp does):
+/// values `x * (127 / amax)` rounded to the nearest (ties to even, as the vector unit rounds),
+/// the scale `amax / 127` rounded to f16. Returns the unrounded scale (the sum term uses it).
 fn quantize_block(x: &[f32], qs: &mut [i8]) -> f32 {
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let d = amax / 127.0;
-    let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+    let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
     for (q, &v) in qs.iter_mut().zip(x) {
         *q = (v * inv).clamp(-127.0, 127.0).round_ties_even() as i8;
     }
-    d
+    amax / 127.0
+}
+
+/// `v` rounded to f16 and back (the precision of llama.cpp's Q8_0 / Q8_1 scales and sums).
+pub(crate) fn via_f16(v: f32) -> f32 {
+    half::f16::from_f32(v).to_f32()
 }
 
 const EMPTY_Q8: BlockQ8 = BlockQ8 {
@@ -104,25 +111,48 @@ fn quantize_q8_into(x: &[f32], out: &mut [BlockQ8]) {
 /// The reference of [`quantize_q8_into`].
 fn quantize_q8_scalar(x: &[f32], out: &mut [BlockQ8]) {
     for (c, b) in x.chunks_exact(QK).zip(out.iter_mut()) {
-        b.d = quantize_block(c, &mut b.qs);
-        b.s = b.d * b.qs.iter().map(|&q| q as i32).sum::<i32>() as f32;
+        let d = quantize_block(c, &mut b.qs);
+        b.d = via_f16(d);
+        b.s = via_f16(d * b.qs.iter().map(|&q| q as i32).sum::<i32>() as f32);
     }
 }
 
 /// `x` (a multiple of 256 values) in super-blocks of 256.
 pub fn quantize_q8k(x: &[f32], out: &mut Vec<BlockQ8K>) {
     out.clear();
-    for c in x.chunks_exact(QK_K) {
-        let mut b = BlockQ8K {
-            d: 0.0,
-            qs: [0; QK_K],
-            bsums: [0; QK_K / 16],
-        };
-        b.d = quantize_block(c, &mut b.qs);
-        for (g, s) in b.bsums.iter_mut().enumerate() {
-            *s = b.qs[16 * g..16 * g + 16].iter().map(|&q| q as i16).sum();
+    out.resize(x.len() / QK_K, EMPTY_Q8K);
+    quantize_q8k_into(x, out);
+}
+
+const EMPTY_Q8K: BlockQ8K = BlockQ8K {
+    d: 0.0,
+    qs: [0; QK_K],
+    bsums: [0; QK_K / 16],
+};
+
+/// `x` into `out` (`x.len() / 256` super-blocks) as llama.cpp's Q8_K: the scale comes from the
+/// value of largest magnitude with its sign (`-127 / max`, so the largest maps to -127), values
+/// rounded to the nearest (ties to even) and capped at 127, `d` the reciprocal of that scale.
+fn quantize_q8k_into(x: &[f32], out: &mut [BlockQ8K]) {
+    for (c, b) in x.chunks_exact(QK_K).zip(out.iter_mut()) {
+        let (mut amax, mut max) = (0f32, 0f32);
+        for &v in c {
+            if v.abs() > amax {
+                (amax, max) = (v.abs(), v);
+            }
         }
-        out.push(b);
+        if amax == 0.0 {
+            *b = EMPTY_Q8K;
+            continue;
+        }
+        let iscale = -127.0 / max;
+        for (q, &v) in b.qs.iter_mut().zip(c) {
+            *q = (iscale * v).round_ties_even().min(127.0) as i8;
+        }
+        for (s, g) in b.bsums.iter_mut().zip(b.qs.chunks_exact(16)) {
+            *s = g.iter().map(|&q| q as i16).sum();
+        }
+        b.d = 1.0 / iscale;
     }
 }
 
@@ -168,6 +198,26 @@ fn quantize_q16_scalar(x: &[f32], out: &mut [BlockQ16]) {
     }
 }
 
+/// `quantize` applied to each row of `x` (`cols` wide) and its blocks in `out`, the rows
+/// spread over the thread pool when there are several (prefill).
+fn quantize_rows<B: Send>(
+    x: &[f32],
+    cols: usize,
+    out: &mut [B],
+    quantize: impl Fn(&[f32], &mut [B]) + Sync,
+) {
+    let rows = x.len().checked_div(cols).unwrap_or(0);
+    if rows >= 4 && rayon::current_num_threads() > 1 {
+        use rayon::prelude::*;
+        let per_row = out.len() / rows;
+        out.par_chunks_mut(per_row)
+            .zip(x.par_chunks(cols))
+            .for_each(|(o, r)| quantize(r, o));
+    } else {
+        quantize(x, out);
+    }
+}
+
 /// Rows of activations (`[rows, cols]`) prepared in the forms the weights need; each form is
 /// computed once and shared by every matrix that reads it (q/k/v, gate/up).
 #[derive(Default)]
@@ -197,47 +247,21 @@ impl QuantizedActs {
         self.has_q8 = q32 && self.precision == ActPrecision::I8;
         self.has_q16 = q32 && self.precision == ActPrecision::I16;
         self.has_q8k = kinds.contains(&ActKind::Q8K) && cols.is_multiple_of(QK_K);
-        let mut tmpk = Vec::new();
+        let x = &x[..rows * cols];
         if self.has_q16 {
-            let n = cols / QK;
             self.q16.clear();
-            self.q16.resize(rows * n, EMPTY_Q16);
-            let x = &x[..rows * cols];
-            if rows >= 4 && rayon::current_num_threads() > 1 {
-                use rayon::prelude::*;
-                self.q16
-                    .par_chunks_mut(n)
-                    .zip(x.par_chunks(cols))
-                    .for_each(|(o, r)| quantize_q16_into(r, o));
-            } else {
-                for (o, r) in self.q16.chunks_mut(n).zip(x.chunks(cols)) {
-                    quantize_q16_into(r, o);
-                }
-            }
+            self.q16.resize(rows * (cols / QK), EMPTY_Q16);
+            quantize_rows(x, cols, &mut self.q16, quantize_q16_into);
         }
         if self.has_q8 {
-            let n = cols / QK;
             self.q8.clear();
-            self.q8.resize(rows * n, EMPTY_Q8);
-            let x = &x[..rows * cols];
-            if rows >= 4 && rayon::current_num_threads() > 1 {
-                use rayon::prelude::*;
-                self.q8
-                    .par_chunks_mut(n)
-                    .zip(x.par_chunks(cols))
-                    .for_each(|(o, r)| quantize_q8_into(r, o));
-            } else {
-                for (o, r) in self.q8.chunks_mut(n).zip(x.chunks(cols)) {
-                    quantize_q8_into(r, o);
-                }
-            }
+            self.q8.resize(rows * (cols / QK), EMPTY_Q8);
+            quantize_rows(x, cols, &mut self.q8, quantize_q8_into);
         }
         if self.has_q8k {
             self.q8k.clear();
-            for r in x.chunks_exact(cols).take(rows) {
-                quantize_q8k(r, &mut tmpk);
-                self.q8k.extend_from_slice(&tmpk);
-            }
+            self.q8k.resize(rows * (cols / QK_K), EMPTY_Q8K);
+            quantize_rows(x, cols, &mut self.q8k, quantize_q8k_into);
         }
     }
 
@@ -279,28 +303,49 @@ mod tests {
     use super::*;
 
     #[test]
-    fn q8_error_is_at_most_half_a_step() {
+    fn q8_error_is_at_most_half_a_step_of_the_f16_scale() {
         let x: Vec<f32> = (0..512)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.013)
             .collect();
         let mut b = Vec::new();
         quantize_q8(&x, &mut b);
         for (blk, c) in b.iter().zip(x.chunks(QK)) {
+            let amax = c.iter().fold(0f32, |m, v| m.max(v.abs()));
+            // llama.cpp's scheme: values of x * 127 / amax, the scale stored in f16.
+            assert_eq!(via_f16(blk.d), blk.d);
+            assert!((blk.d - amax / 127.0).abs() <= amax / 127.0 / 2048.0);
             for (q, v) in blk.qs.iter().zip(c) {
-                assert!((*q as f32 * blk.d - v).abs() <= blk.d * 0.5 + 1e-6);
+                assert_eq!(*q as f32, (v * (127.0 / amax)).round_ties_even());
+                // Half a step, plus the f16 rounding of the scale at |q| <= 127.
+                assert!((*q as f32 * blk.d - v).abs() <= blk.d * (0.5 + 127.0 / 2048.0));
             }
             let s: i32 = blk.qs.iter().map(|&q| q as i32).sum();
-            assert_eq!(blk.s, blk.d * s as f32);
+            assert_eq!(blk.s, via_f16(amax / 127.0 * s as f32));
         }
+    }
+
+    #[test]
+    fn q8k_maps_the_largest_value_to_minus_127_and_sums_each_16() {
+        let mut x: Vec<f32> = (0..512)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.013)
+            .collect();
+        x[300] = 2.0; // the second block's largest magnitude is positive
         let mut k = Vec::new();
         quantize_q8k(&x, &mut k);
         assert_eq!(k.len(), 2);
-        for blk in &k {
+        assert_eq!(k[1].qs[300 - 256], -127);
+        assert!(k[1].d < 0.0 && (k[1].d + 2.0 / 127.0).abs() < 1e-7);
+        for (blk, c) in k.iter().zip(x.chunks(QK_K)) {
+            for (q, v) in blk.qs.iter().zip(c) {
+                assert!((*q as f32 * blk.d - v).abs() <= blk.d.abs() * 0.5 + 1e-7);
+            }
             for g in 0..16 {
                 let s: i32 = blk.qs[16 * g..16 * g + 16].iter().map(|&q| q as i32).sum();
                 assert_eq!(blk.bsums[g] as i32, s);
             }
         }
+        quantize_q8k(&[0.0; 256], &mut k);
+        assert!(k[0].d == 0.0 && k[0].qs.iter().all(|&q| q == 0));
     }
 
     #[test]

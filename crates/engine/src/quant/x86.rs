@@ -333,8 +333,8 @@ pub unsafe fn dot_float<const R: usize>(kind: u8, w: &[u8], x: [&[f32]; R]) -> [
     out
 }
 
-/// One block of 32 activations quantized as `act::quantize_block` does (amax / 127, clamp,
-/// round to nearest even), and its sum.
+/// One block of 32 activations quantized as `act::quantize_q8_scalar` does (values times
+/// 127 / amax, clamp, round to nearest even; scale and sum term rounded to f16).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn quantize_block_q8(x: &[f32], b: &mut BlockQ8) {
     assert!(x.len() >= 32);
@@ -353,8 +353,7 @@ pub unsafe fn quantize_block_q8(x: &[f32], b: &mut BlockQ8) {
     let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
     let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
     let amax = _mm_cvtss_f32(_mm_max_ss(m2, _mm_shuffle_ps(m2, m2, 1)));
-    let d = amax / 127.0;
-    let inv = _mm256_set1_ps(if d > 0.0 { 1.0 / d } else { 0.0 });
+    let inv = _mm256_set1_ps(if amax > 0.0 { 127.0 / amax } else { 0.0 });
     let (lo, hi) = (_mm256_set1_ps(-127.0), _mm256_set1_ps(127.0));
     let q: [__m256i; 4] = std::array::from_fn(|i| {
         let s = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(v[i], inv), lo), hi);
@@ -373,8 +372,9 @@ pub unsafe fn quantize_block_q8(x: &[f32], b: &mut BlockQ8) {
     let w8 = _mm256_packs_epi16(w16a, w16b);
     let w8 = _mm256_permutevar8x32_epi32(w8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     _mm256_storeu_si256(b.qs.as_mut_ptr() as *mut __m256i, w8);
-    b.d = d;
-    b.s = d * _mm_cvtsi128_si32(s1) as f32;
+    let d = amax / 127.0;
+    b.d = super::act::via_f16(d);
+    b.s = super::act::via_f16(d * _mm_cvtsi128_si32(s1) as f32);
 }
 
 /// The 4 activation bytes at `y + at` broadcast to every 32-bit lane.
