@@ -39,6 +39,10 @@ fn kinds_of<'a>(ws: impl Iterator<Item = &'a QMatrix>) -> Vec<ActKind> {
 /// Runs every job on the shared input `x` (quantized once into `acts`, reused across jobs)
 /// in one parallel region.
 pub fn qmatvec_many(x: &[f32], acts: &mut QuantizedActs, jobs: Vec<QMatVec<'_>>) {
+    // F32/F16/BF16 matrices: multi-row f32 kernels (the `_with` form keeps the row dots).
+    if super::float::takes_matvec(dot::level(), &jobs) {
+        return super::float::matvec_many(dot::level(), x, jobs);
+    }
     qmatvec_many_with(dot::level(), x, acts, jobs)
 }
 
@@ -101,6 +105,10 @@ pub fn qmatmul_bt(x: &[f32], acts: &QuantizedActs, w: &QMatrix, c: &mut [f32], m
     // The tile unit where it applies (same results as the AVX2 path, bit for bit).
     #[cfg(target_arch = "x86_64")]
     if super::amx_prefill::qmatmul_bt_amx(x, acts, w, c, m) {
+        return;
+    }
+    // F32/F16/BF16 matrices: the f32 GEMM over panels widened on the fly.
+    if super::float::matmul_bt_with(dot::level(), x, w, c, m) {
         return;
     }
     qmatmul_bt_with(dot::level(), x, acts, w, c, m)

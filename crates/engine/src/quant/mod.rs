@@ -15,6 +15,7 @@ pub mod act;
 #[cfg(target_arch = "x86_64")]
 pub mod amx_prefill;
 pub mod dot;
+pub mod float;
 pub mod matmul;
 pub mod model;
 pub mod packed;
@@ -23,6 +24,8 @@ mod scalar;
 mod x86;
 #[cfg(target_arch = "x86_64")]
 mod x86_512;
+#[cfg(target_arch = "x86_64")]
+mod x86_float;
 #[cfg(target_arch = "x86_64")]
 mod x86_kq512;
 

@@ -1,0 +1,205 @@
+//! F32 / F16 / BF16 weight matrices on f32 arithmetic (inference only): decode through
+//! multi-row SIMD matrix-vector kernels ([`super::x86_float`]) on the decode team, prefill
+//! through the f32 GEMM over panels of weight rows widened to f32 on the fly (a few hundred
+//! rows at a time into a reused per-thread buffer, so memory stays near the file size).
+//!
+//! Both are routes of [`super::qmatvec_many`] / [`super::qmatmul_bt`]; the `_with` forms keep
+//! the row-dot reference. Results match the dequantize-then-f32 product within f32 rounding
+//! (not bit for bit: the association differs), and depend only on the shapes and the thread
+//! count, never on scheduling.
+
+use super::dot::Level;
+use super::matmul::QMatVec;
+use super::{QMatrix, QType};
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// Weight bytes one decode task streams (whole passes of 4 rows).
+const TASK_BYTES: usize = 64 * 1024;
+
+/// Bytes of one widened f32 panel: fits L2 next to the packed activations.
+const PANEL_BYTES: usize = 512 * 1024;
+
+/// Fewest activation rows for the GEMM route (below it the row kernels win).
+const MIN_GEMM_ROWS: usize = 8;
+
+/// The kernel kind of a float type (0 = F32, 1 = F16, 2 = BF16), `None` for block types.
+fn kind(t: QType) -> Option<u8> {
+    match t {
+        QType::F32 => Some(0),
+        QType::F16 => Some(1),
+        QType::BF16 => Some(2),
+        _ => None,
+    }
+}
+
+/// Whether [`matvec_many`] takes these jobs at `level`: every matrix a float type, a SIMD
+/// level present.
+pub fn takes_matvec(level: Level, jobs: &[QMatVec<'_>]) -> bool {
+    cfg!(target_arch = "x86_64")
+        && level.has_avx2()
+        && !jobs.is_empty()
+        && jobs.iter().all(|j| kind(j.w.qtype()).is_some())
+}
+
+/// `out = w · x` for every job (float matrices, checked by [`takes_matvec`]) in one region of
+/// the decode team.
+///
+/// Panics if a shape disagrees or the jobs are not float matrices (callers check both).
+pub fn matvec_many(level: Level, x: &[f32], jobs: Vec<QMatVec<'_>>) {
+    assert!(takes_matvec(level, &jobs), "float matvec: unsupported jobs");
+    let cols = x.len();
+    let mut tasks: Vec<(&QMatrix, usize, &mut [f32])> = Vec::new();
+    for job in jobs {
+        assert_eq!(
+            job.w.cols(),
+            cols,
+            "matvec: {:?} does not take {cols} inputs",
+            job.w
+        );
+        assert_eq!(
+            job.w.rows(),
+            job.out.len(),
+            "matvec: {:?} has another output size",
+            job.w
+        );
+        let rows = (TASK_BYTES / job.w.row_bytes().max(1)).clamp(4, 1024) / 4 * 4;
+        for (i, out) in job.out.chunks_mut(rows).enumerate() {
+            tasks.push((job.w, i * rows, out));
+        }
+    }
+    crate::team::for_each_mut(&mut tasks, |(w, r0, out)| {
+        let rb = w.row_bytes();
+        let bytes = &w.bytes()[*r0 * rb..(*r0 + out.len()) * rb];
+        rows_with(level, w.qtype(), bytes, x, out);
+    });
+}
+
+/// `out[r]` = row `r` of `w` (float bytes of `t`, `[out.len(), x.len()]`) · `x`.
+fn rows_with(level: Level, t: QType, w: &[u8], x: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::x86_float as xf;
+        // SAFETY: `Level::Avx512Vnni` is only detected (or chosen by a test that checked it)
+        // on CPUs with AVX-512 F/BW/VL, `Level::Avx2` on CPUs with AVX2, FMA and F16C; the
+        // kernels check the byte length against the shape.
+        unsafe {
+            match (level, t) {
+                (Level::Avx512Vnni, QType::F32) => xf::matvec512::<0>(w, x, out),
+                (Level::Avx512Vnni, QType::F16) => xf::matvec512::<1>(w, x, out),
+                (Level::Avx512Vnni, QType::BF16) => xf::matvec512::<2>(w, x, out),
+                (Level::Avx2, QType::F32) => xf::matvec256::<0>(w, x, out),
+                (Level::Avx2, QType::F16) => xf::matvec256::<1>(w, x, out),
+                (Level::Avx2, QType::BF16) => xf::matvec256::<2>(w, x, out),
+                _ => unreachable!("checked by takes_matvec"),
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!(
+        "checked by takes_matvec: {level:?} {t:?} {} {} {}",
+        w.len(),
+        x.len(),
+        out.len()
+    )
+}
+
+/// Row bytes of `t` (float) widened into `dst` (f32 values).
+fn widen_with(level: Level, t: QType, src: &[u8], dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::x86_float as xf;
+        // SAFETY: as in `rows_with`; the kernels check the lengths.
+        unsafe {
+            match (level, t) {
+                (Level::Avx512Vnni, QType::F32) => xf::widen512::<0>(src, dst),
+                (Level::Avx512Vnni, QType::F16) => xf::widen512::<1>(src, dst),
+                (Level::Avx512Vnni, QType::BF16) => xf::widen512::<2>(src, dst),
+                (Level::Avx2, QType::F32) => xf::widen256::<0>(src, dst),
+                (Level::Avx2, QType::F16) => xf::widen256::<1>(src, dst),
+                (Level::Avx2, QType::BF16) => xf::widen256::<2>(src, dst),
+                _ => super::dequantize_row(t, src, dst),
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    super::dequantize_row(t, src, dst)
+}
+
+thread_local! {
+    /// The widened panel of each thread, reused across products.
+    static PANEL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `c[m, n] = x[m, k] · wᵀ` through the f32 GEMM when `w` is a float matrix, `m` at least a
+/// few rows and `level` has SIMD; returns false (nothing written) otherwise.
+pub fn matmul_bt_with(level: Level, x: &[f32], w: &QMatrix, c: &mut [f32], m: usize) -> bool {
+    let t = w.qtype();
+    if kind(t).is_none() || !level.has_avx2() || m < MIN_GEMM_ROWS {
+        return false;
+    }
+    let (n, k) = (w.rows(), w.cols());
+    assert_eq!(x.len(), m * k, "matmul: lhs is not [m, k]");
+    assert_eq!(c.len(), m * n, "matmul: dst is not [m, n]");
+    let threads = rayon::current_num_threads();
+    // Whole output columns per piece, as `infer::kernels::matmul_bt` splits f32 prefill.
+    let pieces = if threads > 1 {
+        (threads * 4).min(n.div_ceil(32)).max(1)
+    } else {
+        1
+    };
+    let width = n.div_ceil(pieces);
+    let panel_rows = (PANEL_BYTES / (4 * k)).clamp(16, 256);
+    let rb = w.row_bytes();
+    let c_addr = c.as_mut_ptr() as usize;
+    let piece = |p: usize| {
+        let j0 = p * width;
+        let j1 = (j0 + width).min(n);
+        PANEL.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            let mut s = j0;
+            while s < j1 {
+                let rows = panel_rows.min(j1 - s);
+                buf.resize(panel_rows.max(rows) * k, 0.0);
+                let panel = &mut buf[..rows * k];
+                for (r, dst) in panel.chunks_exact_mut(k).enumerate() {
+                    widen_with(level, t, &w.bytes()[(s + r) * rb..(s + r + 1) * rb], dst);
+                }
+                // SAFETY: x is [m, k] and c [m, n] (checked above), the panel [rows, k]; this
+                // call writes columns s..s+rows of c only, inside this piece's j0..j1, which
+                // no other piece writes.
+                unsafe {
+                    gemm::gemm(
+                        m,
+                        rows,
+                        k,
+                        (c_addr as *mut f32).add(s),
+                        1,
+                        n as isize,
+                        false,
+                        x.as_ptr(),
+                        1,
+                        k as isize,
+                        panel.as_ptr(),
+                        k as isize,
+                        1,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+                s += rows;
+            }
+        });
+    };
+    let count = n.div_ceil(width);
+    if threads <= 1 || count <= 1 {
+        (0..count).for_each(piece);
+    } else {
+        (0..count).into_par_iter().for_each(piece);
+    }
+    true
+}
