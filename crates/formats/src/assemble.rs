@@ -20,6 +20,8 @@ pub(crate) fn build_params(
     let bytes = (cfg.param_count() as u64).saturating_mul(4);
     ModelConfig::check_fits_in_memory(bytes).map_err(|e| FormatError::config(file, e))?;
     let mut params = Params::zeros(cfg).map_err(|e| FormatError::config(file, e))?;
+    // Still untouched (zeroed lazily by the kernel): huge pages can back it from the start.
+    crate::big_read::advise_huge_pages(params.data.as_mut_ptr().cast(), params.data.len() * 4);
     let layout = params.layout.clone();
     for spec in &layout.tensors {
         fill(&spec.name, &spec.shape, &mut params.data[spec.range()])?;

@@ -3,6 +3,7 @@
 //! Every reader produces [`engine::Params`] in the internal layout (Hugging Face names,
 //! row-major `[out, in]`, rotate-half RoPE); every writer converts back at the file boundary.
 
+pub mod big_read;
 pub mod checkpoint;
 pub mod error;
 pub mod gguf;

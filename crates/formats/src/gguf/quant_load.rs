@@ -39,7 +39,7 @@ pub fn engine_type(t: GgmlType) -> Option<QType> {
 
 /// Loads `path` for quantized inference (one read of the file).
 pub fn load_quant_model(path: &Path) -> Result<QuantLoaded> {
-    let mut bytes = std::fs::read(path).map_err(|e| FormatError::io(path, e))?;
+    let mut bytes = crate::big_read::read_file(path).map_err(|e| FormatError::io(path, e))?;
     let h = parse_header(path, &bytes)?;
     let cfg = model_config(&h)?;
     let layout = ParamLayout::for_config(&cfg);
