@@ -156,15 +156,17 @@ impl InferModel {
     }
 }
 
-/// Loads `path` for inference: a quantized GGUF stays quantized unless `dequantize` (or an
-/// adapter, which is merged into f32 weights) asks for the f32 path.
+/// Loads `path` for inference: a GGUF's matrices stay in its blocks (F32 ones too: no second
+/// copy of the weights) unless `dequantize` (or an adapter, which is merged into f32 weights)
+/// asks for the f32 `Params` path.
 pub fn load_for_inference(
     path: &std::path::Path,
     dequantize: bool,
     adapter: bool,
     out: &Output,
 ) -> anyhow::Result<InferModel> {
-    if !dequantize && !adapter && formats::gguf::is_quantized_gguf(path) {
+    let gguf = matches!(formats::detect_format(path), Ok(formats::ModelFormat::Gguf));
+    if !dequantize && !adapter && gguf {
         let q = formats::gguf::load_quant_model(path)
             .with_context(|| format!("loading model {}", path.display()))?;
         return Ok(InferModel {

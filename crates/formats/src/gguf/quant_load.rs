@@ -89,7 +89,7 @@ pub fn load_quant_model(path: &Path) -> Result<QuantLoaded> {
     };
     let mut meta = with_metadata(path, &h, meta_params)?;
     meta.source = format!(
-        "gguf v{} {} (quantized in memory)",
+        "gguf v{} {} (weights as stored, in their blocks)",
         h.version,
         model.type_summary()
     );
