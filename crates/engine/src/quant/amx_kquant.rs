@@ -1,0 +1,358 @@
+//! Prefill products `c = x · wᵀ` of the K-quants (Q4_K, Q5_K, Q6_K) with 8-bit 256-block
+//! activations ([`BlockQ8K`]) on the AMX-INT8 tile unit.
+//!
+//! Per super-block of 256 the integer part is `Σ_j sc_j Σ_{i in j} q_i a_i` (Q6_K:
+//! `sc_j (q_i - 32)`), so each weight is unpacked once per panel into the exact 16-bit value
+//! `w = sc_j q_i` (|w| <= 63 * 31 for Q5_K, 128 * 32 for Q6_K), split into a signed high
+//! byte and an unsigned low byte: two tile products (`tdpbssd`, `tdpbusd`) against the signed
+//! activation bytes give `Σ w a = 256 Σ hi a + Σ lo a` for the whole super-block in int32,
+//! exactly the integer sum of the row kernels. The weights are the A tiles (16 weight rows x
+//! 64 values, their natural order), the activations the B tiles (transposed once per product
+//! into the 4-byte column layout the tiles read). Then one f32 step per super-block:
+//! `acc += (d d_a) isum`, for Q4_K / Q5_K `mins -= (dmin d_a) msum` with
+//! `msum = Σ_j m_j (bsums_2j + bsums_2j+1)` (`dpwssd`), and `acc + mins` at the end.
+//!
+//! The row kernels keep 8 partial f32 lanes per row, so the f32 rounding differs from theirs
+//! (the integer sums are the same): the tests hold both to the scalar reference within a
+//! stated bound.
+
+use super::act::{BlockQ8K, QuantizedActs};
+use super::{ActKind, QMatrix, QType, QK_K};
+use crate::amx::{self, TILE_ROWS};
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// Weight rows per panel (the 16 rows of one A tile).
+const PANEL: usize = 16;
+/// Tile lines per super-block of a panel: 4 chunks of 64 values x (high, low) x 16 rows.
+const PANEL_SB: usize = 4 * 2 * TILE_ROWS;
+
+/// Whether `t` is one of the K-quants this path takes.
+pub fn takes(t: QType) -> bool {
+    matches!(t, QType::Q4K | QType::Q5K | QType::Q6K)
+}
+
+/// Whether [`qmatmul_bt_amx`] takes this product.
+pub fn applies(acts: &QuantizedActs, w: &QMatrix, m: usize) -> bool {
+    amx::int8_available()
+        && takes(w.qtype())
+        && acts.has(ActKind::Q8K)
+        && m >= TILE_ROWS
+        && acts.rows >= m
+        && acts.cols == w.cols()
+        && w.cols().is_multiple_of(QK_K)
+}
+
+/// One 64-byte tile row on a cache line of its own.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+const ZERO: Line = Line([0; 64]);
+
+/// The activations as B tiles and per-tile vectors, built once per product.
+struct Acts {
+    /// Per (tile of 16 rows, super-block, chunk of 64 values): 16 lines, line `r` holding
+    /// values `4r..4r+4` of the chunk for each of the 16 rows (4 bytes per row).
+    b: Vec<Line>,
+    /// Per (tile, super-block): the 16 rows' `d`.
+    d: Vec<f32>,
+    /// Per (tile, super-block, pair p): the 16 rows' `(S_2p, S_2p+1)` as two i16 in one
+    /// i32, `S_j = bsums_2j + bsums_2j+1` (|S_j| <= 32 * 127).
+    s: Vec<i32>,
+    nsb: usize,
+}
+
+fn prepare_acts(q8k: &[BlockQ8K], m: usize, nsb: usize) -> Acts {
+    let tiles = m.div_ceil(TILE_ROWS);
+    let mut a = Acts {
+        b: vec![ZERO; tiles * nsb * 4 * TILE_ROWS],
+        d: vec![0.0; tiles * nsb * TILE_ROWS],
+        s: vec![0; tiles * nsb * 4 * TILE_ROWS],
+        nsb,
+    };
+    for (r, row) in q8k.chunks_exact(nsb).take(m).enumerate() {
+        let (t, n) = (r / TILE_ROWS, r % TILE_ROWS);
+        for (sb, blk) in row.iter().enumerate() {
+            let ts = t * nsb + sb;
+            a.d[ts * TILE_ROWS + n] = blk.d;
+            for c in 0..4 {
+                for l in 0..TILE_ROWS {
+                    let src = &blk.qs[64 * c + 4 * l..64 * c + 4 * l + 4];
+                    let line = &mut a.b[(ts * 4 + c) * TILE_ROWS + l].0;
+                    for (o, &q) in line[4 * n..4 * n + 4].iter_mut().zip(src) {
+                        *o = q as u8;
+                    }
+                }
+            }
+            for p in 0..4 {
+                let s = |j: usize| (blk.bsums[2 * j] as i32 + blk.bsums[2 * j + 1] as i32) as i16;
+                let pair = (s(2 * p) as u16 as u32) | ((s(2 * p + 1) as u16 as u32) << 16);
+                a.s[(ts * 4 + p) * TILE_ROWS + n] = pair as i32;
+            }
+        }
+    }
+    a
+}
+
+/// One unpacked panel of 16 weight rows (rows past the matrix are zero).
+#[derive(Default)]
+struct Panel {
+    /// Per super-block [`PANEL_SB`] lines: chunk c, then high / low bytes, then 16 rows.
+    a: Vec<Line>,
+    /// Per (super-block, row): `d`, `dmin` (0 for Q6_K).
+    d: Vec<f32>,
+    dmin: Vec<f32>,
+    /// Per (super-block, row, pair p): `(m_2p, m_2p+1)` as two i16 in one i32.
+    m: Vec<i32>,
+}
+
+thread_local! {
+    static PANEL_BUF: RefCell<Panel> = RefCell::new(Panel::default());
+}
+
+fn f16_at(b: &[u8], i: usize) -> f32 {
+    half::f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+}
+
+/// The 256 exact weights `sc_j q_i` (Q6_K: `sc_j (q_i - 32)`) of one super-block.
+fn superblock_weights(t: QType, b: &[u8], w: &mut [i16; QK_K]) {
+    match t {
+        QType::Q6K => {
+            for h in 0..2 {
+                let ql = &b[64 * h..64 * h + 64];
+                let qh = &b[128 + 32 * h..128 + 32 * h + 32];
+                for l in 0..32 {
+                    let q = [
+                        (ql[l] & 0x0f) | ((qh[l] & 3) << 4),
+                        (ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4),
+                        (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4),
+                        (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4),
+                    ];
+                    for (k, &q) in q.iter().enumerate() {
+                        let v = 128 * h + 32 * k + l;
+                        let sc = b[192 + v / 16] as i8 as i16;
+                        w[v] = sc * (q as i16 - 32);
+                    }
+                }
+            }
+        }
+        _ => {
+            let five = t == QType::Q5K;
+            let (sc, _) = super::scalar::scales_mins_k4(&b[4..16]);
+            let qs = if five { &b[48..176] } else { &b[16..144] };
+            for c in 0..4 {
+                for l in 0..32 {
+                    let byte = qs[32 * c + l];
+                    let (mut lo, mut hi) = (byte & 0x0f, byte >> 4);
+                    if five {
+                        lo |= ((b[16 + l] >> (2 * c)) & 1) << 4;
+                        hi |= ((b[16 + l] >> (2 * c + 1)) & 1) << 4;
+                    }
+                    w[64 * c + l] = sc[2 * c] as i16 * lo as i16;
+                    w[64 * c + 32 + l] = sc[2 * c + 1] as i16 * hi as i16;
+                }
+            }
+        }
+    }
+}
+
+/// Unpacks weight rows `j0..j0 + rows` (rows <= 16) of `w` into `out`.
+fn unpack_panel(w: &QMatrix, j0: usize, rows: usize, out: &mut Panel) {
+    let t = w.qtype();
+    let nsb = w.cols() / QK_K;
+    let bb = t.block_bytes();
+    out.a.clear();
+    out.a.resize(nsb * PANEL_SB, ZERO);
+    out.d.clear();
+    out.d.resize(nsb * PANEL, 0.0);
+    out.dmin.clear();
+    out.dmin.resize(nsb * PANEL, 0.0);
+    out.m.clear();
+    out.m.resize(nsb * PANEL * 4, 0);
+    let mut wv = [0i16; QK_K];
+    for r in 0..rows {
+        let row = w.row(j0 + r);
+        for sb in 0..nsb {
+            let b = &row[sb * bb..(sb + 1) * bb];
+            superblock_weights(t, b, &mut wv);
+            for c in 0..4 {
+                let base = sb * PANEL_SB + c * 2 * TILE_ROWS;
+                let vals = &wv[64 * c..64 * c + 64];
+                let hi = &mut out.a[base + r].0;
+                for (o, &v) in hi.iter_mut().zip(vals) {
+                    *o = (v >> 8) as u8;
+                }
+                let lo = &mut out.a[base + TILE_ROWS + r].0;
+                for (o, &v) in lo.iter_mut().zip(vals) {
+                    *o = v as u8;
+                }
+            }
+            let i = sb * PANEL + r;
+            if t == QType::Q6K {
+                out.d[i] = f16_at(b, 208);
+            } else {
+                out.d[i] = f16_at(b, 0);
+                out.dmin[i] = f16_at(b, 2);
+                let (_, m) = super::scalar::scales_mins_k4(&b[4..16]);
+                for p in 0..4 {
+                    out.m[i * 4 + p] = (m[2 * p] as u32 | (m[2 * p + 1] as u32) << 16) as i32;
+                }
+            }
+        }
+    }
+}
+
+/// `c[m, n] = x[m, k] · wᵀ` on AMX for the K-quants, or false (nothing written) where it
+/// does not apply ([`applies`]).
+pub fn qmatmul_bt_amx(acts: &QuantizedActs, w: &QMatrix, c: &mut [f32], m: usize) -> bool {
+    if !applies(acts, w, m) {
+        return false;
+    }
+    let (n, k) = (w.rows(), w.cols());
+    assert_eq!(c.len(), m * n, "matmul: dst is not [m, n]");
+    let nsb = k / QK_K;
+    let a = prepare_acts(&acts.q8k[..m * nsb], m, nsb);
+    let tiles = m.div_ceil(TILE_ROWS);
+    let panels = n.div_ceil(PANEL);
+    let c_addr = c.as_mut_ptr() as usize;
+    let t = w.qtype();
+    let task = |p: usize| {
+        let j0 = p * PANEL;
+        let cols = (n - j0).min(PANEL);
+        PANEL_BUF.with_borrow_mut(|buf| {
+            unpack_panel(w, j0, cols, buf);
+            // SAFETY: `applies` checked AMX-INT8 and AVX-512 (F, BW, VL) + FMA + F16C
+            // (`int8_available`); each write goes to a row < m and a column j0..j0+cols < n,
+            // and only this task writes those columns.
+            unsafe {
+                let _tiles = amx::Tiles::load();
+                for t0 in (0..tiles).step_by(2) {
+                    let two = t0 + 1 < tiles;
+                    let out = tile_pair(t, buf, &a, [t0, if two { t0 + 1 } else { t0 }], two);
+                    for (k, o) in out.iter().enumerate().take(1 + two as usize) {
+                        let r0 = (t0 + k) * TILE_ROWS;
+                        for (j, col) in o.iter().enumerate().take(cols) {
+                            for (i, &v) in col.iter().enumerate().take(m.saturating_sub(r0)) {
+                                *(c_addr as *mut f32).add((r0 + i) * n + j0 + j) = v;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    };
+    if rayon::current_num_threads() <= 1 || panels <= 1 {
+        (0..panels).for_each(task);
+    } else {
+        (0..panels).into_par_iter().for_each(task);
+    }
+    true
+}
+
+/// Results of the panel's 16 weight rows (outer index) x activation tiles `at[0]` and, where
+/// `two`, `at[1]` (16 rows each, inner index). Tiles: 0 / 1 the weights' high / low bytes,
+/// 2 / 3 the two activation tiles, 4, 5 / 6, 7 their high / low sums; the B loads of both
+/// activation tiles share each pair of A loads.
+///
+/// # Safety
+/// AMX-INT8 with the tile configuration loaded in this thread; AVX-512 F + BW, FMA.
+#[target_feature(enable = "avx512f,avx512bw,fma")]
+unsafe fn tile_pair(
+    t: QType,
+    panel: &Panel,
+    a: &Acts,
+    at: [usize; 2],
+    two: bool,
+) -> [[[f32; TILE_ROWS]; PANEL]; 2] {
+    use std::arch::x86_64::*;
+    let nsb = a.nsb;
+    assert!(panel.a.len() >= nsb * PANEL_SB && panel.d.len() >= nsb * PANEL);
+    assert!(at
+        .iter()
+        .all(|&t| a.b.len() >= (t + 1) * nsb * 4 * TILE_ROWS));
+    #[repr(align(64))]
+    struct Sums([i32; 2 * 4 * TILE_ROWS * PANEL]);
+    // Halves by super-block parity: the f32 code reads super-block s - 1's sums while the
+    // tile unit works on s.
+    let mut sums = Sums([0; 2 * 4 * TILE_ROWS * PANEL]);
+    let mut acc = [[_mm512_setzero_ps(); PANEL]; 2];
+    let mut mins = [[_mm512_setzero_ps(); PANEL]; 2];
+    let ntiles = 1 + two as usize;
+    let scale =
+        |s: usize, sums: &Sums, acc: &mut [[__m512; PANEL]; 2], mins: &mut [[__m512; PANEL]; 2]| {
+            for k in 0..ntiles {
+                let ts = at[k] * nsb + s;
+                let da = _mm512_loadu_ps(a.d.as_ptr().add(ts * TILE_ROWS));
+                let base = sums.0.as_ptr().add(1024 * (s % 2) + 512 * k);
+                let sp: [__m512i; 4] = std::array::from_fn(|p| {
+                    _mm512_loadu_si512(a.s.as_ptr().add((ts * 4 + p) * TILE_ROWS) as *const _)
+                });
+                for r in 0..PANEL {
+                    let hi = _mm512_load_si512(base.add(16 * r) as *const _);
+                    let lo = _mm512_load_si512(base.add(256 + 16 * r) as *const _);
+                    let isum = _mm512_add_epi32(_mm512_slli_epi32::<8>(hi), lo);
+                    let i = s * PANEL + r;
+                    let dd = _mm512_mul_ps(_mm512_set1_ps(*panel.d.get_unchecked(i)), da);
+                    acc[k][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), dd, acc[k][r]);
+                    if t != QType::Q6K {
+                        let mut msum = _mm512_setzero_si512();
+                        for (p, sp) in sp.iter().enumerate() {
+                            let mw = _mm512_set1_epi32(*panel.m.get_unchecked(i * 4 + p));
+                            msum = _mm512_add_epi32(msum, _mm512_madd_epi16(mw, *sp));
+                        }
+                        let dm = _mm512_mul_ps(_mm512_set1_ps(*panel.dmin.get_unchecked(i)), da);
+                        mins[k][r] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), dm, mins[k][r]);
+                    }
+                }
+            }
+        };
+    let wa = panel.a.as_ptr() as *const u8;
+    let b0 = a.b.as_ptr().add(at[0] * nsb * 4 * TILE_ROWS) as *const u8;
+    let b1 = a.b.as_ptr().add(at[1] * nsb * 4 * TILE_ROWS) as *const u8;
+    for s in 0..nsb {
+        crate::tile_zero!(4);
+        crate::tile_zero!(5);
+        if two {
+            crate::tile_zero!(6);
+            crate::tile_zero!(7);
+        }
+        for c in 0..4 {
+            let wl = wa.add((s * PANEL_SB + c * 2 * TILE_ROWS) * 64);
+            let bl = (s * 4 + c) * TILE_ROWS * 64;
+            // SAFETY: A reads 16 lines of the panel, B 16 lines of an activation tile, all
+            // inside the buffers (asserted above).
+            crate::tile_load!(0, wl, 64usize);
+            crate::tile_load!(1, wl.add(TILE_ROWS * 64), 64usize);
+            crate::tile_load!(2, b0.add(bl), 64usize);
+            crate::tile_dp!("ss", 4, 0, 2);
+            crate::tile_dp!("us", 5, 1, 2);
+            if two {
+                crate::tile_load!(3, b1.add(bl), 64usize);
+                crate::tile_dp!("ss", 6, 0, 3);
+                crate::tile_dp!("us", 7, 1, 3);
+            }
+        }
+        let sp = (sums.0.as_mut_ptr() as *mut u8).add(4096 * (s % 2));
+        // SAFETY: four 1 KiB stores into this super-block's half of `sums`.
+        crate::tile_store!(4, sp, 64usize);
+        crate::tile_store!(5, sp.add(1024), 64usize);
+        if two {
+            crate::tile_store!(6, sp.add(2048), 64usize);
+            crate::tile_store!(7, sp.add(3072), 64usize);
+        }
+        if s > 0 {
+            scale(s - 1, &sums, &mut acc, &mut mins);
+        }
+    }
+    if nsb > 0 {
+        scale(nsb - 1, &sums, &mut acc, &mut mins);
+    }
+    let mut out = [[[0f32; TILE_ROWS]; PANEL]; 2];
+    for k in 0..ntiles {
+        for (r, o) in out[k].iter_mut().enumerate() {
+            _mm512_storeu_ps(o.as_mut_ptr(), _mm512_add_ps(acc[k][r], mins[k][r]));
+        }
+    }
+    out
+}
