@@ -115,31 +115,35 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
     half::f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
-/// The 256 exact weights `sc_j q_i` (Q6_K: `sc_j (q_i - 32)`) of one super-block.
-fn superblock_weights(t: QType, b: &[u8], w: &mut [i16; QK_K]) {
+/// The 256 exact weights `sc_j q_i` (Q6_K: `sc_j (q_i - 32)`) of one super-block, and for
+/// Q4_K / Q5_K its 8 mins. Loops over 16 or 32 contiguous values (they vectorize).
+fn superblock_weights(t: QType, b: &[u8], w: &mut [i16; QK_K]) -> [u8; 8] {
     match t {
         QType::Q6K => {
             for h in 0..2 {
                 let ql = &b[64 * h..64 * h + 64];
                 let qh = &b[128 + 32 * h..128 + 32 * h + 32];
-                for l in 0..32 {
-                    let q = [
-                        (ql[l] & 0x0f) | ((qh[l] & 3) << 4),
-                        (ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4),
-                        (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4),
-                        (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4),
-                    ];
-                    for (k, &q) in q.iter().enumerate() {
-                        let v = 128 * h + 32 * k + l;
-                        let sc = b[192 + v / 16] as i8 as i16;
-                        w[v] = sc * (q as i16 - 32);
+                // Quarter k of the half: low nibbles of ql[0..32] / ql[32..64], then the high
+                // nibbles; bits 2k, 2k + 1 of qh on top.
+                for k in 0..4 {
+                    let (lq, shift) = (&ql[32 * (k % 2)..32 * (k % 2) + 32], 4 * (k / 2));
+                    for g in 0..2 {
+                        let v0 = 128 * h + 32 * k + 16 * g;
+                        let sc = b[192 + v0 / 16] as i8 as i16;
+                        let out = &mut w[v0..v0 + 16];
+                        let (lq, qh) = (&lq[16 * g..16 * g + 16], &qh[16 * g..16 * g + 16]);
+                        for ((o, &l), &hb) in out.iter_mut().zip(lq).zip(qh) {
+                            let q = ((l >> shift) & 0x0f) | (((hb >> (2 * k)) & 3) << 4);
+                            *o = sc * (q as i16 - 32);
+                        }
                     }
                 }
             }
+            [0; 8]
         }
         _ => {
             let five = t == QType::Q5K;
-            let (sc, _) = super::scalar::scales_mins_k4(&b[4..16]);
+            let (sc, m) = super::scalar::scales_mins_k4(&b[4..16]);
             let qs = if five { &b[48..176] } else { &b[16..144] };
             for c in 0..4 {
                 for l in 0..32 {
@@ -153,6 +157,7 @@ fn superblock_weights(t: QType, b: &[u8], w: &mut [i16; QK_K]) {
                     w[64 * c + 32 + l] = sc[2 * c + 1] as i16 * hi as i16;
                 }
             }
+            m
         }
     }
 }
@@ -175,7 +180,7 @@ fn unpack_panel(w: &QMatrix, j0: usize, rows: usize, out: &mut Panel) {
         let row = w.row(j0 + r);
         for sb in 0..nsb {
             let b = &row[sb * bb..(sb + 1) * bb];
-            superblock_weights(t, b, &mut wv);
+            let m = superblock_weights(t, b, &mut wv);
             for c in 0..4 {
                 let base = sb * PANEL_SB + c * 2 * TILE_ROWS;
                 let vals = &wv[64 * c..64 * c + 64];
@@ -194,7 +199,6 @@ fn unpack_panel(w: &QMatrix, j0: usize, rows: usize, out: &mut Panel) {
             } else {
                 out.d[i] = f16_at(b, 0);
                 out.dmin[i] = f16_at(b, 2);
-                let (_, m) = super::scalar::scales_mins_k4(&b[4..16]);
                 for p in 0..4 {
                     out.m[i * 4 + p] = (m[2 * p] as u32 | (m[2 * p + 1] as u32) << 16) as i32;
                 }
