@@ -4,12 +4,15 @@
 //!
 //! AMX multiplies bytes only, so each 16-bit activation `a = 256 * hi + lo` (its two
 //! little-endian bytes: `lo` unsigned, `hi` signed) meets its weight twice. An A tile is 16
-//! activation rows x one block's 64 raw bytes of `qs`, read straight from the prepared
-//! activations; the weights of 16 rows (two groups) are unpacked once per panel into two B
+//! activation rows x one block's 64 raw bytes of `qs`, copied once per product into aligned
+//! lines (`a_tiles`); the weights of 16 rows (two groups) are unpacked once per panel into two B
 //! tiles per block, one holding each weight beside a zero at the `lo` byte positions, one at
 //! the `hi` positions. The two int32 products give the exact block sum `256 * hi + lo`; the
 //! block scales then follow `dot_group16`'s f32 operations in the same order (one fma per
 //! block, the minimum term in its own chain, one final add).
+//!
+//! The tile loop (`tile_one`) keeps one A tile and two C pairs by block parity, so block b's
+//! products run while block b - 1's sums are stored and block b - 2's are scaled.
 
 use super::act::{BlockQ16, QuantizedActs};
 use super::dot::{self, dot_rows};
