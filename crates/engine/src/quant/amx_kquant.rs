@@ -180,6 +180,12 @@ fn unpack_panel(w: &QMatrix, j0: usize, rows: usize, out: &mut Panel) {
         let row = w.row(j0 + r);
         for sb in 0..nsb {
             let b = &row[sb * bb..(sb + 1) * bb];
+            if t == QType::Q6K && VECTOR_Q6K {
+                // SAFETY: `applies` checked AVX-512 F + BW (`int8_available`).
+                unsafe { q6k_planes(b, &mut out.a[sb * PANEL_SB..(sb + 1) * PANEL_SB], r) };
+                out.d[sb * PANEL + r] = f16_at(b, 208);
+                continue;
+            }
             let m = superblock_weights(t, b, &mut wv);
             for c in 0..4 {
                 let base = sb * PANEL_SB + c * 2 * TILE_ROWS;
@@ -359,4 +365,94 @@ unsafe fn tile_pair(
         }
     }
     out
+}
+
+/// Whether Q6_K super-blocks unpack with [`q6k_planes`] (else [`superblock_weights`]).
+const VECTOR_Q6K: bool = true;
+
+/// One Q6_K super-block (`b`, 210 bytes) straight into the high / low byte lines of weight row
+/// `r` of its panel lines `out` ([`PANEL_SB`]): the values of [`superblock_weights`], 32 at a
+/// time (a quarter of a half: one scale per 16).
+///
+/// # Safety
+/// AVX-512 F + BW.
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn q6k_planes(b: &[u8], out: &mut [Line], r: usize) {
+    use std::arch::x86_64::*;
+    assert!(b.len() >= 210 && out.len() >= PANEL_SB && r < TILE_ROWS);
+    let m4 = _mm256_set1_epi8(0x0f);
+    let m3 = _mm256_set1_epi8(3);
+    let off = _mm512_set1_epi16(32);
+    for h in 0..2 {
+        let ld = |at: usize| _mm256_loadu_si256(b[at..at + 32].as_ptr() as *const __m256i);
+        let (ql0, ql1, qh) = (ld(64 * h), ld(64 * h + 32), ld(128 + 32 * h));
+        for k in 0..4 {
+            let low = if k % 2 == 0 { ql0 } else { ql1 };
+            let nib = if k < 2 {
+                low
+            } else {
+                _mm256_srli_epi16::<4>(low)
+            };
+            let hb = _mm256_srlv_epi16(qh, _mm256_set1_epi16(2 * k as i16));
+            let q = _mm256_or_si256(
+                _mm256_and_si256(nib, m4),
+                _mm256_slli_epi16::<4>(_mm256_and_si256(hb, m3)),
+            );
+            let v0 = 128 * h + 32 * k;
+            let s0 = b[192 + v0 / 16] as i8 as i16;
+            let s1 = b[193 + v0 / 16] as i8 as i16;
+            let sc = _mm512_inserti64x4::<1>(
+                _mm512_castsi256_si512(_mm256_set1_epi16(s0)),
+                _mm256_set1_epi16(s1),
+            );
+            let w = _mm512_mullo_epi16(_mm512_sub_epi16(_mm512_cvtepu8_epi16(q), off), sc);
+            let (c, at) = (v0 / 64, v0 % 64);
+            let hi = _mm512_cvtepi16_epi8(_mm512_srai_epi16::<8>(w));
+            let lo = _mm512_cvtepi16_epi8(w);
+            let line = |plane: usize| c * 2 * TILE_ROWS + plane * TILE_ROWS + r;
+            _mm256_storeu_si256(out[line(0)].0[at..at + 32].as_mut_ptr() as *mut __m256i, hi);
+            _mm256_storeu_si256(out[line(1)].0[at..at + 32].as_mut_ptr() as *mut __m256i, lo);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The vector Q6_K unpacking gives the bytes of the scalar weights, on random blocks
+    /// (every 6-bit value and signed scale occurs).
+    #[test]
+    fn q6k_planes_equal_the_scalar_weights() {
+        if !amx::int8_available() {
+            eprintln!("note: no AMX-INT8 / AVX-512 here; Q6_K unpack test skipped");
+            return;
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for r in [0, 5, 15] {
+            let b: Vec<u8> = (0..210)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            let mut w = [0i16; QK_K];
+            superblock_weights(QType::Q6K, &b, &mut w);
+            let mut lines = vec![ZERO; PANEL_SB];
+            // SAFETY: AVX-512 F + BW checked above.
+            unsafe { q6k_planes(&b, &mut lines, r) };
+            for (v, &wv) in w.iter().enumerate() {
+                let (c, i) = (v / 64, v % 64);
+                let hi = lines[c * 2 * TILE_ROWS + r].0[i];
+                let lo = lines[c * 2 * TILE_ROWS + TILE_ROWS + r].0[i];
+                assert_eq!(
+                    ((hi as i8 as i16) << 8) | lo as i16,
+                    wv,
+                    "row {r} value {v}"
+                );
+            }
+        }
+    }
 }
