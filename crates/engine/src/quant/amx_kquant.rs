@@ -186,6 +186,19 @@ fn unpack_panel(w: &QMatrix, j0: usize, rows: usize, out: &mut Panel) {
                 out.d[sb * PANEL + r] = f16_at(b, 208);
                 continue;
             }
+            if t != QType::Q6K && VECTOR_Q45K {
+                let (sc, m) = super::scalar::scales_mins_k4(&b[4..16]);
+                let lines = &mut out.a[sb * PANEL_SB..(sb + 1) * PANEL_SB];
+                // SAFETY: `applies` checked AVX-512 F + BW (`int8_available`).
+                unsafe { q45k_planes(t == QType::Q5K, b, &sc, lines, r) };
+                let i = sb * PANEL + r;
+                out.d[i] = f16_at(b, 0);
+                out.dmin[i] = f16_at(b, 2);
+                for p in 0..4 {
+                    out.m[i * 4 + p] = (m[2 * p] as u32 | (m[2 * p + 1] as u32) << 16) as i32;
+                }
+                continue;
+            }
             let m = superblock_weights(t, b, &mut wv);
             for c in 0..4 {
                 let base = sb * PANEL_SB + c * 2 * TILE_ROWS;
@@ -369,6 +382,46 @@ unsafe fn tile_pair(
 
 /// Whether Q6_K super-blocks unpack with [`q6k_planes`] (else [`superblock_weights`]).
 const VECTOR_Q6K: bool = true;
+/// Whether Q4_K / Q5_K super-blocks unpack with [`q45k_planes`].
+const VECTOR_Q45K: bool = true;
+
+/// One Q4_K (`five` false) or Q5_K super-block into the lines of weight row `r`, as
+/// [`q6k_planes`]: chunk c's 32 bytes give values `64c..64c+32` (low nibbles, scale
+/// `sc[2c]`) and `64c+32..64c+64` (high nibbles, `sc[2c+1]`); Q5_K's fifth bits are bits
+/// 2c / 2c + 1 of the 32 `qh` bytes.
+///
+/// # Safety
+/// AVX-512 F + BW.
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn q45k_planes(five: bool, b: &[u8], sc: &[u8; 8], out: &mut [Line], r: usize) {
+    use std::arch::x86_64::*;
+    let qs_off = if five { 48 } else { 16 };
+    assert!(b.len() >= qs_off + 128 && out.len() >= PANEL_SB && r < TILE_ROWS);
+    let ld = |at: usize| _mm256_loadu_si256(b[at..at + 32].as_ptr() as *const __m256i);
+    let m4 = _mm256_set1_epi8(0x0f);
+    let m1 = _mm256_set1_epi8(1);
+    let qh = if five { ld(16) } else { _mm256_setzero_si256() };
+    for c in 0..4 {
+        let raw = ld(qs_off + 32 * c);
+        for half in 0..2 {
+            let j = 2 * c + half;
+            let nib = _mm256_srlv_epi16(raw, _mm256_set1_epi16(4 * half as i16));
+            let mut q = _mm256_and_si256(nib, m4);
+            if five {
+                let bit = _mm256_srlv_epi16(qh, _mm256_set1_epi16(j as i16));
+                q = _mm256_or_si256(q, _mm256_slli_epi16::<4>(_mm256_and_si256(bit, m1)));
+            }
+            let scale = _mm512_set1_epi16(sc[j] as i16);
+            let w = _mm512_mullo_epi16(_mm512_cvtepu8_epi16(q), scale);
+            let hi = _mm512_cvtepi16_epi8(_mm512_srai_epi16::<8>(w));
+            let lo = _mm512_cvtepi16_epi8(w);
+            let at = 32 * half;
+            let line = |plane: usize| c * 2 * TILE_ROWS + plane * TILE_ROWS + r;
+            _mm256_storeu_si256(out[line(0)].0[at..at + 32].as_mut_ptr() as *mut __m256i, hi);
+            _mm256_storeu_si256(out[line(1)].0[at..at + 32].as_mut_ptr() as *mut __m256i, lo);
+        }
+    }
+}
 
 /// One Q6_K super-block (`b`, 210 bytes) straight into the high / low byte lines of weight row
 /// `r` of its panel lines `out` ([`PANEL_SB`]): the values of [`superblock_weights`], 32 at a
@@ -420,10 +473,10 @@ unsafe fn q6k_planes(b: &[u8], out: &mut [Line], r: usize) {
 mod tests {
     use super::*;
 
-    /// The vector Q6_K unpacking gives the bytes of the scalar weights, on random blocks
-    /// (every 6-bit value and signed scale occurs).
+    /// The vector unpacking gives the bytes of the scalar weights, on random blocks (every
+    /// 4/5/6-bit value and scale occurs).
     #[test]
-    fn q6k_planes_equal_the_scalar_weights() {
+    fn vector_planes_equal_the_scalar_weights() {
         if !amx::int8_available() {
             eprintln!("note: no AMX-INT8 / AVX-512 here; Q6_K unpack test skipped");
             return;
@@ -438,20 +491,26 @@ mod tests {
                     x as u8
                 })
                 .collect();
-            let mut w = [0i16; QK_K];
-            superblock_weights(QType::Q6K, &b, &mut w);
-            let mut lines = vec![ZERO; PANEL_SB];
-            // SAFETY: AVX-512 F + BW checked above.
-            unsafe { q6k_planes(&b, &mut lines, r) };
-            for (v, &wv) in w.iter().enumerate() {
-                let (c, i) = (v / 64, v % 64);
-                let hi = lines[c * 2 * TILE_ROWS + r].0[i];
-                let lo = lines[c * 2 * TILE_ROWS + TILE_ROWS + r].0[i];
-                assert_eq!(
-                    ((hi as i8 as i16) << 8) | lo as i16,
-                    wv,
-                    "row {r} value {v}"
-                );
+            for t in [QType::Q4K, QType::Q5K, QType::Q6K] {
+                let mut w = [0i16; QK_K];
+                superblock_weights(t, &b, &mut w);
+                let mut lines = vec![ZERO; PANEL_SB];
+                // SAFETY: AVX-512 F + BW checked above.
+                unsafe {
+                    if t == QType::Q6K {
+                        q6k_planes(&b, &mut lines, r);
+                    } else {
+                        let (sc, _) = super::super::scalar::scales_mins_k4(&b[4..16]);
+                        q45k_planes(t == QType::Q5K, &b, &sc, &mut lines, r);
+                    }
+                }
+                for (v, &wv) in w.iter().enumerate() {
+                    let (c, i) = (v / 64, v % 64);
+                    let hi = lines[c * 2 * TILE_ROWS + r].0[i];
+                    let lo = lines[c * 2 * TILE_ROWS + TILE_ROWS + r].0[i];
+                    let got = ((hi as i8 as i16) << 8) | lo as i16;
+                    assert_eq!(got, wv, "{} row {r} value {v}", t.name());
+                }
             }
         }
     }
