@@ -23,8 +23,8 @@ fn acts(m: usize, k: usize, seed: u64) -> (Vec<f32>, QuantizedActs) {
 
 fn have_amx() -> bool {
     let (_, a) = acts(16, 32, 1);
-    let w = random_matrix(QType::Q8_0, 8, 32, 1);
-    let ok = Level::detect() == Level::Avx2 && applies(&a, &w, 16);
+    let w = random_matrix(QType::Q8_0, 8, 32, 1).interleaved();
+    let ok = Level::detect().has_avx2() && applies(&a, &w, 16);
     if !ok {
         eprintln!("note: no AMX-INT8 (or AVX2) here; AMX prefill tests skipped");
     }
@@ -39,11 +39,12 @@ fn amx_prefill_is_bit_identical_to_avx2() {
         return;
     }
     for t in TYPES {
-        for k in [32, 576, 1536] {
+        // Odd and even block counts: the last block's tiles alternate by parity.
+        for k in [32, 64, 96, 576, 1536] {
             // 43 = 5 groups (panels of 16, 16, 8) + 3 plain rows; 64 = whole panels.
             for n in [43, 64, 8] {
                 for m in [16, 17, 31, 48, 128] {
-                    let w = random_matrix(t, n, k, (n * k + m) as u64);
+                    let w = random_matrix(t, n, k, (n * k + m) as u64).interleaved();
                     let (x, a) = acts(m, k, m as u64 + 7);
                     let mut amx = vec![f32::NAN; m * n];
                     let mut avx = vec![0f32; m * n];
@@ -72,7 +73,7 @@ fn amx_prefill_matches_the_scalar_products() {
     }
     for t in TYPES {
         let (m, n, k) = (19, 43, 576);
-        let w = random_matrix(t, n, k, 5);
+        let w = random_matrix(t, n, k, 5).interleaved();
         let (x, a) = acts(m, k, 9);
         let mut amx = vec![0f32; m * n];
         let mut sc = vec![0f32; m * n];
@@ -94,7 +95,7 @@ fn amx_prefill_matches_the_scalar_products() {
 #[test]
 fn amx_prefill_declines_what_it_does_not_take() {
     let (x, a) = acts(15, 64, 3);
-    let w = random_matrix(QType::Q4_1, 16, 64, 3);
+    let w = random_matrix(QType::Q4_1, 16, 64, 3).interleaved();
     let mut c = vec![0f32; 15 * 16];
     // Fewer than 16 rows stay on the other paths.
     assert!(!qmatmul_bt_amx(&x, &a, &w, &mut c, 15));
@@ -110,9 +111,9 @@ fn amx_prefill_speed() {
     if !have_amx() {
         return;
     }
-    for (n, k) in [(576, 576), (1536, 576), (576, 1536)] {
+    for (n, k) in [(576, 576), (192, 576), (1536, 576), (576, 1536)] {
         let m = 128;
-        let w = random_matrix(QType::Q4_1, n, k, 1);
+        let w = random_matrix(QType::Q4_1, n, k, 1).interleaved();
         let (x, a) = acts(m, k, 2);
         let mut c = vec![0f32; m * n];
         let time = |f: &mut dyn FnMut()| {

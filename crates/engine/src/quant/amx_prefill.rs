@@ -4,12 +4,15 @@
 //!
 //! AMX multiplies bytes only, so each 16-bit activation `a = 256 * hi + lo` (its two
 //! little-endian bytes: `lo` unsigned, `hi` signed) meets its weight twice. An A tile is 16
-//! activation rows x one block's 64 raw bytes of `qs`, read straight from the prepared
-//! activations; the weights of 16 rows (two groups) are unpacked once per panel into two B
+//! activation rows x one block's 64 raw bytes of `qs`, copied once per product into aligned
+//! lines (`a_tiles`); the weights of 16 rows (two groups) are unpacked once per panel into two B
 //! tiles per block, one holding each weight beside a zero at the `lo` byte positions, one at
 //! the `hi` positions. The two int32 products give the exact block sum `256 * hi + lo`; the
 //! block scales then follow `dot_group16`'s f32 operations in the same order (one fma per
 //! block, the minimum term in its own chain, one final add).
+//!
+//! The tile loop (`tile_one`) keeps one A tile and two C pairs by block parity, so block b's
+//! products run while block b - 1's sums are stored and block b - 2's are scaled.
 
 use super::act::{BlockQ16, QuantizedActs};
 use super::dot::{self, dot_rows};
@@ -57,6 +60,7 @@ pub fn qmatmul_bt_amx(
     let whole = m / TILE_ROWS * TILE_ROWS;
     let mut tail = vec![EMPTY; TILE_ROWS * nb];
     tail[..(m - whole) * nb].copy_from_slice(&q16[whole * nb..]);
+    let aq = a_tiles(q16, m, nb);
     let grouped = w.grouped_rows();
     let panels = grouped.div_ceil(PANEL);
     let c_addr = c.as_mut_ptr() as usize;
@@ -88,11 +92,9 @@ pub fn qmatmul_bt_amx(
                         &tail[..]
                     }
                 };
-                for r0 in (0..m).step_by(2 * TILE_ROWS) {
-                    let two = r0 + TILE_ROWS < m;
-                    let src = [tile_of(r0), tile_of(if two { r0 + TILE_ROWS } else { r0 })];
-                    let out = tile_pair(w.qtype(), buf, src, two, nb);
-                    for (i, o) in out.iter().flatten().enumerate().take(m - r0) {
+                for r0 in (0..m).step_by(TILE_ROWS) {
+                    let out = tile_one(w.qtype(), buf, tile_of(r0), &aq[r0 * nb..], nb);
+                    for (i, o) in out.iter().enumerate().take(m - r0) {
                         let dst = (c_addr as *mut f32).add((r0 + i) * n + j0);
                         std::ptr::copy_nonoverlapping(o.as_ptr(), dst, cols);
                     }
@@ -115,10 +117,31 @@ const EMPTY: BlockQ16 = BlockQ16 {
     qs: [0; 32],
 };
 
+/// One 64-byte tile row, on a cache line of its own (a row across two lines loads slower).
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+/// The `qs` bytes of the activations as A tiles: per tile of 16 rows (the last padded with
+/// zero rows) and block, 16 aligned lines, so every A load reads 16 whole lines.
+fn a_tiles(q16: &[BlockQ16], m: usize, nb: usize) -> Vec<Line> {
+    let mut out = vec![Line([0; 64]); m.div_ceil(TILE_ROWS) * TILE_ROWS * nb];
+    for (r, row) in q16.chunks_exact(nb).take(m).enumerate() {
+        let (t, i) = (r / TILE_ROWS, r % TILE_ROWS);
+        for (b, blk) in row.iter().enumerate() {
+            let line = &mut out[(t * nb + b) * TILE_ROWS + i].0;
+            for (pair, q) in line.chunks_exact_mut(2).zip(&blk.qs) {
+                pair.copy_from_slice(&q.to_le_bytes());
+            }
+        }
+    }
+    out
+}
+
 /// One unpacked panel: per block column the B tiles, then the f32 scales and minima.
 #[derive(Default)]
 struct Panel {
-    tiles: Vec<u8>,
+    tiles: Vec<Line>,
     d: Vec<f32>,
     m: Vec<f32>,
 }
@@ -139,7 +162,7 @@ unsafe fn unpack_panel(w: &QMatrix, g0: usize, groups: usize, out: &mut Panel) {
     let nb = w.cols() / 32;
     let bb = t.block_bytes();
     // Every byte below is overwritten (`m` is read for Q4_1 only), so no clearing.
-    out.tiles.resize(nb * PANEL_BLOCK, 0);
+    out.tiles.resize(nb * PANEL_BLOCK / 64, Line([0; 64]));
     out.d.resize(nb * PANEL, 0.0);
     out.m.resize(nb * PANEL, 0.0);
     let g: [&[u8]; 2] = [w.group(g0), if groups > 1 { w.group(g0 + 1) } else { &[] }];
@@ -173,7 +196,7 @@ unsafe fn unpack_panel(w: &QMatrix, g0: usize, groups: usize, out: &mut Panel) {
         if t == QType::Q4_1 {
             _mm512_storeu_ps(out.m[b * PANEL..].as_mut_ptr(), load_ph(16));
         }
-        let tiles = &mut out.tiles[b * PANEL_BLOCK..(b + 1) * PANEL_BLOCK];
+        let tiles = &mut out.tiles[b * PANEL_BLOCK / 64..(b + 1) * PANEL_BLOCK / 64];
         // Values 4q..4q+4 of all 16 rows (one byte each per 32-bit lane) into B rows 2q, 2q+1.
         let mut put = |q: usize, v: __m512i| {
             let even = _mm512_and_si512(v, lo_mask);
@@ -185,7 +208,7 @@ unsafe fn unpack_panel(w: &QMatrix, g0: usize, groups: usize, out: &mut Panel) {
                 (16 + 2 * q + 1, _mm512_slli_epi32::<8>(odd)),
             ];
             for (row, v) in rows {
-                _mm512_storeu_si512(tiles[64 * row..64 * row + 64].as_mut_ptr() as *mut _, v);
+                _mm512_store_si512(tiles[row].0.as_mut_ptr() as *mut _, v);
             }
         };
         if t == QType::Q8_0 {
@@ -203,110 +226,124 @@ unsafe fn unpack_panel(w: &QMatrix, g0: usize, groups: usize, out: &mut Panel) {
     }
 }
 
-/// Two C tiles of results: activation rows `a[0]` and `a[1]` (16 rows each, their `nb` blocks
-/// row after row) x the 16 weight rows of `panel`; `a[1]` only where `two`. Two tiles share
-/// each B load and keep the tile unit busy while the other's sums are stored.
+/// One step of [`tile_one`]: block `$b`'s A tile into `$a`, its sums into C tiles `$lo`,
+/// `$hi`, and the previous block's C tiles `$plo`, `$phi` stored to `$prev` (the products of
+/// one block overlap the stores of the one before).
+macro_rules! block_step {
+    ($t:expr, $a:literal, $lo:literal, $hi:literal, $plo:literal, $phi:literal,
+     $at:expr, $bt:expr, $prev:expr) => {{
+        crate::tile_load!($a, $at, 64usize);
+        crate::tile_load!(2, $bt, 64usize);
+        crate::tile_load!(3, $bt.add(PANEL_BLOCK / 2), 64usize);
+        crate::tile_zero!($lo);
+        crate::tile_zero!($hi);
+        if $t == QType::Q8_0 {
+            crate::tile_dp!("us", $lo, $a, 2);
+            crate::tile_dp!("ss", $hi, $a, 3);
+        } else {
+            crate::tile_dp!("uu", $lo, $a, 2);
+            crate::tile_dp!("su", $hi, $a, 3);
+        }
+        if let Some(sp) = $prev {
+            let sp: *mut u8 = sp;
+            crate::tile_store!($plo, sp, 64usize);
+            crate::tile_store!($phi, sp.add(1024), 64usize);
+        }
+    }};
+}
+
+/// One C tile of results: activation rows `a` (16 rows, their `nb` blocks row after row;
+/// their `qs` as A tiles in `lines`) x the 16 weight rows of `panel`. Tiles: A in 0 / 1 and
+/// C in 4, 5 / 6, 7 by block parity, B in 2, 3; block b's products run while block b - 1's
+/// sums are stored and block b - 2's are scaled by the vector unit.
 ///
 /// # Safety
 /// AMX-INT8 with the tile configuration loaded in this thread; AVX-512 F, FMA.
 #[target_feature(enable = "avx512f,avx512bw,fma")]
-unsafe fn tile_pair(
+unsafe fn tile_one(
     t: QType,
     panel: &Panel,
-    a: [&[BlockQ16]; 2],
-    two: bool,
+    a: &[BlockQ16],
+    lines: &[Line],
     nb: usize,
-) -> [[[f32; PANEL]; TILE_ROWS]; 2] {
+) -> [[f32; PANEL]; TILE_ROWS] {
     use std::arch::x86_64::*;
-    assert!(a.iter().all(|a| a.len() >= TILE_ROWS * nb));
-    assert!(panel.tiles.len() >= nb * PANEL_BLOCK);
+    assert!(a.len() >= TILE_ROWS * nb && lines.len() >= TILE_ROWS * nb);
+    assert!(panel.tiles.len() * 64 >= nb * PANEL_BLOCK);
     #[repr(align(64))]
-    struct Sums([i32; 8 * TILE_ROWS * PANEL]);
-    // Two halves: the tile unit stores block b's sums while the f32 code reads block b - 1's
-    // (reading just-stored tile data back at once stalls).
-    let mut sums = Sums([0; 8 * TILE_ROWS * PANEL]);
-    let bsz = std::mem::size_of::<BlockQ16>();
-    let stride = nb * bsz;
-    let qoff = std::mem::offset_of!(BlockQ16, qs);
-    let q0 = (a[0].as_ptr() as *const u8).add(qoff);
-    let q1 = (a[1].as_ptr() as *const u8).add(qoff);
-    let mut acc = [[_mm512_setzero_ps(); TILE_ROWS]; 2];
-    let tiles = if two { 2 } else { 1 };
+    struct Sums([i32; 4 * TILE_ROWS * PANEL]);
+    // Halves by block parity: block b's sums are stored during block b + 1 and read during
+    // block b + 2 (reading just-stored tile data back at once stalls).
+    let mut sums = Sums([0; 4 * TILE_ROWS * PANEL]);
+    let q = lines.as_ptr() as *const u8;
+    let mut acc = [_mm512_setzero_ps(); TILE_ROWS];
+    let sp = |sums: &mut Sums, b: usize| (sums.0.as_mut_ptr() as *mut u8).add(2048 * (b % 2));
     // The block scales of block b (sums in half b % 2) into the accumulators.
-    let scale = |b: usize, sums: &Sums, acc: &mut [[__m512; TILE_ROWS]; 2]| {
+    let scale = |b: usize, sums: &Sums, acc: &mut [__m512; TILE_ROWS]| {
         let d = _mm512_loadu_ps(panel.d.as_ptr().add(b * PANEL));
-        for (k, acc) in acc.iter_mut().enumerate().take(tiles) {
-            let base = sums.0.as_ptr().add(1024 * (b % 2) + 512 * k);
-            for (i, acc) in acc.iter_mut().enumerate() {
-                let lo = _mm512_load_si512(base.add(16 * i) as *const _);
-                let hi = _mm512_load_si512(base.add(256 + 16 * i) as *const _);
-                let sum = _mm512_add_epi32(_mm512_slli_epi32::<8>(hi), lo);
-                let da = _mm512_set1_ps(a[k].get_unchecked(i * nb + b).d);
-                *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(d, da), *acc);
-            }
+        let base = sums.0.as_ptr().add(512 * (b % 2));
+        for (i, acc) in acc.iter_mut().enumerate() {
+            let lo = _mm512_load_si512(base.add(16 * i) as *const _);
+            let hi = _mm512_load_si512(base.add(256 + 16 * i) as *const _);
+            let sum = _mm512_add_epi32(_mm512_slli_epi32::<8>(hi), lo);
+            let da = _mm512_set1_ps(a.get_unchecked(i * nb + b).d);
+            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(d, da), *acc);
         }
     };
     for b in 0..nb {
-        let sp = (sums.0.as_mut_ptr() as *mut u8).add(4096 * (b % 2));
-        let bt = panel.tiles.as_ptr().add(b * PANEL_BLOCK);
-        // SAFETY: A reads 16 rows of 64 bytes at qs of block b of each row (inside `a`); B
-        // and the stores stay inside the panel and `sums` (4 x 1 KiB).
-        crate::tile_load!(1, bt, 64usize);
-        crate::tile_load!(2, bt.add(PANEL_BLOCK / 2), 64usize);
-        crate::tile_load!(0, q0.add(b * bsz), stride);
-        crate::tile_zero!(3);
-        crate::tile_zero!(4);
-        if two {
-            crate::tile_load!(5, q1.add(b * bsz), stride);
-            crate::tile_zero!(6);
-            crate::tile_zero!(7);
-        }
-        if t == QType::Q8_0 {
-            crate::tile_dp!("us", 3, 0, 1);
-            crate::tile_dp!("ss", 4, 0, 2);
-            if two {
-                crate::tile_dp!("us", 6, 5, 1);
-                crate::tile_dp!("ss", 7, 5, 2);
-            }
+        let bt = (panel.tiles.as_ptr() as *const u8).add(b * PANEL_BLOCK);
+        let at = q.add(b * 1024);
+        let prev = if b > 0 {
+            Some(sp(&mut sums, b - 1))
         } else {
-            crate::tile_dp!("uu", 3, 0, 1);
-            crate::tile_dp!("su", 4, 0, 2);
-            if two {
-                crate::tile_dp!("uu", 6, 5, 1);
-                crate::tile_dp!("su", 7, 5, 2);
-            }
+            None
+        };
+        // SAFETY: A reads the 16 lines of block b (inside `lines`); B reads inside the
+        // panel; the stores write one 2 KiB half of `sums`.
+        if b % 2 == 0 {
+            block_step!(t, 0, 4, 5, 6, 7, at, bt, prev);
+        } else {
+            block_step!(t, 1, 6, 7, 4, 5, at, bt, prev);
         }
-        crate::tile_store!(3, sp, 64usize);
-        crate::tile_store!(4, sp.add(1024), 64usize);
-        if two {
-            crate::tile_store!(6, sp.add(2048), 64usize);
-            crate::tile_store!(7, sp.add(3072), 64usize);
-        }
-        if b > 0 {
-            scale(b - 1, &sums, &mut acc);
+        if b > 1 {
+            scale(b - 2, &sums, &mut acc);
         }
     }
     if nb > 0 {
+        let last = sp(&mut sums, nb - 1);
+        // SAFETY: the last block's C tiles into its half of `sums`.
+        if nb % 2 == 1 {
+            crate::tile_store!(4, last, 64usize);
+            crate::tile_store!(5, last.add(1024), 64usize);
+        } else {
+            crate::tile_store!(6, last, 64usize);
+            crate::tile_store!(7, last.add(1024), 64usize);
+        }
+        if nb > 1 {
+            scale(nb - 2, &sums, &mut acc);
+        }
         scale(nb - 1, &sums, &mut acc);
     }
-    let mut out = [[[0f32; PANEL]; TILE_ROWS]; 2];
-    for k in 0..tiles {
-        for (i, o) in out[k].iter_mut().enumerate() {
-            let mut accm = _mm512_setzero_ps();
-            if t != QType::Q8_0 {
-                let (mins, f) = if t == QType::Q4_1 {
-                    (&panel.m, 1.0)
-                } else {
-                    (&panel.d, -8.0)
-                };
-                for b in 0..nb {
-                    let s = _mm512_set1_ps(f * a[k].get_unchecked(i * nb + b).s);
-                    let mv = _mm512_loadu_ps(mins.as_ptr().add(b * PANEL));
-                    accm = _mm512_fmadd_ps(mv, s, accm);
-                }
+    // The minimum terms, each row's chain in block order (as `dot_group16`), but block by
+    // block across the rows so each panel vector is loaded once.
+    let mut accm = [_mm512_setzero_ps(); TILE_ROWS];
+    if t != QType::Q8_0 {
+        let (mins, f) = if t == QType::Q4_1 {
+            (&panel.m, 1.0)
+        } else {
+            (&panel.d, -8.0)
+        };
+        for b in 0..nb {
+            let mv = _mm512_loadu_ps(mins.as_ptr().add(b * PANEL));
+            for (i, accm) in accm.iter_mut().enumerate() {
+                let s = _mm512_set1_ps(f * a.get_unchecked(i * nb + b).s);
+                *accm = _mm512_fmadd_ps(mv, s, *accm);
             }
-            _mm512_storeu_ps(o.as_mut_ptr(), _mm512_add_ps(acc[k][i], accm));
         }
+    }
+    let mut out = [[0f32; PANEL]; TILE_ROWS];
+    for (i, o) in out.iter_mut().enumerate() {
+        _mm512_storeu_ps(o.as_mut_ptr(), _mm512_add_ps(acc[i], accm[i]));
     }
     out
 }

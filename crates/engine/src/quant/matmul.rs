@@ -107,6 +107,11 @@ pub fn qmatmul_bt(x: &[f32], acts: &QuantizedActs, w: &QMatrix, c: &mut [f32], m
     if super::amx_prefill::qmatmul_bt_amx(x, acts, w, c, m) {
         return;
     }
+    // The K-quants on the tile unit (same integer sums; f32 order of the scalar reference).
+    #[cfg(target_arch = "x86_64")]
+    if super::amx_kquant::qmatmul_bt_amx(acts, w, c, m) {
+        return;
+    }
     // F32/F16/BF16 matrices: the f32 GEMM over panels widened on the fly.
     if super::float::matmul_bt_with(dot::level(), x, w, c, m) {
         return;

@@ -13,6 +13,8 @@
 
 pub mod act;
 #[cfg(target_arch = "x86_64")]
+pub mod amx_kquant;
+#[cfg(target_arch = "x86_64")]
 pub mod amx_prefill;
 pub mod dot;
 pub mod float;
