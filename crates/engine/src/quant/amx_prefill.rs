@@ -13,7 +13,7 @@
 
 use super::act::{BlockQ16, QuantizedActs};
 use super::dot::{self, dot_rows};
-use super::packed::{interleavable, GROUP};
+use super::packed::GROUP;
 use super::{QMatrix, QType};
 use crate::amx::{self, TILE_ROWS};
 use rayon::prelude::*;
@@ -27,7 +27,7 @@ const PANEL_BLOCK: usize = 2 * TILE_ROWS * 64;
 /// Whether [`qmatmul_bt_amx`] takes this product.
 pub fn applies(acts: &QuantizedActs, w: &QMatrix, m: usize) -> bool {
     amx::int8_available()
-        && interleavable(w.qtype())
+        && matches!(w.qtype(), QType::Q8_0 | QType::Q4_0 | QType::Q4_1)
         && w.is_interleaved()
         && acts.has_q16()
         && m >= TILE_ROWS
