@@ -824,3 +824,43 @@ fn q5_kernels_match_the_dequantized_reference() {
         }
     }
 }
+
+/// The AMX-INT8 prefill of Q5_0 / Q5_1 equals the AVX2 product bit for bit (16-bit
+/// activations; tails of the 16-row activation tiles and of the 16-row weight panels, plain
+/// rows past the last group, 1, 3 and 18 blocks per row).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn q5_amx_prefill_is_bit_identical_to_avx2() {
+    use engine::quant::amx_prefill::{applies, qmatmul_bt_amx};
+    for t in [QType::Q5_0, QType::Q5_1] {
+        for k in [32, 96, 576] {
+            for n in [43, 64] {
+                for m in [16, 17, 33] {
+                    let w = random_matrix(t, n, k, (n * k + m) as u64).interleaved();
+                    let x = random_vec(m * k, m as u64 + 7);
+                    let mut acts = QuantizedActs::default();
+                    acts.precision = ActPrecision::I16;
+                    acts.prepare(&x, m, k, &[t.act_kind()]);
+                    if !applies(&acts, &w, m) {
+                        eprintln!("note: no AMX-INT8 here; Q5 AMX prefill not tested");
+                        return;
+                    }
+                    let mut amx = vec![f32::NAN; m * n];
+                    let mut avx = vec![0f32; m * n];
+                    assert!(qmatmul_bt_amx(&x, &acts, &w, &mut amx, m));
+                    qmatmul_bt_with(Level::Avx2, &x, &acts, &w, &mut avx, m);
+                    for (i, (p, q)) in amx.iter().zip(&avx).enumerate() {
+                        assert_eq!(
+                            p.to_bits(),
+                            q.to_bits(),
+                            "{} m {m} n {n} k {k} [{}, {}]: {p} vs {q}",
+                            t.name(),
+                            i / n,
+                            i % n
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
