@@ -193,7 +193,13 @@ fn matvec_and_prefill_products_equal_row_dots() {
 }
 
 /// The types with an interleaved layout (groups of 8 rows).
-const INTERLEAVED: [QType; 3] = [QType::Q8_0, QType::Q4_0, QType::Q4_1];
+const INTERLEAVED: [QType; 5] = [
+    QType::Q8_0,
+    QType::Q4_0,
+    QType::Q4_1,
+    QType::Q5_0,
+    QType::Q5_1,
+];
 
 #[test]
 fn interleaved_groups_match_the_dequantized_reference() {
@@ -650,6 +656,211 @@ fn bench_group_kernels() {
                 best[1][1] * 1e6,
                 best[0][1] / best[1][1],
             );
+        }
+    }
+}
+
+/// A Q5_0 (`one = false`) or Q5_1 block holding the unsigned 5-bit values `q`, written from
+/// ggml's layout (f16 d, [f16 m], u32 qh with bit j = value j's fifth bit, 16 bytes of
+/// nibbles: values 0..16 low, 16..32 high), independently of the engine's decoder.
+fn q5_block(one: bool, d: f32, m: f32, q: &[u8; 32]) -> Vec<u8> {
+    let mut b = half::f16::from_f32(d).to_le_bytes().to_vec();
+    if one {
+        b.extend(half::f16::from_f32(m).to_le_bytes());
+    }
+    let qh = (0..32).fold(0u32, |h, j| h | ((q[j] as u32 >> 4) & 1) << j);
+    b.extend(qh.to_le_bytes());
+    b.extend((0..16).map(|j| (q[j] & 0x0f) | (q[j + 16] & 0x0f) << 4));
+    b
+}
+
+/// Q5 blocks decode to ggml's values (`d (q - 16)`, `d q + m`), plain and interleaved.
+#[test]
+fn q5_blocks_follow_the_ggml_layout() {
+    for (t, one) in [(QType::Q5_0, false), (QType::Q5_1, true)] {
+        let (rows, cols) = (9, 64);
+        let mut bytes = Vec::new();
+        let mut want = Vec::new();
+        for r in 0..rows {
+            for blk in 0..cols / 32 {
+                let q: [u8; 32] = std::array::from_fn(|j| ((j * 7 + 5 * r + 11 * blk) % 32) as u8);
+                let (d, m) = (0.5 + r as f32 * 0.25, -1.25 - blk as f32);
+                bytes.extend(q5_block(one, d, m, &q));
+                want.extend(q.iter().map(|&v| {
+                    if one {
+                        v as f32 * d + m
+                    } else {
+                        (v as f32 - 16.0) * d
+                    }
+                }));
+            }
+        }
+        let plain = QMatrix::from_bytes("w", t, rows, cols, bytes).expect("matrix");
+        assert_eq!(plain.to_f32(), want, "{} plain", t.name());
+        let w = plain.interleaved();
+        assert!(w.is_interleaved() && w.grouped_rows() == 8);
+        assert_eq!(w.to_f32(), want, "{} interleaved", t.name());
+        for r in 0..rows {
+            assert_eq!(w.row_blocks(r), plain.row_blocks(r), "{} row {r}", t.name());
+        }
+    }
+}
+
+/// The Q5 group kernels at every level this CPU has, 8- and 16-bit activations, tiles of
+/// R = 1..4 rows, 1, 3, 5 and 19 blocks per row, against the product of the dequantized
+/// weights (f64) with the activation as the kernel sees it: exact integer block sums, so
+/// only f32 rounding of the scales and the sum over blocks, bound 1e-5 of the sum of
+/// magnitudes; and against the f32 activation: plus half an activation step per value,
+/// `sum |w| d_block / 2` (d = amax / 127 at 8 bits, amax / 32767 at 16 bits). The plain tail
+/// rows (past the last group) meet the same bounds.
+#[test]
+fn q5_kernels_match_the_dequantized_reference() {
+    let mut levels = vec![Level::Scalar];
+    if Level::detect().has_avx2() {
+        levels.push(Level::Avx2);
+    } else {
+        eprintln!("note: no AVX2 on this CPU, Q5 vector kernels not tested");
+    }
+    if Level::detect() == Level::Avx512Vnni {
+        levels.push(Level::Avx512Vnni);
+    } else {
+        eprintln!("note: no AVX-512 VNNI on this CPU, its Q5 kernels not tested");
+    }
+    for t in [QType::Q5_0, QType::Q5_1] {
+        for cols in [32, 96, 160, 608] {
+            let plain = random_matrix(t, 19, cols, 81 + cols as u64);
+            let w = plain.interleaved();
+            let wf = plain.to_f32();
+            let x = random_vec(5 * cols, 83 + cols as u64);
+            for precision in [ActPrecision::I8, ActPrecision::I16] {
+                let mut acts = QuantizedActs::default();
+                acts.precision = precision;
+                acts.prepare(&x, 5, cols, &[t.act_kind()]);
+                // (value as the kernel sees it, its block's step) of activation row r.
+                let seen = |r: usize| -> Vec<(f32, f32)> {
+                    (0..cols)
+                        .map(|j| match precision {
+                            ActPrecision::I8 => {
+                                let b = &acts.q8_row(r)[j / QK];
+                                (b.qs[j % QK] as f32 * b.d, b.d)
+                            }
+                            ActPrecision::I16 => {
+                                let b = &acts.q16_row(r)[j / QK];
+                                let q = b.qs[engine::quant::act::swizzle(j % QK)];
+                                (q as f32 * b.d, b.d)
+                            }
+                        })
+                        .collect()
+                };
+                let check = |level: Level, row: usize, r: usize, got: f32| {
+                    let wr = &wf[row * cols..(row + 1) * cols];
+                    let xs = seen(r);
+                    let xr = &x[r * cols..(r + 1) * cols];
+                    let (mut exact, mut mag, mut full, mut qbound) = (0f64, 0f64, 0f64, 0f64);
+                    for j in 0..cols {
+                        let (a, (b, d)) = (wr[j] as f64, (xs[j].0 as f64, xs[j].1 as f64));
+                        exact += a * b;
+                        mag += (a * b).abs();
+                        full += a * xr[j] as f64;
+                        qbound += a.abs() * d / 2.0;
+                    }
+                    let got = got as f64;
+                    let what = format!(
+                        "{} {level:?} {precision:?} cols {cols} row {row} x{r}",
+                        t.name()
+                    );
+                    assert!(
+                        (got - exact).abs() <= 1e-5 * mag + 1e-6,
+                        "{what}: {got} vs {exact}"
+                    );
+                    assert!(
+                        (got - full).abs() <= qbound + 1e-5 * mag + 1e-6,
+                        "{what}: {got} vs f32 {full} (bound {qbound})"
+                    );
+                };
+                for &level in &levels {
+                    for g in 0..2 {
+                        let tiles: Vec<(Vec<usize>, Vec<[f32; 8]>)> = vec![
+                            (
+                                vec![4],
+                                dot_group(level, t, w.group(g), &acts, [4]).to_vec(),
+                            ),
+                            (
+                                vec![3, 0],
+                                dot_group(level, t, w.group(g), &acts, [3, 0]).to_vec(),
+                            ),
+                            (
+                                vec![1, 4, 2],
+                                dot_group(level, t, w.group(g), &acts, [1, 4, 2]).to_vec(),
+                            ),
+                            (
+                                vec![0, 1, 2, 3],
+                                dot_group(level, t, w.group(g), &acts, [0, 1, 2, 3]).to_vec(),
+                            ),
+                        ];
+                        for (rows, outs) in &tiles {
+                            for (&r, out) in rows.iter().zip(outs) {
+                                let alone = dot_group(level, t, w.group(g), &acts, [r])[0];
+                                for l in 0..8 {
+                                    check(level, 8 * g + l, r, out[l]);
+                                    // A row's result does not depend on its tile.
+                                    assert_eq!(out[l].to_bits(), alone[l].to_bits());
+                                }
+                            }
+                        }
+                    }
+                    for row in 16..19 {
+                        for r in 0..5 {
+                            check(
+                                level,
+                                row,
+                                r,
+                                dot_rows(level, t, w.row(row), &x, &acts, [r])[0],
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The AMX-INT8 prefill of Q5_0 / Q5_1 equals the AVX2 product bit for bit (16-bit
+/// activations; tails of the 16-row activation tiles and of the 16-row weight panels, plain
+/// rows past the last group, 1, 3 and 18 blocks per row).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn q5_amx_prefill_is_bit_identical_to_avx2() {
+    use engine::quant::amx_prefill::{applies, qmatmul_bt_amx};
+    for t in [QType::Q5_0, QType::Q5_1] {
+        for k in [32, 96, 576] {
+            for n in [43, 64] {
+                for m in [16, 17, 33] {
+                    let w = random_matrix(t, n, k, (n * k + m) as u64).interleaved();
+                    let x = random_vec(m * k, m as u64 + 7);
+                    let mut acts = QuantizedActs::default();
+                    acts.precision = ActPrecision::I16;
+                    acts.prepare(&x, m, k, &[t.act_kind()]);
+                    if !applies(&acts, &w, m) {
+                        eprintln!("note: no AMX-INT8 here; Q5 AMX prefill not tested");
+                        return;
+                    }
+                    let mut amx = vec![f32::NAN; m * n];
+                    let mut avx = vec![0f32; m * n];
+                    assert!(qmatmul_bt_amx(&x, &acts, &w, &mut amx, m));
+                    qmatmul_bt_with(Level::Avx2, &x, &acts, &w, &mut avx, m);
+                    for (i, (p, q)) in amx.iter().zip(&avx).enumerate() {
+                        assert_eq!(
+                            p.to_bits(),
+                            q.to_bits(),
+                            "{} m {m} n {n} k {k} [{}, {}]: {p} vs {q}",
+                            t.name(),
+                            i / n,
+                            i % n
+                        );
+                    }
+                }
+            }
         }
     }
 }

@@ -94,8 +94,8 @@ pub struct Args {
     /// Dequantize a quantized GGUF to f32 on load instead (the f32 path, for comparison).
     #[arg(long)]
     pub dequantize: bool,
-    /// Quantized path: bits of the activations that meet Q8_0/Q4_0/Q4_1 weights (16: logits
-    /// within ~1e-3 of the f32 path; 8: llama.cpp's scheme, faster, ~0.5 off).
+    /// Quantized path: bits of the activations that meet Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 weights
+    /// (16: logits within ~1e-3 of the f32 path; 8: llama.cpp's scheme, faster, ~0.5 off).
     #[arg(long, default_value_t = 16, value_parser = parse_act_bits)]
     pub act_bits: u8,
     /// Element type of the KV cache: f16 or bf16 halve its memory and the bytes attention

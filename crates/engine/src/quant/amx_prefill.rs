@@ -1,6 +1,6 @@
-//! Prefill products `c = x · wᵀ` of the interleaved 32-block types (Q8_0, Q4_0, Q4_1) with
-//! 16-bit activations ([`BlockQ16`]) on the AMX-INT8 tile unit, bit-identical to the AVX2
-//! kernel `x86::dot_group16`.
+//! Prefill products `c = x · wᵀ` of the interleaved 32-block types (Q8_0, Q4_0, Q4_1, Q5_0,
+//! Q5_1) with 16-bit activations ([`BlockQ16`]) on the AMX-INT8 tile unit, bit-identical to
+//! the AVX2 kernels `x86::dot_group16` / `x86_q5::dot_group16`.
 //!
 //! AMX multiplies bytes only, so each 16-bit activation `a = 256 * hi + lo` (its two
 //! little-endian bytes: `lo` unsigned, `hi` signed) meets its weight twice. An A tile is 16
@@ -161,7 +161,7 @@ unsafe fn unpack_panel(w: &QMatrix, g0: usize, groups: usize, out: &mut Panel) {
     let t = w.qtype();
     let nb = w.cols() / 32;
     let bb = t.block_bytes();
-    // Every byte below is overwritten (`m` is read for Q4_1 only), so no clearing.
+    // Every byte below is overwritten (`m` is read for Q4_1 / Q5_1 only), so no clearing.
     out.tiles.resize(nb * PANEL_BLOCK / 64, Line([0; 64]));
     out.d.resize(nb * PANEL, 0.0);
     out.m.resize(nb * PANEL, 0.0);
@@ -193,7 +193,7 @@ unsafe fn unpack_panel(w: &QMatrix, g0: usize, groups: usize, out: &mut Panel) {
             _mm512_cvtph_ps(_mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi))
         };
         _mm512_storeu_ps(out.d[b * PANEL..].as_mut_ptr(), load_ph(0));
-        if t == QType::Q4_1 {
+        if matches!(t, QType::Q4_1 | QType::Q5_1) {
             _mm512_storeu_ps(out.m[b * PANEL..].as_mut_ptr(), load_ph(16));
         }
         let tiles = &mut out.tiles[b * PANEL_BLOCK / 64..(b + 1) * PANEL_BLOCK / 64];
@@ -214,6 +214,22 @@ unsafe fn unpack_panel(w: &QMatrix, g0: usize, groups: usize, out: &mut Panel) {
         if t == QType::Q8_0 {
             for q in 0..8 {
                 put(q, load2(16 + 32 * q));
+            }
+        } else if matches!(t, QType::Q5_0 | QType::Q5_1) {
+            // The fifth bits of chunk q: bit q (low nibbles) and bit 4 + q (high nibbles)
+            // of each byte of the regrouped high-bit lanes (`packed::q5_spread`), at bit 4.
+            let (qh_off, off) = if t == QType::Q5_1 { (32, 64) } else { (16, 48) };
+            let b4 = _mm512_set1_epi8(0x10);
+            let qh = load2(qh_off);
+            let (mut lo_bits, mut hi_bits) = (_mm512_slli_epi16::<4>(qh), qh);
+            for q in 0..4 {
+                let v = load2(off + 32 * q);
+                let lo = _mm512_and_si512(v, nib);
+                let hi = _mm512_and_si512(_mm512_srli_epi32::<4>(v), nib);
+                put(q, _mm512_or_si512(lo, _mm512_and_si512(lo_bits, b4)));
+                put(q + 4, _mm512_or_si512(hi, _mm512_and_si512(hi_bits, b4)));
+                lo_bits = _mm512_srli_epi16::<1>(lo_bits);
+                hi_bits = _mm512_srli_epi16::<1>(hi_bits);
             }
         } else {
             let off = if t == QType::Q4_1 { 32 } else { 16 };
@@ -328,10 +344,10 @@ unsafe fn tile_one(
     // block across the rows so each panel vector is loaded once.
     let mut accm = [_mm512_setzero_ps(); TILE_ROWS];
     if t != QType::Q8_0 {
-        let (mins, f) = if t == QType::Q4_1 {
-            (&panel.m, 1.0)
-        } else {
-            (&panel.d, -8.0)
+        let (mins, f) = match t {
+            QType::Q4_0 => (&panel.d, -8.0),
+            QType::Q5_0 => (&panel.d, -16.0),
+            _ => (&panel.m, 1.0),
         };
         for b in 0..nb {
             let mv = _mm512_loadu_ps(mins.as_ptr().add(b * PANEL));

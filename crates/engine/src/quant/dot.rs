@@ -100,6 +100,8 @@ pub fn dot_rows<const R: usize>(
                     QType::Q8_0 => x86::dot_q32::<R, 0>(w, rows.map(|r| acts.q8_row(r))),
                     QType::Q4_0 => x86::dot_q32::<R, 1>(w, rows.map(|r| acts.q8_row(r))),
                     QType::Q4_1 => x86::dot_q32::<R, 2>(w, rows.map(|r| acts.q8_row(r))),
+                    // Plain Q5 rows (tails past the last group of 8) are rare: the reference.
+                    QType::Q5_0 | QType::Q5_1 => rows.map(|r| scalar::dot_q8(t, w, acts.q8_row(r))),
                     // K-quants: AVX-512 VNNI where the CPU has it (bit-identical to AVX2).
                     QType::Q4K | QType::Q5K if level == Level::Avx512Vnni => {
                         kq::dot_q45k_best(t == QType::Q5K, w, rows.map(|r| acts.q8k_row(r)))
@@ -128,7 +130,8 @@ pub fn dot_rows<const R: usize>(
 }
 
 /// `out[j][l]` = row `l` of one interleaved group `g` (the bytes of
-/// [`super::QMatrix::group`], type `t`: Q8_0, Q4_0 or Q4_1) · activation row `rows[j]` of
+/// [`super::QMatrix::group`], type `t`: Q8_0, Q4_0, Q4_1, Q5_0 or Q5_1) · activation row
+/// `rows[j]` of
 /// `acts` (prepared for 32-blocks). The group is unpacked once for all `R` rows.
 ///
 /// Panics if `acts` lacks the 32-blocks or a row is out of range (callers prepare both).
@@ -149,7 +152,7 @@ pub fn dot_group<const R: usize>(
     match level {
         #[cfg(target_arch = "x86_64")]
         Level::Avx512Vnni if acts.has_q16() => {
-            use super::x86_512;
+            use super::{x86_512, x86_q5};
             let a = rows.map(|r| acts.q16_row(r));
             // SAFETY: `Level::Avx512Vnni` is only detected (or chosen by a test that checked
             // it) on CPUs with AVX2, FMA, F16C and AVX-512 F/BW/VL/VNNI.
@@ -157,45 +160,53 @@ pub fn dot_group<const R: usize>(
                 match t {
                     QType::Q8_0 => x86_512::dot_group16::<R, 0>(g, a),
                     QType::Q4_0 => x86_512::dot_group16::<R, 1>(g, a),
+                    QType::Q5_0 => x86_q5::dot_group16_512::<R, false>(g, a),
+                    QType::Q5_1 => x86_q5::dot_group16_512::<R, true>(g, a),
                     _ => x86_512::dot_group16::<R, 2>(g, a),
                 }
             }
         }
         #[cfg(target_arch = "x86_64")]
         Level::Avx512Vnni => {
-            use super::x86_512;
+            use super::{x86_512, x86_q5};
             let a = rows.map(|r| acts.q8_row(r));
             // SAFETY: as above.
             unsafe {
                 match t {
                     QType::Q8_0 => x86_512::dot_group32::<R, 0>(g, a),
                     QType::Q4_0 => x86_512::dot_group32::<R, 1>(g, a),
+                    QType::Q5_0 => x86_q5::dot_group32_512::<R, false>(g, a),
+                    QType::Q5_1 => x86_q5::dot_group32_512::<R, true>(g, a),
                     _ => x86_512::dot_group32::<R, 2>(g, a),
                 }
             }
         }
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 if acts.has_q16() => {
-            use super::x86;
+            use super::{x86, x86_q5};
             let a = rows.map(|r| acts.q16_row(r));
             // SAFETY: as in `dot_rows`; the kernel checks the activation lengths.
             unsafe {
                 match t {
                     QType::Q8_0 => x86::dot_group16::<R, 0>(g, a),
                     QType::Q4_0 => x86::dot_group16::<R, 1>(g, a),
+                    QType::Q5_0 => x86_q5::dot_group16::<R, false>(g, a),
+                    QType::Q5_1 => x86_q5::dot_group16::<R, true>(g, a),
                     _ => x86::dot_group16::<R, 2>(g, a),
                 }
             }
         }
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 => {
-            use super::x86;
+            use super::{x86, x86_q5};
             let a = rows.map(|r| acts.q8_row(r));
             // SAFETY: as in `dot_rows`; the kernel checks the activation lengths.
             unsafe {
                 match t {
                     QType::Q8_0 => x86::dot_group32::<R, 0>(g, a),
                     QType::Q4_0 => x86::dot_group32::<R, 1>(g, a),
+                    QType::Q5_0 => x86_q5::dot_group32::<R, false>(g, a),
+                    QType::Q5_1 => x86_q5::dot_group32::<R, true>(g, a),
                     _ => x86::dot_group32::<R, 2>(g, a),
                 }
             }

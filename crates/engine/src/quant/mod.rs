@@ -1,7 +1,8 @@
 //! Quantized weights kept in their GGUF block format, and the integer kernels that multiply
 //! them with activations quantized once per input vector.
 //!
-//! - [`QType`]: the block layouts (ggml's Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K; F16, BF16, F32).
+//! - [`QType`]: the block layouts (ggml's Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K; F16,
+//!   BF16, F32).
 //! - [`QMatrix`]: a `[rows, cols]` row-major matrix of such blocks over shared bytes (the file
 //!   read once; no copy per tensor).
 //! - [`act`]: activations quantized to 8 bits, in blocks of 32 (for the 32-blocks) or 256 with
@@ -30,6 +31,8 @@ mod x86_512;
 mod x86_float;
 #[cfg(target_arch = "x86_64")]
 mod x86_kq512;
+#[cfg(target_arch = "x86_64")]
+mod x86_q5;
 
 pub use act::{ActKind, ActPrecision, BlockQ16, BlockQ8, BlockQ8K, QuantizedActs};
 pub use matmul::{qmatmul_bt, qmatvec_many, QMatVec};
@@ -52,19 +55,23 @@ pub enum QType {
     Q8_0,
     Q4_0,
     Q4_1,
+    Q5_0,
+    Q5_1,
     Q4K,
     Q5K,
     Q6K,
 }
 
 impl QType {
-    pub const ALL: [QType; 9] = [
+    pub const ALL: [QType; 11] = [
         QType::F32,
         QType::F16,
         QType::BF16,
         QType::Q8_0,
         QType::Q4_0,
         QType::Q4_1,
+        QType::Q5_0,
+        QType::Q5_1,
         QType::Q4K,
         QType::Q5K,
         QType::Q6K,
@@ -78,6 +85,8 @@ impl QType {
             QType::Q8_0 => "Q8_0",
             QType::Q4_0 => "Q4_0",
             QType::Q4_1 => "Q4_1",
+            QType::Q5_0 => "Q5_0",
+            QType::Q5_1 => "Q5_1",
             QType::Q4K => "Q4_K",
             QType::Q5K => "Q5_K",
             QType::Q6K => "Q6_K",
@@ -88,7 +97,7 @@ impl QType {
     pub fn block_len(self) -> usize {
         match self {
             QType::F32 | QType::F16 | QType::BF16 => 1,
-            QType::Q8_0 | QType::Q4_0 | QType::Q4_1 => QK,
+            QType::Q8_0 | QType::Q4_0 | QType::Q4_1 | QType::Q5_0 | QType::Q5_1 => QK,
             QType::Q4K | QType::Q5K | QType::Q6K => QK_K,
         }
     }
@@ -101,6 +110,8 @@ impl QType {
             QType::Q8_0 => 34,
             QType::Q4_0 => 18,
             QType::Q4_1 => 20,
+            QType::Q5_0 => 22,
+            QType::Q5_1 => 24,
             QType::Q4K => 144,
             QType::Q5K => 176,
             QType::Q6K => 210,
@@ -111,7 +122,7 @@ impl QType {
     pub fn act_kind(self) -> ActKind {
         match self {
             QType::F32 | QType::F16 | QType::BF16 => ActKind::F32,
-            QType::Q8_0 | QType::Q4_0 | QType::Q4_1 => ActKind::Q8,
+            QType::Q8_0 | QType::Q4_0 | QType::Q4_1 | QType::Q5_0 | QType::Q5_1 => ActKind::Q8,
             QType::Q4K | QType::Q5K | QType::Q6K => ActKind::Q8K,
         }
     }

@@ -36,6 +36,17 @@ pub(crate) fn scales_mins_k4(q: &[u8]) -> ([u8; 8], [u8; 8]) {
     (sc, m)
 }
 
+/// The unsigned 5-bit value `j` (0..32) of a Q5_0 / Q5_1 block (ggml: f16 d, [f16 m], u32 qh,
+/// 16 bytes of nibbles; low nibbles are values 0..16, high nibbles 16..32, bit `j` of qh is
+/// value `j`'s fifth bit).
+pub(crate) fn q5_value(t: QType, b: &[u8], j: usize) -> u8 {
+    let hb = if t == QType::Q5_1 { 4 } else { 2 };
+    let qh = u32::from_le_bytes([b[hb], b[hb + 1], b[hb + 2], b[hb + 3]]);
+    let q = b[hb + 4 + j % 16];
+    let low = if j < 16 { q & 0x0f } else { q >> 4 };
+    low | (((qh >> j) & 1) as u8) << 4
+}
+
 /// The unsigned 4/5/6-bit value `i` (0..256) of a K-quant super-block and, for Q6_K, with
 /// the 32 offset still in.
 fn k_value(t: QType, b: &[u8], i: usize) -> u8 {
@@ -105,6 +116,18 @@ pub fn dequantize_row(t: QType, w: &[u8], out: &mut [f32]) {
                     }
                 }
             }
+            QType::Q5_0 => {
+                let d = f16(b, 0);
+                for j in 0..QK {
+                    o[j] = (q5_value(t, b, j) as i32 - 16) as f32 * d;
+                }
+            }
+            QType::Q5_1 => {
+                let (d, m) = (f16(b, 0), f16(b, 2));
+                for j in 0..QK {
+                    o[j] = q5_value(t, b, j) as f32 * d + m;
+                }
+            }
             QType::Q4K | QType::Q5K => {
                 let (d, dmin) = (f16(b, 0), f16(b, 2));
                 let (sc, m) = scales_mins_k4(&b[4..16]);
@@ -139,8 +162,8 @@ pub fn dot_float(t: QType, w: &[u8], x: &[f32]) -> f32 {
     s
 }
 
-/// Q8_0 / Q4_0 / Q4_1 row with 32-block activations: per block the exact integer dot, then
-/// `d_w d_a` (and, for Q4_1, `m_w s_a`).
+/// Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q5_1 row with 32-block activations: per block the exact
+/// integer dot, then `d_w d_a` (and, for Q4_1 / Q5_1, `m_w s_a`).
 pub fn dot_q8(t: QType, w: &[u8], a: &[BlockQ8]) -> f32 {
     let mut s = 0f32;
     for (b, ab) in w.chunks_exact(t.block_bytes()).zip(a) {
@@ -158,6 +181,18 @@ pub fn dot_q8(t: QType, w: &[u8], a: &[BlockQ8]) -> f32 {
                     isum += ((b[2 + j] >> 4) as i32 - 8) * ab.qs[j + 16] as i32;
                 }
                 s += f16(b, 0) * ab.d * isum as f32;
+            }
+            QType::Q5_0 => {
+                for j in 0..QK {
+                    isum += (q5_value(t, b, j) as i32 - 16) * ab.qs[j] as i32;
+                }
+                s += f16(b, 0) * ab.d * isum as f32;
+            }
+            QType::Q5_1 => {
+                for j in 0..QK {
+                    isum += q5_value(t, b, j) as i32 * ab.qs[j] as i32;
+                }
+                s += f16(b, 0) * ab.d * isum as f32 + f16(b, 2) * ab.s;
             }
             _ => {
                 for j in 0..16 {
@@ -208,8 +243,9 @@ pub fn dot_q8k(t: QType, w: &[u8], a: &[BlockQ8K]) -> f32 {
     s
 }
 
-/// Q8_0 / Q4_0 / Q4_1 row with 16-bit 32-block activations: per block the exact integer
-/// dot, then `d_w d_a` (and the minimum, for Q4_0 `-8 d_w`, times `s_a`).
+/// Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q5_1 row with 16-bit 32-block activations: per block the
+/// exact integer dot of the unsigned values, then `d_w d_a` (and the minimum, for Q4_0
+/// `-8 d_w`, for Q5_0 `-16 d_w`, times `s_a`).
 pub fn dot_q16(t: QType, w: &[u8], a: &[BlockQ16]) -> f32 {
     let mut s = 0f32;
     for (b, ab) in w.chunks_exact(t.block_bytes()).zip(a) {
@@ -221,6 +257,17 @@ pub fn dot_q16(t: QType, w: &[u8], a: &[BlockQ16]) -> f32 {
                     isum += (b[2 + j] as i8) as i32 * y(j);
                 }
                 s += f16(b, 0) * ab.d * isum as f32;
+            }
+            QType::Q5_0 | QType::Q5_1 => {
+                for j in 0..QK {
+                    isum += q5_value(t, b, j) as i32 * y(j);
+                }
+                let m = if t == QType::Q5_0 {
+                    -16.0 * f16(b, 0)
+                } else {
+                    f16(b, 2)
+                };
+                s += f16(b, 0) * ab.d * isum as f32 + m * ab.s;
             }
             _ => {
                 let qs = if t == QType::Q4_0 {

@@ -380,7 +380,7 @@ pub unsafe fn quantize_block_q8(x: &[f32], b: &mut BlockQ8) {
 /// The 4 activation bytes at `y + at` broadcast to every 32-bit lane.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn word(y: *const i8, at: usize) -> __m256i {
+pub(super) unsafe fn word(y: *const i8, at: usize) -> __m256i {
     _mm256_set1_epi32((y.add(at) as *const i32).read_unaligned())
 }
 
@@ -531,7 +531,7 @@ pub unsafe fn quantize_block_q16(x: &[f32], b: &mut BlockQ16) {
 /// The i16 pair at `y + at` (two swizzled activation values) broadcast to every 32-bit lane.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn pair(y: *const i16, at: usize) -> __m256i {
+pub(super) unsafe fn pair(y: *const i16, at: usize) -> __m256i {
     _mm256_set1_epi32((y.add(at) as *const i32).read_unaligned())
 }
 

@@ -31,7 +31,7 @@ const fn block_bytes(kind: u8) -> usize {
 /// Bytes 0, 2, 1, 3 of every 32-bit lane (a `vpshufb` control: per 128-bit lane).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn swap_mid_bytes(v: __m256i) -> __m256i {
+pub(super) fn swap_mid_bytes(v: __m256i) -> __m256i {
     let ctl = _mm256_setr_epi8(
         0, 2, 1, 3, 4, 6, 5, 7, 8, 10, 9, 11, 12, 14, 13, 15, 0, 2, 1, 3, 4, 6, 5, 7, 8, 10, 9, 11,
         12, 14, 13, 15,
@@ -42,7 +42,7 @@ fn swap_mid_bytes(v: __m256i) -> __m256i {
 /// Four swizzled i16 activations at `y + at` broadcast to every 64-bit lane.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn quad(y: *const i16, at: usize) -> __m512i {
+pub(super) unsafe fn quad(y: *const i16, at: usize) -> __m512i {
     // SAFETY: the caller keeps `at + 4 <= 32` inside one block.
     _mm512_set1_epi64(unsafe { (y.add(at) as *const i64).read_unaligned() })
 }
@@ -50,7 +50,7 @@ unsafe fn quad(y: *const i16, at: usize) -> __m512i {
 /// Row `l`'s sum out of lanes `2l, 2l + 1`: the 8 i32 in row order.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn fold_pairs(s: __m512i) -> __m256i {
+pub(super) fn fold_pairs(s: __m512i) -> __m256i {
     _mm512_cvtepi64_epi32(_mm512_add_epi32(s, _mm512_srli_epi64(s, 32)))
 }
 

@@ -33,8 +33,8 @@ pub fn random_matrix(t: QType, rows: usize, cols: usize, seed: u64) -> QMatrix {
             QType::F32 => b.copy_from_slice(&g.f().to_le_bytes()),
             QType::F16 => put_f16(b, 0, g.f()),
             QType::BF16 => b.copy_from_slice(&half::bf16::from_f32(g.f()).to_le_bytes()),
-            QType::Q8_0 | QType::Q4_0 => put_f16(b, 0, 0.01 + 0.02 * g.f().abs()),
-            QType::Q4_1 => {
+            QType::Q8_0 | QType::Q4_0 | QType::Q5_0 => put_f16(b, 0, 0.01 + 0.02 * g.f().abs()),
+            QType::Q4_1 | QType::Q5_1 => {
                 put_f16(b, 0, 0.01 + 0.02 * g.f().abs());
                 put_f16(b, 2, -0.1 * g.f().abs());
             }

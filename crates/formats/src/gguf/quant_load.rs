@@ -1,8 +1,8 @@
 //! GGUF models for quantized inference: the file is read once and its tensor blocks stay as
 //! they are (`engine::quant::QMatrix` over the shared bytes). Only the q/k rows are reordered
 //! in place (interleaved -> rotate-half RoPE, whole rows, so blocks are untouched), and norms
-//! and biases become f32. Q5_0 matrices become Q8_0 with the same scales (exact: see
-//! [`q5_0_as_q8_0`]); Q5_1, which has no kernel yet, is dequantized to F32 matrices.
+//! and biases become f32. Every matrix type we read has a kernel (Q5_0 and Q5_1 included),
+//! so no matrix is expanded.
 
 use super::quant::GgmlType;
 use super::{find_tensor, model_config, parse_header, with_metadata, GgufHeader};
@@ -33,7 +33,8 @@ pub fn engine_type(t: GgmlType) -> Option<QType> {
         GgmlType::Q4K => QType::Q4K,
         GgmlType::Q5K => QType::Q5K,
         GgmlType::Q6K => QType::Q6K,
-        GgmlType::Q5_0 | GgmlType::Q5_1 => return None,
+        GgmlType::Q5_0 => QType::Q5_0,
+        GgmlType::Q5_1 => QType::Q5_1,
     })
 }
 
@@ -56,7 +57,7 @@ pub fn load_quant_model(path: &Path) -> Result<QuantLoaded> {
         let row_bytes = t.n_bytes as usize / spec.shape[0];
         crate::rope::interleaved_to_half_rows(&mut bytes[range], heads, row_bytes);
     }
-    // Q8_0 / Q4_0 / Q4_1 matrices into rows interleaved by 8 for the vector units, in place
+    // Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q5_1 matrices into rows interleaved by 8 for the vector units, in place
     // (same size: no second copy of the weights).
     for spec in &layout.tensors {
         let t = find_tensor(path, &h, &spec.name, &spec.shape)?;
@@ -159,23 +160,6 @@ fn build(
                         range.start,
                     )?)
                 }
-                None if t.ggml_type == GgmlType::Q5_0 && shape.len() == 2 => {
-                    let mut q8 = q5_0_as_q8_0(&bytes[range]);
-                    let row_bytes = q8.len() / rows.max(1);
-                    if let Some(heads) = rope_heads(name, cfg) {
-                        crate::rope::interleaved_to_half_rows(&mut q8, heads, row_bytes);
-                    }
-                    packed::interleave_in_place(QType::Q8_0, rows, cols, &mut q8);
-                    let shared: SharedBytes = Arc::new(q8);
-                    Ok(QMatrix::new_interleaved(
-                        name,
-                        QType::Q8_0,
-                        rows,
-                        cols,
-                        shared,
-                        0,
-                    )?)
-                }
                 _ => f32_matrix(h, t, name, shape, cfg, bytes, rows, cols),
             }
         },
@@ -184,27 +168,6 @@ fn build(
         BuildError::Format(f) => f,
         BuildError::Quant(q) => FormatError::invalid(path, "tensors", q.to_string()),
     })
-}
-
-/// Q5_0 blocks (f16 d, 32 high bits, 16 bytes of low nibbles; value d·(q − 16) with q < 32)
-/// rewritten as Q8_0 blocks (f16 d, 32 int8 quants) holding q − 16: the same values exactly,
-/// so the interleaved Q8_0 kernels serve Q5_0 files (34 bytes per 32 values instead of 22, far
-/// below the 128 of F32). Whole blocks only: the caller's shape check covers the length.
-fn q5_0_as_q8_0(src: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(src.len() / 22 * 34);
-    for b in src.chunks_exact(22) {
-        out.extend_from_slice(&b[..2]);
-        let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
-        let qs = &b[6..22];
-        let value = |low: u8, bit: u32| ((low as u32 | ((qh >> bit) & 1) << 4) as i32 - 16) as i8;
-        for (j, &q) in qs.iter().enumerate() {
-            out.push(value(q & 0x0f, j as u32) as u8);
-        }
-        for (j, &q) in qs.iter().enumerate() {
-            out.push(value(q >> 4, j as u32 + 16) as u8);
-        }
-    }
-    out
 }
 
 /// The tensor dequantized to an F32 matrix (RoPE rows reordered).
@@ -244,32 +207,84 @@ pub fn is_quantized_gguf(path: &Path) -> bool {
 mod tests {
     use super::*;
 
+    fn tiny_params() -> Params {
+        let cfg = ModelConfig {
+            dim: 64,
+            hidden_dim: 96,
+            n_layers: 1,
+            n_heads: 4,
+            n_kv_heads: 2,
+            vocab_size: 40,
+            max_seq_len: 32,
+            rope_theta: 10000.0,
+            norm_eps: 1e-5,
+            tied_embeddings: true,
+            qkv_bias: false,
+        };
+        engine::init::init_params(&cfg, 5).expect("params")
+    }
+
+    /// Q5_0 and Q5_1 files load with their blocks as they are (interleaved, no expansion)
+    /// and dequantize to exactly the values of the f32 loader (an independent decoder).
     #[test]
-    fn q5_0_blocks_become_the_same_values_as_q8_0() {
-        let mut s = 0x9e37_79b9_7f4a_7c15u64;
-        let mut src = Vec::new();
-        for i in 0..64 {
-            src.extend_from_slice(&half::f16::from_f32(0.01 * (i + 1) as f32).to_le_bytes());
-            for _ in 0..20 {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                src.push((s >> 56) as u8);
+    fn q5_matrices_load_natively() {
+        let params = tiny_params();
+        let dir = std::env::temp_dir().join(format!("nf-q5-load-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        for (dtype, qt) in [(GgmlType::Q5_0, QType::Q5_0), (GgmlType::Q5_1, QType::Q5_1)] {
+            let file = dir.join(format!("tiny-{}.gguf", dtype.name()));
+            let opts = super::super::WriteOptions {
+                dtype,
+                tokenizer: None,
+                chat_template: None,
+                name: Some("tiny"),
+            };
+            super::super::write(&file, &params, &opts).expect("write");
+            let q = load_quant_model(&file).expect("load quantized");
+            let f = crate::load_model(&file).expect("load f32");
+            let wq = &q.model.layers[0].wq;
+            assert_eq!(wq.qtype(), qt, "{:?}", q.model.type_summary());
+            assert!(wq.is_interleaved());
+            assert_eq!(q.model.type_summary().split('+').next(), Some(qt.name()));
+            let l = &q.model.layers[0];
+            let mats = [
+                ("model.layers.0.self_attn.q_proj.weight", &l.wq),
+                ("model.layers.0.self_attn.k_proj.weight", &l.wk),
+                ("model.layers.0.self_attn.v_proj.weight", &l.wv),
+                ("model.layers.0.self_attn.o_proj.weight", &l.wo),
+                ("model.layers.0.mlp.gate_proj.weight", &l.w_gate),
+                ("model.layers.0.mlp.up_proj.weight", &l.w_up),
+                ("model.layers.0.mlp.down_proj.weight", &l.w_down),
+                ("model.embed_tokens.weight", &q.model.embedding),
+            ];
+            for (name, m) in mats {
+                let want = f.params.get(name).expect(name);
+                assert_eq!(m.to_f32(), want, "{} {name}", dtype.name());
             }
         }
-        // Every high bit set and clear at least once, and the extreme quants.
-        src[2..6].copy_from_slice(&[0xff; 4]);
-        src[6..22].copy_from_slice(&[0xff; 16]);
-        src[24..44].copy_from_slice(&[0; 20]);
-        let q8 = q5_0_as_q8_0(&src);
-        assert_eq!(q8.len(), 64 * 34);
-        let mut want = vec![0f32; 64 * 32];
-        let mut got = vec![0f32; 64 * 32];
-        super::super::quant::dequantize(GgmlType::Q5_0, &src, &mut want);
-        super::super::quant::dequantize(GgmlType::Q8_0, &q8, &mut got);
-        assert_eq!(want, got);
-        let d = |i: usize| half::f16::from_f32(0.01 * (i + 1) as f32).to_f32();
-        assert_eq!(got[0], 15.0 * d(0)); // q = 31
-        assert_eq!(got[32], -16.0 * d(1)); // q = 0
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A Q5 tensor cut short is an error naming the file, not a panic.
+    #[test]
+    fn truncated_q5_file_is_an_error() {
+        let params = tiny_params();
+        let dir = std::env::temp_dir().join(format!("nf-q5-cut-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let file = dir.join("tiny.gguf");
+        let opts = super::super::WriteOptions {
+            dtype: GgmlType::Q5_1,
+            tokenizer: None,
+            chat_template: None,
+            name: None,
+        };
+        super::super::write(&file, &params, &opts).expect("write");
+        let bytes = std::fs::read(&file).expect("read");
+        std::fs::write(&file, &bytes[..bytes.len() - 100]).expect("cut");
+        let err = load_quant_model(&file)
+            .err()
+            .expect("a cut file must not load");
+        assert!(err.to_string().contains("tiny.gguf"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
