@@ -222,23 +222,20 @@ impl RopeTable {
 
 /// In-place softmax.
 pub fn softmax(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
+    use crate::kernels::simd;
+    if x.is_empty() {
+        return;
     }
-    let inv = 1.0 / sum;
-    for v in x.iter_mut() {
-        *v *= inv;
-    }
+    // The training kernels' vectorised max, exp and sums (no libm call per score).
+    let max = simd::max(x);
+    let inv = 1.0 / simd::exp_sub_sum(x, max);
+    simd::scale(x, inv);
 }
 
-/// `gate = silu(gate) * up`, the SwiGLU activation.
+/// `gate = silu(gate) * up`, the SwiGLU activation: the training kernel's vectorised exp and
+/// operations, so inference and the training forward agree bit for bit.
 pub fn swiglu(gate: &mut [f32], up: &[f32]) {
-    for (g, &u) in gate.iter_mut().zip(up) {
-        *g = *g / (1.0 + (-*g).exp()) * u;
-    }
+    crate::kernels::simd::swiglu_in_place(gate, up);
 }
 
 /// `acc += x`.

@@ -244,6 +244,16 @@ multiversion! {
 }
 
 multiversion! {
+    /// g = silu(g) * u in place, the same operations as `swiglu_forward` (inference).
+    pub(crate) fn swiglu_in_place(g: &mut [f32], u: &[f32]) {
+        for (g, u) in g.iter_mut().zip(u) {
+            let s = 1.0 / (1.0 + fast_exp(-*g));
+            *g = *g * s * u;
+        }
+    }
+}
+
+multiversion! {
     /// dg, du from dh for h = silu(g) * u.
     pub(crate) fn swiglu_backward(dg: &mut [f32], du: &mut [f32], dh: &[f32], g: &[f32], u: &[f32]) {
         let n = dg.len().min(du.len()).min(dh.len()).min(g.len()).min(u.len());
