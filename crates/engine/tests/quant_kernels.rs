@@ -18,6 +18,11 @@ fn prepared(x: &[f32], rows: usize, cols: usize, t: QType) -> QuantizedActs {
     a
 }
 
+/// An 8-bit 32-block's scale is `amax / 127` rounded to f16 (llama.cpp's precision): each
+/// value then lies within half a step plus `127 · 2⁻¹¹` steps of x, i.e. within half of
+/// this many steps.
+const F16_SCALE_SLACK: f32 = 1.0 + 127.0 / 1024.0;
+
 /// The activation row as the kernels see it (quantized and dequantized back) and the
 /// per-value step of its block (0 for f32 activations).
 fn seen_activation(acts: &QuantizedActs, x: &[f32], t: QType, r: usize) -> (Vec<f32>, Vec<f32>) {
@@ -28,7 +33,7 @@ fn seen_activation(acts: &QuantizedActs, x: &[f32], t: QType, r: usize) -> (Vec<
             let (mut v, mut d) = (Vec::new(), Vec::new());
             for b in acts.q8_row(r) {
                 v.extend(b.qs.iter().map(|&q| q as f32 * b.d));
-                d.extend([b.d; QK]);
+                d.extend([b.d * F16_SCALE_SLACK; QK]);
             }
             (v, d)
         }
@@ -36,7 +41,8 @@ fn seen_activation(acts: &QuantizedActs, x: &[f32], t: QType, r: usize) -> (Vec<
             let (mut v, mut d) = (Vec::new(), Vec::new());
             for b in acts.q8k_row(r) {
                 v.extend(b.qs.iter().map(|&q| q as f32 * b.d));
-                d.extend([b.d; QK_K]);
+                // Q8_K's scale carries the sign of the block's largest value.
+                d.extend([b.d.abs(); QK_K]);
             }
             (v, d)
         }
@@ -742,7 +748,7 @@ fn q5_kernels_match_the_dequantized_reference() {
                         .map(|j| match precision {
                             ActPrecision::I8 => {
                                 let b = &acts.q8_row(r)[j / QK];
-                                (b.qs[j % QK] as f32 * b.d, b.d)
+                                (b.qs[j % QK] as f32 * b.d, b.d * F16_SCALE_SLACK)
                             }
                             ActPrecision::I16 => {
                                 let b = &acts.q16_row(r)[j / QK];

@@ -1,7 +1,8 @@
 //! Activations quantized once per input vector, for the integer dot products: 8-bit values
 //! with one scale per block (amax / 127), so the quantization error of each value is at most
-//! half a step, `d / 2`; the 8-bit forms round exactly as llama.cpp's Q8_0 / Q8_1 / Q8_K do
-//! (scales of the 32-blocks in f16). The 16-bit form keeps f32 scales.
+//! half a step, `d / 2`; the 8-bit forms round as llama.cpp's Q8_0 / Q8_1 / Q8_K do (values
+//! `x·127/amax`, scales of the 32-blocks in f16; Q8_1's sum term stays f32 here, where
+//! llama.cpp rounds it to f16). The 16-bit form keeps f32 scales.
 
 use super::{QK, QK_K};
 
@@ -64,9 +65,9 @@ pub struct BlockQ8K {
 }
 
 /// The 8-bit values of `x` (one block) and its scale, as llama.cpp quantizes an activation
-/// block for Q8_0 / Q8_1 (so `--act-bits 8` multiplies exactly the numbers llama.cpp does):
-/// values `x * (127 / amax)` rounded to the nearest (ties to even, as the vector unit rounds),
-/// the scale `amax / 127` rounded to f16. Returns the unrounded scale (the sum term uses it).
+/// block for Q8_0 / Q8_1 (so `--act-bits 8` multiplies the integers llama.cpp does): values
+/// `x * (127 / amax)` rounded to the nearest (ties to even, as the vector unit rounds). Returns
+/// the scale `amax / 127` (callers round it to f16, as llama.cpp stores it).
 fn quantize_block(x: &[f32], qs: &mut [i8]) -> f32 {
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
@@ -76,7 +77,7 @@ fn quantize_block(x: &[f32], qs: &mut [i8]) -> f32 {
     amax / 127.0
 }
 
-/// `v` rounded to f16 and back (the precision of llama.cpp's Q8_0 / Q8_1 scales and sums).
+/// `v` rounded to f16 and back (the precision of llama.cpp's Q8_0 / Q8_1 block scales).
 pub(crate) fn via_f16(v: f32) -> f32 {
     half::f16::from_f32(v).to_f32()
 }
@@ -111,9 +112,8 @@ fn quantize_q8_into(x: &[f32], out: &mut [BlockQ8]) {
 /// The reference of [`quantize_q8_into`].
 fn quantize_q8_scalar(x: &[f32], out: &mut [BlockQ8]) {
     for (c, b) in x.chunks_exact(QK).zip(out.iter_mut()) {
-        let d = quantize_block(c, &mut b.qs);
-        b.d = via_f16(d);
-        b.s = via_f16(d * b.qs.iter().map(|&q| q as i32).sum::<i32>() as f32);
+        b.d = via_f16(quantize_block(c, &mut b.qs));
+        b.s = b.d * b.qs.iter().map(|&q| q as i32).sum::<i32>() as f32;
     }
 }
 
@@ -319,8 +319,10 @@ mod tests {
                 // Half a step, plus the f16 rounding of the scale at |q| <= 127.
                 assert!((*q as f32 * blk.d - v).abs() <= blk.d * (0.5 + 127.0 / 2048.0));
             }
+            // The sum term stays f32 (the Q4_0 / Q5_0 kernels take their offset through it,
+            // which must equal the exact integer offset).
             let s: i32 = blk.qs.iter().map(|&q| q as i32).sum();
-            assert_eq!(blk.s, via_f16(amax / 127.0 * s as f32));
+            assert_eq!(blk.s, blk.d * s as f32);
         }
     }
 

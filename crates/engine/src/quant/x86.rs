@@ -334,7 +334,7 @@ pub unsafe fn dot_float<const R: usize>(kind: u8, w: &[u8], x: [&[f32]; R]) -> [
 }
 
 /// One block of 32 activations quantized as `act::quantize_q8_scalar` does (values times
-/// 127 / amax, clamp, round to nearest even; scale and sum term rounded to f16).
+/// 127 / amax, clamp, round to nearest even; the scale rounded to f16), and its sum term.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn quantize_block_q8(x: &[f32], b: &mut BlockQ8) {
     assert!(x.len() >= 32);
@@ -372,9 +372,8 @@ pub unsafe fn quantize_block_q8(x: &[f32], b: &mut BlockQ8) {
     let w8 = _mm256_packs_epi16(w16a, w16b);
     let w8 = _mm256_permutevar8x32_epi32(w8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     _mm256_storeu_si256(b.qs.as_mut_ptr() as *mut __m256i, w8);
-    let d = amax / 127.0;
-    b.d = super::act::via_f16(d);
-    b.s = super::act::via_f16(d * _mm_cvtsi128_si32(s1) as f32);
+    b.d = super::act::via_f16(amax / 127.0);
+    b.s = b.d * _mm_cvtsi128_si32(s1) as f32;
 }
 
 /// The 4 activation bytes at `y + at` broadcast to every 32-bit lane.
