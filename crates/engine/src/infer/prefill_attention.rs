@@ -1,6 +1,7 @@
 //! Causal attention of a whole prompt chunk at once, as two small GEMMs per head and block of
 //! query rows (`S = Q Kᵀ / √d`, then `O = softmax(S) V`), instead of one dot product per
-//! (row, head, position): prefill spent more time in those short dots than in the weights.
+//! (row, head, position): those short dots, each through a dispatch, were about an eighth of
+//! a 128-token SmolLM2 prefill.
 
 use super::kv::KvStore;
 use crate::config::ModelConfig;
