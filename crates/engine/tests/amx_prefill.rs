@@ -1,5 +1,6 @@
-//! The AMX-INT8 prefill product of the interleaved 32-block types against the AVX2 one (bit
-//! for bit) and the scalar one, at tails of the 16-row tiles and of the 16-row weight panels.
+//! The AMX-INT8 prefill product of the interleaved 32-block types (Q8_0, Q4_0, Q4_1, Q5_0,
+//! Q5_1) against the AVX2 one (bit for bit) and the scalar one, at tails of the 16-row tiles
+//! and of the 16-row weight panels.
 #![cfg(target_arch = "x86_64")]
 
 use engine::quant::amx_prefill::{applies, qmatmul_bt_amx};
@@ -31,7 +32,13 @@ fn have_amx() -> bool {
     ok
 }
 
-const TYPES: [QType; 3] = [QType::Q8_0, QType::Q4_0, QType::Q4_1];
+const TYPES: [QType; 5] = [
+    QType::Q8_0,
+    QType::Q4_0,
+    QType::Q4_1,
+    QType::Q5_0,
+    QType::Q5_1,
+];
 
 #[test]
 fn amx_prefill_is_bit_identical_to_avx2() {
