@@ -84,7 +84,7 @@ pub struct Args {
     /// --bench: tokens generated one at a time.
     #[arg(long, default_value_t = 128)]
     pub bench_gen: usize,
-    /// --bench: repetitions (the best is reported, as llama-bench's fastest run).
+    /// --bench: repetitions (reported as llama-bench does: the mean ± standard deviation).
     #[arg(long, default_value_t = 3)]
     pub bench_reps: usize,
     /// Run a quantized GGUF on its quantized blocks: the default for quantized files (kept
@@ -702,30 +702,30 @@ fn bench(
         .map(|i| ((i as u64 * 7919 + 13) % cfg.vocab_size as u64) as u32)
         .collect();
     session.prefill(&prompt)?; // warm-up: page faults, thread start-up
-    let mut best_pp = f64::MAX;
-    let mut best_tg = f64::MAX;
+    let mut pp_rates = Vec::with_capacity(reps);
+    let mut tg_rates = Vec::with_capacity(reps);
     let mut bandwidth = 0.0f64;
     for _ in 0..reps {
         session.reset();
         let t = Instant::now();
         session.prefill(&prompt)?;
-        best_pp = best_pp.min(t.elapsed().as_secs_f64());
-        // Generation as llama-bench's tg: one token at a time after the prompt.
-        session.truncate(np);
-        let mut token = infer::argmax(session.logits());
+        pp_rates.push(np as f64 / t.elapsed().as_secs_f64());
+        // Generation as llama-bench's tg: from an empty cache, one token at a time.
+        session.reset();
+        let mut token = prompt[0];
         let t = Instant::now();
         for _ in 0..ng {
             token = infer::argmax(session.decode(token)?);
         }
-        best_tg = best_tg.min(t.elapsed().as_secs_f64());
+        tg_rates.push(ng as f64 / t.elapsed().as_secs_f64());
         // Bandwidth in every repetition, next to the decode it bounds: on a shared machine
         // both then see the same contention.
         bandwidth = bandwidth.max(infer::bench::measure_read_bandwidth_of_weights(
             weights, 0.5,
         ));
     }
-    let pp = np as f64 / best_pp;
-    let tg = ng as f64 / best_tg;
+    let (pp, pp_sd, pp_best) = mean_sd_max(&pp_rates);
+    let (tg, tg_sd, tg_best) = mean_sd_max(&tg_rates);
     let weight_bytes = weights.bytes_per_token();
     // Streamed over the weights themselves: the same bytes, pages and cache state as decode.
     let buffer = infer::bench::weights_buffer_bytes(weights);
@@ -746,8 +746,12 @@ fn bench(
         "kv_cache_bytes": session.cache().bytes(),
         "prompt_tokens": np,
         "prompt_tokens_per_s": pp,
+        "prompt_tokens_per_s_sd": pp_sd,
+        "prompt_tokens_per_s_best": pp_best,
         "gen_tokens": ng,
         "gen_tokens_per_s": tg,
+        "gen_tokens_per_s_sd": tg_sd,
+        "gen_tokens_per_s_best": tg_best,
         "weight_bytes_per_token": weight_bytes,
         "read_bandwidth_gb_s": bandwidth / 1e9,
         "bandwidth_buffer_bytes": buffer,
@@ -770,8 +774,8 @@ fn bench(
             value["act_bits"],
             session.cache().kind().name()
         );
-        println!("prompt processing ({np} tokens): {pp:.1} tok/s");
-        println!("generation ({ng} tokens):        {tg:.1} tok/s");
+        println!("prompt processing ({np} tokens): {pp:.1} ± {pp_sd:.1} tok/s (best {pp_best:.1})");
+        println!("generation ({ng} tokens):        {tg:.1} ± {tg_sd:.1} tok/s (best {tg_best:.1})");
         println!(
             "memory bound: {:.1} MB of weights per token / {:.1} GB/s read bandwidth = {bound:.1} tok/s; generation reaches {:.0}% of it",
             weight_bytes as f64 / 1e6,
@@ -780,6 +784,20 @@ fn bench(
         );
     }
     Ok(())
+}
+
+/// Mean, sample standard deviation and maximum of per-repetition rates: llama-bench reports
+/// the mean ± standard deviation of its repetitions' tokens/s, so ours does too.
+fn mean_sd_max(rates: &[f64]) -> (f64, f64, f64) {
+    let n = rates.len().max(1) as f64;
+    let mean = rates.iter().sum::<f64>() / n;
+    let var = if rates.len() > 1 {
+        rates.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    let max = rates.iter().cloned().fold(0.0, f64::max);
+    (mean, var.sqrt(), max)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! multithreaded SIMD matrix-vector kernel; the prompt is processed in batches with GEMM.
 
 pub mod bench;
+mod decode_attention;
 pub mod generate;
 pub mod kernels;
 pub mod kv;

@@ -118,8 +118,8 @@ impl KvStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::infer::decode_attention::attend_one;
     use crate::infer::kv::KvType;
-    use crate::infer::session::attend_row;
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
         let mut s = seed;
@@ -131,7 +131,7 @@ mod tests {
             .collect()
     }
 
-    /// Every row equals the one-row-at-a-time path (dots per position) within f32 rounding
+    /// Every row equals the decode path (one row, split softmax) within f32 rounding
     /// of sums over at most `hd` and `len` terms, for GQA shapes, chunks that start past
     /// cached positions, row counts across block edges, and every cache type.
     #[test]
@@ -156,12 +156,12 @@ mod tests {
                     attend_rows(&q, &mut got, &k, &v, start, &cfg);
                     for r in 0..n {
                         let mut want = vec![0f32; d];
-                        attend_row(
+                        attend_one(
                             &q[r * d..(r + 1) * d],
                             &mut want,
                             &k,
                             &v,
-                            start + r,
+                            start + r + 1,
                             &cfg,
                             false,
                         );

@@ -2,10 +2,9 @@
 //! the prompt (GEMM per projection) and then one token at a time (matrix-vector products).
 
 use super::kernels::{self, MatVec};
-use super::kv::KvStore;
 use super::kv::{KvCache, KvType};
-use super::prefill_attention;
 use super::weights::{LayerW, Mat, Weights};
+use super::{decode_attention, prefill_attention};
 use crate::kernels::rope::RopeTable;
 use crate::quant::{self, QuantizedActs};
 use rayon::prelude::*;
@@ -13,8 +12,8 @@ use rayon::prelude::*;
 /// Prompt tokens processed per GEMM batch: bounds the scratch memory of long prompts.
 const PREFILL_CHUNK: usize = 512;
 
-/// Context length from which decode splits attention heads across threads (below it the
-/// fork-join costs more than the work).
+/// Context length from which decode splits attention across threads (below it the region
+/// costs more than the work).
 const PARALLEL_ATTENTION_FROM: usize = 64;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -210,12 +209,12 @@ impl<'p> InferenceSession<'p> {
             self.rope.apply(&mut s.q, pos);
             self.rope.apply(&mut s.k, pos);
             self.cache.store(l, pos, &s.k, &s.v);
-            attend_row(
+            decode_attention::attend_one(
                 &s.q,
                 &mut s.att,
                 &self.cache.k[l],
                 &self.cache.v[l],
-                pos,
+                pos + 1,
                 cfg,
                 pos >= PARALLEL_ATTENTION_FROM,
             );
@@ -403,68 +402,4 @@ fn ffn_one(s: &mut Scratch, acts: &mut QuantizedActs, lw: &LayerW<'_>, eps: f32)
     kernels::swiglu(&mut s.gate, &s.up);
     matvec_many(&s.gate, acts, vec![(lw.w_down, &mut s.proj)]);
     kernels::add_into(&mut s.x, &s.proj);
-}
-
-/// Causal attention of one query row at position `pos` over cached keys/values `0..=pos`,
-/// every head; query head `h` reads kv head `h / (n_heads / n_kv_heads)` (GQA). With
-/// `parallel`, heads are split across the rayon pool (decode of a long context).
-pub(super) fn attend_row(
-    q: &[f32],
-    out: &mut [f32],
-    k_cache: &KvStore,
-    v_cache: &KvStore,
-    pos: usize,
-    cfg: &crate::config::ModelConfig,
-    parallel: bool,
-) {
-    let hd = cfg.head_dim();
-    let head = |(h, o): (usize, &mut [f32])| {
-        let mut scores = vec![0f32; pos + 1];
-        attend_head(
-            &q[h * hd..(h + 1) * hd],
-            o,
-            k_cache,
-            v_cache,
-            h,
-            cfg,
-            &mut scores,
-        );
-    };
-    if parallel {
-        // The decode team, not rayon: mixing the two pools would oversubscribe the cores.
-        let mut heads: Vec<(usize, &mut [f32])> = out.chunks_mut(hd).enumerate().collect();
-        crate::team::for_each_mut(&mut heads, |(h, o)| head((*h, &mut **o)));
-    } else {
-        out.chunks_mut(hd).enumerate().for_each(head);
-    }
-}
-
-/// One head's softmax(q·Kᵀ/√d)·V over positions `0..scores.len()`.
-fn attend_head(
-    qh: &[f32],
-    o: &mut [f32],
-    k_cache: &KvStore,
-    v_cache: &KvStore,
-    head: usize,
-    cfg: &crate::config::ModelConfig,
-    scores: &mut [f32],
-) {
-    let hd = qh.len();
-    let kv_dim = cfg.kv_dim();
-    let koff = (head / (cfg.n_heads / cfg.n_kv_heads)) * hd;
-    let scale = 1.0 / (hd as f32).sqrt();
-    // Widening room for one f16/bf16 row (head dims are at most a few hundred).
-    let mut tmp = vec![0f32; hd];
-    for (t, sc) in scores.iter_mut().enumerate() {
-        let kt = k_cache.read(t * kv_dim + koff, &mut tmp);
-        *sc = kernels::dot(qh, kt) * scale;
-    }
-    kernels::softmax(scores);
-    o.fill(0.0);
-    for (t, &p) in scores.iter().enumerate() {
-        let vt = v_cache.read(t * kv_dim + koff, &mut tmp);
-        for (oi, &vi) in o.iter_mut().zip(vt) {
-            *oi += p * vi;
-        }
-    }
 }

@@ -9,8 +9,13 @@
 
 use std::arch::x86_64::*;
 
-/// Rows that share each load of the activation vector.
+/// Rows that share each load of the activation vector (AVX-512).
 const ROWS: usize = 4;
+
+/// The same for AVX2: one row at a time. On an AVX2-only Zen 3, one sequential stream per
+/// thread reached 68–79 % of the read bandwidth in decode where four interleaved rows reached
+/// 48–67 % (SmolLM2 F16 58 against 44 tok/s; see docs/performance-generate.md).
+const ROWS_AVX2: usize = 1;
 
 /// Bytes per element of `KIND`.
 const fn elem_bytes(kind: u8) -> usize {
@@ -162,7 +167,8 @@ unsafe fn rows256<const R: usize, const KIND: u8>(
         let x1 = _mm256_loadu_ps(xp.add(i + 8));
         for j in 0..R {
             let pj = p.add(j * rb);
-            if (i * eb).is_multiple_of(64) {
+            // F32 rows stream fastest on the hardware prefetcher alone (measured, as above).
+            if KIND != 0 && (i * eb).is_multiple_of(64) {
                 _mm_prefetch::<_MM_HINT_T0>(pj.wrapping_add(ahead + i * eb) as *const i8);
             }
             a0[j] = _mm256_fmadd_ps(load8::<KIND>(pj, i), x0, a0[j]);
@@ -201,9 +207,9 @@ pub unsafe fn matvec256<const KIND: u8>(w: &[u8], x: &[f32], out: &mut [f32]) {
     );
     let wp = w.as_ptr();
     let mut r = 0;
-    while r + ROWS <= out.len() {
-        rows256::<ROWS, KIND>(wp.add(r * rb), rb, x, &mut out[r..r + ROWS]);
-        r += ROWS;
+    while r + ROWS_AVX2 <= out.len() {
+        rows256::<ROWS_AVX2, KIND>(wp.add(r * rb), rb, x, &mut out[r..r + ROWS_AVX2]);
+        r += ROWS_AVX2;
     }
     while r < out.len() {
         rows256::<1, KIND>(wp.add(r * rb), rb, x, &mut out[r..r + 1]);
