@@ -17,12 +17,16 @@ pub enum ActKind {
     Q8K,
 }
 
-/// 32 activation values: `x[i] ≈ d * qs[i]`; `s = d * Σ qs` (the term Q4_1's minimum meets).
+/// 32 activation values: `x[i] ≈ d * qs[i]`; `s = d * Σ qs`, the term the Q4_0 / Q5_0 offsets
+/// meet (kept in f32, so the offset equals the exact integer one); `sm`, the term Q4_1's and
+/// Q5_1's minimum meets, rounded to f16 from the unrounded scale as llama.cpp's Q8_1 stores it
+/// (its greedy text on those files then follows llama.cpp's).
 #[derive(Debug, Clone, Copy)]
 #[repr(C)]
 pub struct BlockQ8 {
     pub d: f32,
     pub s: f32,
+    pub sm: f32,
     pub qs: [i8; QK],
 }
 
@@ -85,6 +89,7 @@ pub(crate) fn via_f16(v: f32) -> f32 {
 const EMPTY_Q8: BlockQ8 = BlockQ8 {
     d: 0.0,
     s: 0.0,
+    sm: 0.0,
     qs: [0; QK],
 };
 
@@ -112,8 +117,11 @@ fn quantize_q8_into(x: &[f32], out: &mut [BlockQ8]) {
 /// The reference of [`quantize_q8_into`].
 fn quantize_q8_scalar(x: &[f32], out: &mut [BlockQ8]) {
     for (c, b) in x.chunks_exact(QK).zip(out.iter_mut()) {
-        b.d = via_f16(quantize_block(c, &mut b.qs));
-        b.s = b.d * b.qs.iter().map(|&q| q as i32).sum::<i32>() as f32;
+        let d = quantize_block(c, &mut b.qs);
+        let sum = b.qs.iter().map(|&q| q as i32).sum::<i32>() as f32;
+        b.d = via_f16(d);
+        b.s = b.d * sum;
+        b.sm = via_f16(d * sum);
     }
 }
 
@@ -323,6 +331,9 @@ mod tests {
             // which must equal the exact integer offset).
             let s: i32 = blk.qs.iter().map(|&q| q as i32).sum();
             assert_eq!(blk.s, blk.d * s as f32);
+            // The minimum's term as llama.cpp's Q8_1 stores it: the unrounded scale times
+            // the sum, rounded to f16.
+            assert_eq!(blk.sm, via_f16(amax / 127.0 * s as f32));
         }
     }
 
@@ -368,6 +379,7 @@ mod tests {
             assert_eq!(a.qs, b.qs);
             assert_eq!(a.d.to_bits(), b.d.to_bits());
             assert_eq!(a.s.to_bits(), b.s.to_bits());
+            assert_eq!(a.sm.to_bits(), b.sm.to_bits());
         }
     }
 

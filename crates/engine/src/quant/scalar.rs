@@ -192,14 +192,14 @@ pub fn dot_q8(t: QType, w: &[u8], a: &[BlockQ8]) -> f32 {
                 for j in 0..QK {
                     isum += q5_value(t, b, j) as i32 * ab.qs[j] as i32;
                 }
-                s += f16(b, 0) * ab.d * isum as f32 + f16(b, 2) * ab.s;
+                s += f16(b, 0) * ab.d * isum as f32 + f16(b, 2) * ab.sm;
             }
             _ => {
                 for j in 0..16 {
                     isum += (b[4 + j] & 0x0f) as i32 * ab.qs[j] as i32;
                     isum += (b[4 + j] >> 4) as i32 * ab.qs[j + 16] as i32;
                 }
-                s += f16(b, 0) * ab.d * isum as f32 + f16(b, 2) * ab.s;
+                s += f16(b, 0) * ab.d * isum as f32 + f16(b, 2) * ab.sm;
             }
         }
     }

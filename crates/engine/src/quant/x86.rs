@@ -126,12 +126,12 @@ pub unsafe fn dot_q32<const R: usize, const KIND: u8>(w: &[u8], a: [&[BlockQ8]; 
                 if k & 1 == 0 {
                     acc0[r] = _mm256_fmadd_ps(p, scale, acc0[r]);
                     if KIND == 2 {
-                        min0[r] += mw[k] * blk.s;
+                        min0[r] += mw[k] * blk.sm;
                     }
                 } else {
                     acc1[r] = _mm256_fmadd_ps(p, scale, acc1[r]);
                     if KIND == 2 {
-                        min1[r] += mw[k] * blk.s;
+                        min1[r] += mw[k] * blk.sm;
                     }
                 }
             }
@@ -372,8 +372,10 @@ pub unsafe fn quantize_block_q8(x: &[f32], b: &mut BlockQ8) {
     let w8 = _mm256_packs_epi16(w16a, w16b);
     let w8 = _mm256_permutevar8x32_epi32(w8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     _mm256_storeu_si256(b.qs.as_mut_ptr() as *mut __m256i, w8);
+    let sum = _mm_cvtsi128_si32(s1) as f32;
     b.d = super::act::via_f16(amax / 127.0);
-    b.s = b.d * _mm_cvtsi128_si32(s1) as f32;
+    b.s = b.d * sum;
+    b.sm = super::act::via_f16(amax / 127.0 * sum);
 }
 
 /// The 4 activation bytes at `y + at` broadcast to every 32-bit lane.
@@ -476,7 +478,7 @@ pub unsafe fn dot_group32<const R: usize, const KIND: u8>(
             match KIND {
                 // Q4_0 values are nibbles - 8: the -8 meets the activation block sum.
                 1 => accm[r] = _mm256_fmadd_ps(m, _mm256_set1_ps(-8.0 * ys[r].s), accm[r]),
-                2 => accm[r] = _mm256_fmadd_ps(m, _mm256_set1_ps(ys[r].s), accm[r]),
+                2 => accm[r] = _mm256_fmadd_ps(m, _mm256_set1_ps(ys[r].sm), accm[r]),
                 _ => {}
             }
         }

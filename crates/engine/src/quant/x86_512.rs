@@ -234,7 +234,9 @@ pub unsafe fn dot_group32<const R: usize, const KIND: u8>(
             let (d, m) = scales::<KIND>(p);
             for r in 0..R {
                 let sum = _mm256_add_epi32(s0[r], s1[r]);
-                scale_block::<KIND>(sum, d, m, ys[r].d, ys[r].s, &mut acc[r], &mut accm[r]);
+                // Q4_1's minimum meets the f16 sum term (llama.cpp's Q8_1), Q4_0's offset the f32 one.
+                let s = if KIND == 2 { ys[r].sm } else { ys[r].s };
+                scale_block::<KIND>(sum, d, m, ys[r].d, s, &mut acc[r], &mut accm[r]);
             }
         }
     }

@@ -162,7 +162,8 @@ pub unsafe fn dot_group32<const R: usize, const ONE: bool>(
                     _mm256_madd_epi16(s16[0][r], ones),
                     _mm256_madd_epi16(s16[1][r], ones),
                 );
-                scale_block::<ONE>(sum, dm, (ys[r].d, ys[r].s), &mut acc[r], &mut accm[r]);
+                let s = if ONE { ys[r].sm } else { ys[r].s };
+                scale_block::<ONE>(sum, dm, (ys[r].d, s), &mut acc[r], &mut accm[r]);
             }
         }
     }
@@ -310,7 +311,8 @@ pub unsafe fn dot_group32_512<const R: usize, const ONE: bool>(
             let dm = scales::<ONE>(p);
             for r in 0..R {
                 let sum = _mm256_add_epi32(s0[r], s1[r]);
-                scale_block::<ONE>(sum, dm, (ys[r].d, ys[r].s), &mut acc[r], &mut accm[r]);
+                let s = if ONE { ys[r].sm } else { ys[r].s };
+                scale_block::<ONE>(sum, dm, (ys[r].d, s), &mut acc[r], &mut accm[r]);
             }
         }
     }
