@@ -149,6 +149,12 @@ pub fn matmul_bt_with(level: Level, x: &[f32], w: &QMatrix, c: &mut [f32], m: us
         1
     };
     let width = n.div_ceil(pieces);
+    let count = n.div_ceil(width);
+    #[cfg(target_arch = "x86_64")]
+    if bf16_dot_takes(level, t, k) {
+        bf16_dot(x, w, c, m, width, count);
+        return true;
+    }
     let panel_rows = (PANEL_BYTES / (4 * k)).clamp(16, 256);
     let rb = w.row_bytes();
     let c_addr = c.as_mut_ptr() as usize;
@@ -195,11 +201,53 @@ pub fn matmul_bt_with(level: Level, x: &[f32], w: &QMatrix, c: &mut [f32], m: us
             }
         });
     };
-    let count = n.div_ceil(width);
-    if threads <= 1 || count <= 1 {
+    run_pieces(count, piece);
+    true
+}
+
+/// `piece(0..count)`, on the rayon pool when there is more than one piece and thread.
+fn run_pieces(count: usize, piece: impl Fn(usize) + Sync + Send) {
+    if rayon::current_num_threads() <= 1 || count <= 1 {
         (0..count).for_each(piece);
     } else {
         (0..count).into_par_iter().for_each(piece);
     }
-    true
+}
+
+/// Whether a BF16 product of `k` columns at `level` takes the `vdpbf16ps` route, which
+/// rounds the activations to BF16 (its results then err by up to 2⁻⁹ · Σ|x·w|): the CPU has
+/// AVX-512 BF16 and rows are whole 32-element steps. On a Zen 5 it took SmolLM2 BF16 prefill
+/// from 1139 to 1284–1327 tok/s (docs/performance-generate.md).
+pub fn bf16_dot_takes(level: Level, t: QType, k: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        t == QType::BF16
+            && level == Level::Avx512Vnni
+            && k.is_multiple_of(32)
+            && super::x86_bf16dot::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (level, t, k);
+        false
+    }
+}
+
+/// `c = x · wᵀ` for BF16 `w` through [`super::x86_bf16dot`]: `x` rounded to BF16 once, then
+/// `count` pieces of `width` output columns each.
+#[cfg(target_arch = "x86_64")]
+fn bf16_dot(x: &[f32], w: &QMatrix, c: &mut [f32], m: usize, width: usize, count: usize) {
+    use super::x86_bf16dot as bd;
+    let (n, k) = (w.rows(), w.cols());
+    let mut xb = vec![0u16; m * k];
+    // SAFETY: `bf16_dot_takes` checked AVX-512 BF16 and k % 32 == 0.
+    unsafe { bd::round_to_bf16(x, &mut xb) };
+    let c_addr = c.as_mut_ptr() as usize;
+    run_pieces(count, |p| {
+        let j0 = p * width;
+        let j1 = (j0 + width).min(n);
+        // SAFETY: shapes checked by the caller (x [m, k], c [m, n], w BF16 [n, k]); each
+        // piece writes its own columns j0..j1 only.
+        unsafe { bd::matmul_bt_columns(&xb, w.bytes(), m, n, k, c_addr as *mut f32, j0..j1) };
+    });
 }

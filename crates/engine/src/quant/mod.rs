@@ -28,6 +28,8 @@ mod x86;
 #[cfg(target_arch = "x86_64")]
 mod x86_512;
 #[cfg(target_arch = "x86_64")]
+mod x86_bf16dot;
+#[cfg(target_arch = "x86_64")]
 mod x86_float;
 #[cfg(target_arch = "x86_64")]
 mod x86_kq512;
