@@ -183,16 +183,7 @@ fn merge<'a>(out: &mut [f32], parts: impl Iterator<Item = &'a [f32]> + Clone) {
 mod tests {
     use super::*;
     use crate::infer::kv::KvType;
-
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::infer::prefill_attention::tests::values;
 
     /// softmax(q·Kᵀ/√hd)·V in f64 from the values the cache holds.
     fn reference(q: &[f32], k: &KvStore, v: &KvStore, len: usize, cfg: &ModelConfig) -> Vec<f64> {

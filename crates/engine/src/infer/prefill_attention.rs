@@ -116,12 +116,13 @@ impl KvStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::infer::decode_attention::attend_one;
     use crate::infer::kv::KvType;
 
-    fn values(n: usize, seed: u32) -> Vec<f32> {
+    /// `n` deterministic values in [-1, 1) (an LCG), for the attention tests.
+    pub(crate) fn values(n: usize, seed: u32) -> Vec<f32> {
         let mut s = seed;
         (0..n)
             .map(|_| {
