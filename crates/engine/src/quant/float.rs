@@ -217,7 +217,7 @@ fn run_pieces(count: usize, piece: impl Fn(usize) + Sync + Send) {
 /// Whether a BF16 product of `k` columns at `level` takes the `vdpbf16ps` route, which
 /// rounds the activations to BF16 (its results then err by up to 2⁻⁸ · Σ|x·w|): the CPU has
 /// AVX-512 BF16 and rows are whole 32-element steps. On a Zen 5 it took SmolLM2 BF16 prefill
-/// from 1139 to 1284–1327 tok/s (docs/performance-generate.md).
+/// from 1139 to 1267–1434 tok/s (docs/performance-generate.md).
 pub fn bf16_dot_takes(level: Level, t: QType, k: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
