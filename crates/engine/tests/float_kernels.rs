@@ -1,5 +1,6 @@
 //! The F32 / F16 / BF16 routes (`quant::float`: multi-row matrix-vector kernels for decode,
-//! the GEMM over widened panels for prefill) against the dequantize-then-f64 reference.
+//! register tiles over widened strips (AVX2) or the GEMM over widened panels (AVX-512) for
+//! prefill) against the dequantize-then-f64 reference.
 //!
 //! Bound: f32 sums of `k` products in 32 lanes err by at most about `(k / 32 + 8) · 2⁻²⁴`
 //! times `Σ|wᵢ xᵢ|`; the tests allow `1e-5 · Σ|wᵢ xᵢ| + 1e-6` (k ≤ 2100 here), far below
@@ -181,8 +182,9 @@ fn float_prefill_matches_the_dequantized_reference() {
 
 #[test]
 fn float_prefill_panels_split_one_piece() {
-    // One thread: one piece of all n rows, widened in several panels (at k = 2100 a panel
-    // holds 62 rows, so 300 rows take five, the last one short).
+    // One thread: one piece of all n rows, widened in several panels (AVX-512: at k = 2100
+    // a panel holds 62 rows, so 300 rows take five, the last one short; AVX2: panels of 16
+    // strips, 256 rows, then 44 in a short last strip, over 9 depth blocks of at most 256).
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build()

@@ -3,7 +3,6 @@
 //! for batched prefill, and the small per-vector operations (RMSNorm, RoPE, softmax, SiLU).
 
 use crate::kernels::rope::RopeTable;
-use rayon::prelude::*;
 
 /// Rows handed to one rayon task: big enough that task overhead vanishes next to the bytes
 /// streamed (`ROWS_PER_TASK * in_dim * 4` bytes), small enough for both threads to share work.
@@ -159,7 +158,7 @@ pub fn matmul_bt(a: &[f32], b: &[f32], c: &mut [f32], m: usize, n: usize, k: usi
     };
     let width = n.div_ceil(pieces);
     let c_addr = c.as_mut_ptr() as usize;
-    (0..n.div_ceil(width)).into_par_iter().for_each(|p| {
+    crate::team::for_each_index(n.div_ceil(width), |p| {
         let j0 = p * width;
         let cols = width.min(n - j0);
         // SAFETY: the buffers have exactly the sizes the strides describe (checked above);

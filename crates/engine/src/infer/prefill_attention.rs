@@ -5,7 +5,6 @@
 
 use super::kv::KvStore;
 use crate::config::ModelConfig;
-use rayon::prelude::*;
 use std::borrow::Cow;
 
 /// Query rows per task: the GEMMs stay efficient and the causal triangle wastes little.
@@ -34,7 +33,7 @@ pub(crate) fn attend_rows(
     let scale = 1.0 / (hd as f32).sqrt();
     let blocks = n.div_ceil(ROW_BLOCK);
     let out_addr = out.as_mut_ptr() as usize;
-    (0..cfg.n_heads * blocks).into_par_iter().for_each(|task| {
+    crate::team::for_each_index(cfg.n_heads * blocks, |task| {
         let (h, b) = (task / blocks, task % blocks);
         let r0 = b * ROW_BLOCK;
         let rows = ROW_BLOCK.min(n - r0);

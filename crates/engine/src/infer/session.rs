@@ -7,7 +7,6 @@ use super::weights::{LayerW, Mat, Weights};
 use super::{decode_attention, prefill_attention};
 use crate::kernels::rope::RopeTable;
 use crate::quant::{self, QuantizedActs};
-use rayon::prelude::*;
 
 /// Prompt tokens processed per GEMM batch: bounds the scratch memory of long prompts.
 const PREFILL_CHUNK: usize = 512;
@@ -261,18 +260,19 @@ impl<'p> InferenceSession<'p> {
                 ],
             );
             let rope = &self.rope;
-            s.q[..n * d]
-                .par_chunks_mut(d)
-                .zip(s.k[..n * kv].par_chunks_mut(kv))
-                .zip(s.v[..n * kv].par_chunks_mut(kv))
+            let mut rows: Vec<_> = s.q[..n * d]
+                .chunks_mut(d)
+                .zip(s.k[..n * kv].chunks_mut(kv))
+                .zip(s.v[..n * kv].chunks_mut(kv))
                 .enumerate()
-                .for_each(|(r, ((q, k), v))| {
-                    add_bias(q, lw.bq);
-                    rope.apply(q, start + r);
-                    add_bias(k, lw.bk);
-                    rope.apply(k, start + r);
-                    add_bias(v, lw.bv);
-                });
+                .collect();
+            crate::team::for_each_mut(&mut rows, |(r, ((q, k), v))| {
+                add_bias(q, lw.bq);
+                rope.apply(q, start + *r);
+                add_bias(k, lw.bk);
+                rope.apply(k, start + *r);
+                add_bias(v, lw.bv);
+            });
             self.cache.store(l, start, &s.k[..n * kv], &s.v[..n * kv]);
             prefill_attention::attend_rows(
                 &s.q[..n * d],
@@ -299,10 +299,11 @@ impl<'p> InferenceSession<'p> {
                     (lw.w_up, &mut s.up[..n * h]),
                 ],
             );
-            s.gate[..n * h]
-                .par_chunks_mut(h)
-                .zip(s.up[..n * h].par_chunks(h))
-                .for_each(|(g, u)| kernels::swiglu(g, u));
+            let mut rows: Vec<_> = s.gate[..n * h]
+                .chunks_mut(h)
+                .zip(s.up[..n * h].chunks(h))
+                .collect();
+            crate::team::for_each_mut(&mut rows, |(g, u)| kernels::swiglu(g, u));
             matmul_bt_many(
                 &s.gate[..n * h],
                 n,
@@ -386,9 +387,8 @@ fn add_bias(x: &mut [f32], bias: Option<&[f32]>) {
 }
 
 fn rmsnorm_rows(out: &mut [f32], x: &[f32], w: &[f32], eps: f32, d: usize) {
-    out.par_chunks_exact_mut(d)
-        .zip(x.par_chunks_exact(d))
-        .for_each(|(o, xr)| kernels::rmsnorm(o, xr, w, eps));
+    let mut rows: Vec<_> = out.chunks_exact_mut(d).zip(x.chunks_exact(d)).collect();
+    crate::team::for_each_mut(&mut rows, |(o, xr)| kernels::rmsnorm(o, xr, w, eps));
 }
 
 /// SwiGLU feed-forward of the single decode row, residual added into `s.x`.

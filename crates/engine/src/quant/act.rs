@@ -216,11 +216,9 @@ fn quantize_rows<B: Send>(
 ) {
     let rows = x.len().checked_div(cols).unwrap_or(0);
     if rows >= 4 && rayon::current_num_threads() > 1 {
-        use rayon::prelude::*;
         let per_row = out.len() / rows;
-        out.par_chunks_mut(per_row)
-            .zip(x.par_chunks(cols))
-            .for_each(|(o, r)| quantize(r, o));
+        let mut tasks: Vec<_> = out.chunks_mut(per_row).zip(x.chunks(cols)).collect();
+        crate::team::for_each_mut(&mut tasks, |(o, r)| quantize(r, o));
     } else {
         quantize(x, out);
     }

@@ -1,7 +1,9 @@
 //! F32 / F16 / BF16 weight matrices on f32 arithmetic (inference only): decode through
-//! multi-row SIMD matrix-vector kernels ([`super::x86_float`]) on the decode team, prefill
-//! through the f32 GEMM over panels of weight rows widened to f32 on the fly (a few hundred
-//! rows at a time into a reused per-thread buffer, so memory stays near the file size).
+//! multi-row SIMD matrix-vector kernels ([`super::x86_float`]) on the decode team; prefill
+//! over weight rows widened to f32 on the fly into a reused per-thread buffer (so memory
+//! stays near the file size): on AVX2 our own register tiles over transposed strips
+//! ([`super::x86_strip`]), on AVX-512 the f32 GEMM over panels of a few hundred rows (or
+//! BF16 dot products, [`super::x86_bf16dot`]).
 //!
 //! Both are routes of [`super::qmatvec_many`] / [`super::qmatmul_bt`]; the `_with` forms keep
 //! the row-dot reference. Results match the dequantize-then-f32 product within f32 rounding
@@ -11,7 +13,6 @@
 use super::dot::Level;
 use super::matmul::QMatVec;
 use super::{QMatrix, QType};
-use rayon::prelude::*;
 use std::cell::RefCell;
 
 /// Weight bytes one decode task streams (whole passes of 4 rows).
@@ -127,12 +128,13 @@ fn widen_with(level: Level, t: QType, src: &[u8], dst: &mut [f32]) {
 }
 
 thread_local! {
-    /// The widened panel of each thread, reused across products.
+    /// The widened panel (or strip) of each thread, reused across products.
     static PANEL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// `c[m, n] = x[m, k] · wᵀ` through the f32 GEMM when `w` is a float matrix, `m` at least a
-/// few rows and `level` has SIMD; returns false (nothing written) otherwise.
+/// `c[m, n] = x[m, k] · wᵀ` when `w` is a float matrix, `m` at least a few rows and `level`
+/// has SIMD (AVX2: [`strips`]; AVX-512: the f32 GEMM over widened panels, or BF16 dot
+/// products); returns false (nothing written) otherwise.
 pub fn matmul_bt_with(level: Level, x: &[f32], w: &QMatrix, c: &mut [f32], m: usize) -> bool {
     let t = w.qtype();
     if kind(t).is_none() || !level.has_avx2() || m < MIN_GEMM_ROWS {
@@ -153,6 +155,11 @@ pub fn matmul_bt_with(level: Level, x: &[f32], w: &QMatrix, c: &mut [f32], m: us
     #[cfg(target_arch = "x86_64")]
     if bf16_dot_takes(level, t, k) {
         bf16_dot(x, w, c, m, width, count);
+        return true;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if level == Level::Avx2 {
+        strips(x, w, c, m, threads);
         return true;
     }
     let panel_rows = (PANEL_BYTES / (4 * k)).clamp(16, 256);
@@ -205,13 +212,10 @@ pub fn matmul_bt_with(level: Level, x: &[f32], w: &QMatrix, c: &mut [f32], m: us
     true
 }
 
-/// `piece(0..count)`, on the rayon pool when there is more than one piece and thread.
+/// `piece(0..count)` on the engine's thread team (see [`crate::team`]: rayon parks its idle
+/// workers between the regions of a prefill, and waking them cost SmolLM2 F16 prefill 15 %).
 fn run_pieces(count: usize, piece: impl Fn(usize) + Sync + Send) {
-    if rayon::current_num_threads() <= 1 || count <= 1 {
-        (0..count).for_each(piece);
-    } else {
-        (0..count).into_par_iter().for_each(piece);
-    }
+    crate::team::for_each_index(count, piece);
 }
 
 /// Whether a BF16 product of `k` columns at `level` takes the `vdpbf16ps` route, which
@@ -250,4 +254,51 @@ fn bf16_dot(x: &[f32], w: &QMatrix, c: &mut [f32], m: usize, width: usize, count
         // piece writes its own columns j0..j1 only.
         unsafe { bd::matmul_bt_columns(&xb, w.bytes(), m, n, k, c_addr as *mut f32, j0..j1) };
     });
+}
+
+/// `c = x · wᵀ` on AVX2 through [`super::x86_strip`]: pieces of whole 16-column strips.
+/// On a Zen 3, one thread, SmolLM2's layer shapes ran at 84 GFLOP/s against 72–75 through
+/// the gemm crate (docs/performance-generate.md).
+#[cfg(target_arch = "x86_64")]
+fn strips(x: &[f32], w: &QMatrix, c: &mut [f32], m: usize, threads: usize) {
+    use super::x86_strip as xs;
+    let (n, k) = (w.rows(), w.cols());
+    let strips = n.div_ceil(xs::STRIP);
+    let pieces = if threads > 1 {
+        (threads * 4).min(strips)
+    } else {
+        1
+    };
+    let width = strips.div_ceil(pieces) * xs::STRIP;
+    let c_addr = c.as_mut_ptr() as usize;
+    let run = |p: usize| {
+        let j0 = p * width;
+        let j1 = (j0 + width).min(n);
+        PANEL.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            // 64-byte aligned, so each depth of the strip is one cache line.
+            let need = xs::panel_len(k) + 16;
+            if buf.len() < need {
+                buf.resize(need, 0.0);
+            }
+            let skip = buf.as_ptr().align_offset(64).min(16);
+            let strip = &mut buf[skip..need];
+            // SAFETY: the level check of the caller found AVX2, FMA and F16C; x is [m, k],
+            // c [m, n], w [n, k] (checked by the caller); this piece alone writes columns
+            // j0..j1.
+            unsafe {
+                let c = c_addr as *mut f32;
+                match w.qtype() {
+                    QType::F32 => {
+                        xs::matmul_bt_columns::<0>(x, w.bytes(), m, n, k, c, j0..j1, strip)
+                    }
+                    QType::F16 => {
+                        xs::matmul_bt_columns::<1>(x, w.bytes(), m, n, k, c, j0..j1, strip)
+                    }
+                    _ => xs::matmul_bt_columns::<2>(x, w.bytes(), m, n, k, c, j0..j1, strip),
+                }
+            }
+        });
+    };
+    run_pieces(n.div_ceil(width), run);
 }

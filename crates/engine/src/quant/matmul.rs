@@ -7,7 +7,6 @@ use super::act::QuantizedActs;
 use super::dot::{self, dot_group, dot_rows, Level};
 use super::packed::GROUP;
 use super::{ActKind, QMatrix};
-use rayon::prelude::*;
 
 /// Bytes of weights one decode task streams: large enough that task overhead vanishes, small
 /// enough for the pool to share the work evenly.
@@ -191,10 +190,5 @@ pub fn qmatmul_bt_with(
             r += 1;
         }
     };
-    let pieces = n.div_ceil(PREFILL_ROWS);
-    if rayon::current_num_threads() <= 1 || pieces <= 1 {
-        (0..pieces).for_each(task);
-    } else {
-        (0..pieces).into_par_iter().for_each(task);
-    }
+    crate::team::for_each_index(n.div_ceil(PREFILL_ROWS), task);
 }

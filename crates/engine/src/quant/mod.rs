@@ -35,6 +35,8 @@ mod x86_float;
 mod x86_kq512;
 #[cfg(target_arch = "x86_64")]
 mod x86_q5;
+#[cfg(target_arch = "x86_64")]
+mod x86_strip;
 
 pub use act::{ActKind, ActPrecision, BlockQ16, BlockQ8, BlockQ8K, QuantizedActs};
 pub use matmul::{qmatmul_bt, qmatvec_many, QMatVec};

@@ -127,7 +127,7 @@ pub unsafe fn matvec512<const KIND: u8>(w: &[u8], x: &[f32], out: &mut [f32]) {
 
 /// 8 weights from `p` (element `i` on) as f32.
 #[inline(always)]
-unsafe fn load8<const KIND: u8>(p: *const u8, i: usize) -> __m256 {
+pub(super) unsafe fn load8<const KIND: u8>(p: *const u8, i: usize) -> __m256 {
     match KIND {
         0 => _mm256_loadu_ps(p.add(4 * i) as *const f32),
         1 => _mm256_cvtph_ps(_mm_loadu_si128(p.add(2 * i) as *const __m128i)),
