@@ -129,20 +129,27 @@ unsafe fn step<const RM: usize>(
     }
 }
 
-/// `c[i, 0..cols] (+)= Σ_d x[i, d] · strip[d, 0..cols]` for the `RM` rows from `x` (row stride
-/// `ldx`), `depth` steps; `c` row stride `ldc`. `add`: accumulate onto `c` (later depth blocks).
+/// Where a tile's results go: `cols` (≤ 16) columns of rows `ldc` floats apart from `c`,
+/// stored (the first depth block) or added (`add`: the later ones).
+#[derive(Clone, Copy)]
+struct TileOut {
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    add: bool,
+}
+
+/// `out (+)= Σ_d x[i, d] · strip[d, ..]` for the `RM` rows from `x` (row stride `ldx`),
+/// `depth` steps.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 unsafe fn tile<const RM: usize>(
     x: *const f32,
     ldx: usize,
     strip: *const f32,
     depth: usize,
-    c: *mut f32,
-    ldc: usize,
-    cols: usize,
-    add: bool,
+    out: TileOut,
 ) {
+    let TileOut { c, ldc, cols, add } = out;
     let mut a0 = [_mm256_setzero_ps(); RM];
     let mut a1 = [_mm256_setzero_ps(); RM];
     let xr: [*const f32; RM] = std::array::from_fn(|i| x.add(i * ldx));
@@ -182,25 +189,21 @@ unsafe fn tile<const RM: usize>(
 
 /// [`tile`] for `rm` (1..=6) rows.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 unsafe fn tile_any(
     rm: usize,
     x: *const f32,
     ldx: usize,
     strip: *const f32,
     depth: usize,
-    c: *mut f32,
-    ldc: usize,
-    cols: usize,
-    add: bool,
+    out: TileOut,
 ) {
     match rm {
-        6 => tile::<6>(x, ldx, strip, depth, c, ldc, cols, add),
-        5 => tile::<5>(x, ldx, strip, depth, c, ldc, cols, add),
-        4 => tile::<4>(x, ldx, strip, depth, c, ldc, cols, add),
-        3 => tile::<3>(x, ldx, strip, depth, c, ldc, cols, add),
-        2 => tile::<2>(x, ldx, strip, depth, c, ldc, cols, add),
-        _ => tile::<1>(x, ldx, strip, depth, c, ldc, cols, add),
+        6 => tile::<6>(x, ldx, strip, depth, out),
+        5 => tile::<5>(x, ldx, strip, depth, out),
+        4 => tile::<4>(x, ldx, strip, depth, out),
+        3 => tile::<3>(x, ldx, strip, depth, out),
+        2 => tile::<2>(x, ldx, strip, depth, out),
+        _ => tile::<1>(x, ldx, strip, depth, out),
     }
 }
 
@@ -242,17 +245,14 @@ pub unsafe fn matmul_bt_columns<const KIND: u8>(
             while i < m {
                 let rm = TILE_M.min(m - i);
                 for (s, j) in (j0..j1).step_by(STRIP).enumerate() {
-                    tile_any(
-                        rm,
-                        x.as_ptr().add(i * k + d0),
-                        k,
-                        panel.as_ptr().add(s * block),
-                        depth,
-                        c.add(i * n + j),
-                        n,
-                        STRIP.min(j1 - j),
-                        d0 > 0,
-                    );
+                    let out = TileOut {
+                        c: c.add(i * n + j),
+                        ldc: n,
+                        cols: STRIP.min(j1 - j),
+                        add: d0 > 0,
+                    };
+                    let strip = panel.as_ptr().add(s * block);
+                    tile_any(rm, x.as_ptr().add(i * k + d0), k, strip, depth, out);
                 }
                 i += rm;
             }
