@@ -1,8 +1,10 @@
-//! A spinning thread team for the many tiny parallel regions of decoding.
+//! A spinning thread team for the many short parallel regions of inference.
 //!
 //! Decoding one token of a small model runs about four parallel regions per layer (q/k/v,
-//! output, gate/up, down), each only tens of microseconds of work. Rayon parks idle workers,
-//! and waking one costs a futex round trip per region, a large share of such a region. The
+//! output, gate/up, down), each only tens of microseconds of work; a prefill runs a dozen per
+//! layer (norms, products, rope, attention, SwiGLU), each well under a millisecond. Rayon
+//! parks idle workers, and waking one costs a futex round trip per region, a large share of
+//! such a region (SmolLM2 F16 prefill: 398 tok/s on rayon, 465 on the team). The
 //! team instead keeps `threads - 1` workers spinning for a short while after each region
 //! (then they sleep on a condition variable), so the next region starts within a cache-line
 //! round trip. Work is handed out by an atomic counter; every item's result depends only on
