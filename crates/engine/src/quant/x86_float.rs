@@ -1,7 +1,7 @@
 //! SIMD kernels for F32 / F16 / BF16 weight rows against f32 activations (inference only):
-//! the decode matrix-vector product, several rows per pass with independent accumulators and
-//! software prefetch of the rows that come next, and the widening of rows into f32 panels for
-//! the prefill GEMM. `KIND`: 0 = F32, 1 = F16 (`vcvtph2ps`), 2 = BF16 (the 16 bits shifted
+//! the decode matrix-vector product (one row per pass, two independent accumulators; AVX2
+//! also prefetches the next row's 16-bit weights), and the widening of rows into f32 panels
+//! for the prefill GEMM. `KIND`: 0 = F32, 1 = F16 (`vcvtph2ps`), 2 = BF16 (the 16 bits shifted
 //! into the top of an f32).
 //!
 //! Every row's sum is formed the same way whatever the number of rows per pass, so results do
@@ -9,10 +9,7 @@
 
 use std::arch::x86_64::*;
 
-/// Rows that share each load of the activation vector (AVX-512).
-const ROWS: usize = 4;
-
-/// The same for AVX2: one row at a time. On an AVX2-only Zen 3, one sequential stream per
+/// Rows per pass of the AVX2 kernel: one. On an AVX2-only Zen 3, one sequential stream per
 /// thread reached 68–79 % of the read bandwidth in decode where four interleaved rows reached
 /// 48–67 % (SmolLM2 F16 58 against 44 tok/s; see docs/performance-generate.md).
 const ROWS_AVX2: usize = 1;
@@ -50,55 +47,37 @@ unsafe fn load16_mask<const KIND: u8>(p: *const u8, i: usize, m: __mmask16) -> _
     }
 }
 
-/// `R` consecutive rows (row `j` at `p + j * rb`) · `x`: two accumulators per row (even and
-/// odd 16-lane steps), the last `< 32` columns through masked loads. While streaming, the
-/// same offsets `R` rows further on are prefetched (the next pass's rows).
+/// One row at `p` · `x`: two accumulators (even and odd 16-lane steps), the last `< 32`
+/// columns through masked loads. One sequential stream per thread and no software prefetch:
+/// on Zen 4 that decoded SmolLM2 F16 / BF16 / F32 at 85–101 / 94–101 / 49–54 tok/s where four
+/// interleaved rows with prefetch of the next four reached 52–62 / 55–56 / 35–40 (the
+/// hardware prefetcher follows one stream per core best; docs/performance-generate.md).
 #[inline(always)]
-unsafe fn rows512<const R: usize, const KIND: u8>(
-    p: *const u8,
-    rb: usize,
-    x: &[f32],
-    out: &mut [f32],
-) {
+unsafe fn row512<const KIND: u8>(p: *const u8, x: &[f32]) -> f32 {
     let k = x.len();
-    let eb = elem_bytes(KIND);
     let xp = x.as_ptr();
     let body = k / 32 * 32;
     let rest = k - body;
-    let m0: __mmask16 = ((1u32 << rest.min(16)) - 1) as __mmask16;
-    let m1: __mmask16 = ((1u32 << rest.saturating_sub(16)) - 1) as __mmask16;
-    let ahead = R * rb;
-    let mut a0 = [_mm512_setzero_ps(); R];
-    let mut a1 = [_mm512_setzero_ps(); R];
+    let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
     let mut i = 0;
     while i < body {
-        let x0 = _mm512_loadu_ps(xp.add(i));
-        let x1 = _mm512_loadu_ps(xp.add(i + 16));
-        for j in 0..R {
-            let pj = p.add(j * rb);
-            // 32 elements are 64 (16-bit) or 128 (F32) bytes: one or two lines.
-            let pf = pj.wrapping_add(ahead + i * eb) as *const i8;
-            _mm_prefetch::<_MM_HINT_T0>(pf);
-            if KIND == 0 {
-                _mm_prefetch::<_MM_HINT_T0>(pf.wrapping_add(64));
-            }
-            a0[j] = _mm512_fmadd_ps(load16::<KIND>(pj, i), x0, a0[j]);
-            a1[j] = _mm512_fmadd_ps(load16::<KIND>(pj, i + 16), x1, a1[j]);
-        }
+        a0 = _mm512_fmadd_ps(load16::<KIND>(p, i), _mm512_loadu_ps(xp.add(i)), a0);
+        a1 = _mm512_fmadd_ps(
+            load16::<KIND>(p, i + 16),
+            _mm512_loadu_ps(xp.add(i + 16)),
+            a1,
+        );
         i += 32;
     }
     if rest > 0 {
+        let m0: __mmask16 = ((1u32 << rest.min(16)) - 1) as __mmask16;
+        let m1: __mmask16 = ((1u32 << rest.saturating_sub(16)) - 1) as __mmask16;
         let x0 = _mm512_maskz_loadu_ps(m0, xp.add(body));
         let x1 = _mm512_maskz_loadu_ps(m1, xp.add(body + 16));
-        for j in 0..R {
-            let pj = p.add(j * rb);
-            a0[j] = _mm512_fmadd_ps(load16_mask::<KIND>(pj, body, m0), x0, a0[j]);
-            a1[j] = _mm512_fmadd_ps(load16_mask::<KIND>(pj, body + 16, m1), x1, a1[j]);
-        }
+        a0 = _mm512_fmadd_ps(load16_mask::<KIND>(p, body, m0), x0, a0);
+        a1 = _mm512_fmadd_ps(load16_mask::<KIND>(p, body + 16, m1), x1, a1);
     }
-    for j in 0..R {
-        out[j] = _mm512_reduce_add_ps(_mm512_add_ps(a0[j], a1[j]));
-    }
+    _mm512_reduce_add_ps(_mm512_add_ps(a0, a1))
 }
 
 /// `out[r] = row r of w · x`, `w` `[out.len(), x.len()]` row-major elements of `KIND`.
@@ -114,14 +93,8 @@ pub unsafe fn matvec512<const KIND: u8>(w: &[u8], x: &[f32], out: &mut [f32]) {
         "matvec: matrix is not [rows, cols]"
     );
     let wp = w.as_ptr();
-    let mut r = 0;
-    while r + ROWS <= out.len() {
-        rows512::<ROWS, KIND>(wp.add(r * rb), rb, x, &mut out[r..r + ROWS]);
-        r += ROWS;
-    }
-    while r < out.len() {
-        rows512::<1, KIND>(wp.add(r * rb), rb, x, &mut out[r..r + 1]);
-        r += 1;
+    for (r, o) in out.iter_mut().enumerate() {
+        *o = row512::<KIND>(wp.add(r * rb), x);
     }
 }
 
@@ -144,7 +117,8 @@ unsafe fn hsum256(v: __m256) -> f32 {
     _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)))
 }
 
-/// The AVX2 form of [`rows512`]: 8-lane steps, the last `< 16` columns through zero-padded
+/// The AVX2 form of [`row512`] for `R` rows (row `j` at `p + j * rb`), prefetching the same
+/// offsets `R` rows further on (F16 / BF16): 8-lane steps, the last `< 16` columns through zero-padded
 /// stack copies.
 #[inline(always)]
 unsafe fn rows256<const R: usize, const KIND: u8>(
@@ -193,7 +167,7 @@ unsafe fn rows256<const R: usize, const KIND: u8>(
     }
 }
 
-/// [`matvec512`] on AVX2.
+/// [`matvec512`] on AVX2, [`ROWS_AVX2`] rows per pass.
 ///
 /// # Safety
 /// The CPU must have AVX2, FMA and F16C.
