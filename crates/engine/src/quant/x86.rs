@@ -11,7 +11,6 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::act::{BlockQ16, BlockQ8, BlockQ8K};
-use super::scalar::scales_mins_k4;
 use std::arch::x86_64::*;
 
 /// Horizontal sum of 8 lanes (one fixed order, shared by the AVX-512 K-quant kernels).
@@ -23,6 +22,34 @@ pub(super) unsafe fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
     _mm_cvtss_f32(s)
+}
+
+/// The sum of the 8 i32 lanes of `v` (exact while it fits, as every block sum here does).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn hsum_i32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<1>(s));
+    _mm_cvtsi128_si32(s)
+}
+
+/// `Σ m[j] (bsums[2j] + bsums[2j+1])`: a Q4_K / Q5_K super-block's mins against one
+/// activation block (exact).
+#[inline(always)]
+pub(super) fn min_sum(m: &[u8; 8], bsums: &[i16; 16]) -> i32 {
+    (0..8)
+        .map(|j| m[j] as i32 * (bsums[2 * j] as i32 + bsums[2 * j + 1] as i32))
+        .sum()
+}
+
+/// `Σ sc[g] bsums[g]`: a Q6_K super-block's signed scales against one activation block's
+/// sums (exact), the term its offset of 32 meets.
+#[inline(always)]
+pub(super) fn offset_sum(sc: &[u8], bsums: &[i16; 16]) -> i32 {
+    (0..16)
+        .map(|g| (sc[g] as i8) as i32 * bsums[g] as i32)
+        .sum()
 }
 
 /// Eight i32 sums of pairs of products of unsigned `u` and signed `y` bytes.
@@ -155,8 +182,7 @@ pub unsafe fn dot_q45k<const R: usize>(five: bool, w: &[u8], a: [&[BlockQ8K]; R]
     for ar in &a {
         assert!(ar.len() >= nb);
     }
-    let mut acc = [_mm256_setzero_ps(); R];
-    let mut mins = [0f32; R];
+    let mut out = [0f32; R];
     let m4 = _mm256_set1_epi8(0x0f);
     let one = _mm256_set1_epi8(1);
     let wp = w.as_ptr();
@@ -164,7 +190,7 @@ pub unsafe fn dot_q45k<const R: usize>(five: bool, w: &[u8], a: [&[BlockQ8K]; R]
         let b = wp.add(i * bb);
         let dm = _mm_cvtph_ps(_mm_cvtsi32_si128((b as *const i32).read_unaligned()));
         let (d, dmin) = (_mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_movehdup_ps(dm)));
-        let (sc, m) = scales_mins_k4(std::slice::from_raw_parts(b.add(4), 12));
+        let (sc, m) = super::x86_kq512::scales_mins(b.add(4));
         let qh = if five {
             _mm256_loadu_si256(b.add(16) as *const __m256i)
         } else {
@@ -196,21 +222,10 @@ pub unsafe fn dot_q45k<const R: usize>(five: bool, w: &[u8], a: [&[BlockQ8K]; R]
         }
         for r in 0..R {
             let blk = a[r].get_unchecked(i);
-            let mut msum = 0i32;
-            for j in 0..8 {
-                msum += m[j] as i32 * (blk.bsums[2 * j] as i32 + blk.bsums[2 * j + 1] as i32);
-            }
-            acc[r] = _mm256_fmadd_ps(
-                _mm256_cvtepi32_ps(sumi[r]),
-                _mm256_set1_ps(d * blk.d),
-                acc[r],
-            );
-            mins[r] -= dmin * blk.d * msum as f32;
+            let (isum, msum) = (hsum_i32(sumi[r]), min_sum(&m, &blk.bsums));
+            // `scalar::dot_q8k`'s order, so every level gives the reference's bits.
+            out[r] += blk.d * (d * isum as f32 - dmin * msum as f32);
         }
-    }
-    let mut out = [0f32; R];
-    for r in 0..R {
-        out[r] = hsum(acc[r]) + mins[r];
     }
     out
 }
@@ -231,8 +246,7 @@ pub unsafe fn dot_q6k<const R: usize>(w: &[u8], a: [&[BlockQ8K]; R]) -> [f32; R]
     for ar in &a {
         assert!(ar.len() >= nb);
     }
-    let mut acc = [_mm256_setzero_ps(); R];
-    let mut offs = [0f32; R];
+    let mut out = [0f32; R];
     let m4 = _mm256_set1_epi8(0x0f);
     let m3 = _mm256_set1_epi8(3);
     let wp = w.as_ptr();
@@ -277,18 +291,10 @@ pub unsafe fn dot_q6k<const R: usize>(w: &[u8], a: [&[BlockQ8K]; R]) -> [f32; R]
         }
         for r in 0..R {
             let blk = a[r].get_unchecked(i);
-            let mut osum = 0i32;
-            for g in 0..16 {
-                osum += (sc[g] as i8) as i32 * blk.bsums[g] as i32;
-            }
-            let dd = d * blk.d;
-            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[r]), _mm256_set1_ps(dd), acc[r]);
-            offs[r] -= dd * (32 * osum) as f32;
+            let isum = hsum_i32(sumi[r]) - 32 * offset_sum(sc, &blk.bsums);
+            // `scalar::dot_q8k`'s order, so every level gives the reference's bits.
+            out[r] += blk.d * d * isum as f32;
         }
-    }
-    let mut out = [0f32; R];
-    for r in 0..R {
-        out[r] = hsum(acc[r]) + offs[r];
     }
     out
 }

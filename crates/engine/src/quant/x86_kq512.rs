@@ -1,6 +1,6 @@
 //! AVX-512 (F + BW + VL + VNNI) K-quant row kernels, bit-identical to the AVX2 ones in
-//! [`super::x86`]: the same integer sums in the same 8 i32 lanes per block, then the same
-//! f32 operations in the same order.
+//! [`super::x86`] and to the scalar reference: the same exact integer sums per super-block,
+//! then the f32 operations of `scalar::dot_q8k` in its order.
 //!
 //! One 512-bit register holds two of the AVX2 kernel's 256-bit chunks (two sub-blocks that
 //! meet 64 contiguous activation bytes), `maddubs` forms the same i16 pairs, and VNNI's
@@ -13,7 +13,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::act::BlockQ8K;
-use super::x86::hsum;
+use super::x86::{hsum_i32, min_sum, offset_sum};
 use std::arch::x86_64::*;
 
 /// Whether this CPU runs these kernels (detected once).
@@ -85,8 +85,8 @@ unsafe fn halves16(lo: i16, hi: i16) -> __m512i {
 
 /// The 8 scales and 8 mins of a Q4_K / Q5_K super-block from its 12 scale bytes at `q`, with
 /// word operations (the values of `scalar::scales_mins_k4`, which the tests check).
-#[inline]
-unsafe fn scales_mins(q: *const u8) -> ([u8; 8], [u8; 8]) {
+#[inline(always)]
+pub(super) unsafe fn scales_mins(q: *const u8) -> ([u8; 8], [u8; 8]) {
     const LOW6: u32 = 0x3f3f_3f3f;
     const LOW4: u32 = 0x0f0f_0f0f;
     const LOW2: u32 = 0x0303_0303;
@@ -111,8 +111,7 @@ pub unsafe fn dot_q45k<const R: usize>(five: bool, w: &[u8], a: [&[BlockQ8K]; R]
     for ar in &a {
         assert!(ar.len() >= nb);
     }
-    let mut acc = [_mm256_setzero_ps(); R];
-    let mut mins = [0f32; R];
+    let mut out = [0f32; R];
     let m4 = _mm512_set1_epi8(0x0f);
     let m16 = _mm512_set1_epi8(0x10);
     // The low half keeps the low nibbles, the high half shifts the high ones down.
@@ -147,21 +146,9 @@ pub unsafe fn dot_q45k<const R: usize>(five: bool, w: &[u8], a: [&[BlockQ8K]; R]
         }
         for r in 0..R {
             let blk = a[r].get_unchecked(i);
-            let mut msum = 0i32;
-            for j in 0..8 {
-                msum += m[j] as i32 * (blk.bsums[2 * j] as i32 + blk.bsums[2 * j + 1] as i32);
-            }
-            acc[r] = _mm256_fmadd_ps(
-                _mm256_cvtepi32_ps(fold(sumi[r])),
-                _mm256_set1_ps(d * blk.d),
-                acc[r],
-            );
-            mins[r] -= dmin * blk.d * msum as f32;
+            let (isum, msum) = (hsum_i32(fold(sumi[r])), min_sum(&m, &blk.bsums));
+            out[r] += blk.d * (d * isum as f32 - dmin * msum as f32);
         }
-    }
-    let mut out = [0f32; R];
-    for r in 0..R {
-        out[r] = hsum(acc[r]) + mins[r];
     }
     out
 }
@@ -202,8 +189,7 @@ pub unsafe fn dot_q6k<const R: usize>(w: &[u8], a: [&[BlockQ8K]; R]) -> [f32; R]
     for ar in &a {
         assert!(ar.len() >= nb);
     }
-    let mut acc = [_mm256_setzero_ps(); R];
-    let mut offs = [0f32; R];
+    let mut out = [0f32; R];
     let m4 = _mm512_set1_epi8(0x0f);
     let m3 = _mm512_set1_epi8(3);
     let wp = w.as_ptr();
@@ -239,22 +225,9 @@ pub unsafe fn dot_q6k<const R: usize>(w: &[u8], a: [&[BlockQ8K]; R]) -> [f32; R]
         }
         for r in 0..R {
             let blk = a[r].get_unchecked(i);
-            let mut osum = 0i32;
-            for g in 0..16 {
-                osum += (sc[g] as i8) as i32 * blk.bsums[g] as i32;
-            }
-            let dd = d * blk.d;
-            acc[r] = _mm256_fmadd_ps(
-                _mm256_cvtepi32_ps(fold(sumi[r])),
-                _mm256_set1_ps(dd),
-                acc[r],
-            );
-            offs[r] -= dd * (32 * osum) as f32;
+            let isum = hsum_i32(fold(sumi[r])) - 32 * offset_sum(sc, &blk.bsums);
+            out[r] += blk.d * d * isum as f32;
         }
-    }
-    let mut out = [0f32; R];
-    for r in 0..R {
-        out[r] = hsum(acc[r]) + offs[r];
     }
     out
 }
@@ -340,21 +313,11 @@ mod tests {
                 fast[r],
                 slow[r]
             );
-            // Integer block sums are exact in both; only the f32 order of the block terms
-            // differs from the scalar sum (8 lanes vs one).
+            // Exact integer block sums, then the reference's f32 steps in its order.
             let s = scalar::dot_q8k(t, w, a[r]);
-            let mut wf = vec![0f32; cols];
-            scalar::dequantize_row(t, w, &mut wf);
-            let mag: f32 = wf
-                .iter()
-                .zip(
-                    a[r].iter()
-                        .flat_map(|b| b.qs.iter().map(move |&q| q as f32 * b.d)),
-                )
-                .map(|(w, x)| (w * x).abs())
-                .sum();
-            assert!(
-                (fast[r] - s).abs() <= 1e-5 * mag + 1e-6,
+            assert_eq!(
+                fast[r].to_bits(),
+                s.to_bits(),
                 "{} cols {cols} R {R} row {r}: {} vs scalar {s}",
                 t.name(),
                 fast[r]
@@ -429,7 +392,7 @@ mod bench {
         let rb = 1536 / 256 * t.block_bytes();
         let a = [q; R];
         let mut best = [f64::MAX; 2];
-        for _ in 0..3 {
+        for _ in 0..15 {
             for (fast, b) in best.iter_mut().enumerate() {
                 let t0 = std::time::Instant::now();
                 let mut s = 0f32;
