@@ -851,3 +851,31 @@ fn q5_kernels_match_the_dequantized_reference() {
         }
     }
 }
+
+/// The K-quant prefill (AVX-512 VNNI: panels of 16 rows; elsewhere the row kernels) equals
+/// the scalar reference bit for bit, for panel tails (rows not a multiple of 16), every tile
+/// tail of activation rows, and every depth up to 6 super-blocks.
+#[test]
+fn kquant_prefill_equals_the_scalar_reference_bit_for_bit() {
+    for t in [QType::Q4K, QType::Q5K, QType::Q6K] {
+        for (n, k, m) in [(16, 256, 4), (17, 768, 9), (40, 1536, 3), (5, 512, 1)] {
+            let w = random_matrix(t, n, k, 71 + n as u64);
+            let x = random_vec(m * k, 73 + m as u64);
+            let acts = prepared(&x, m, k, t);
+            let mut c = vec![f32::NAN; m * n];
+            qmatmul_bt_with(Level::detect(), &x, &acts, &w, &mut c, m);
+            for r in 0..m {
+                for j in 0..n {
+                    let want = dot_rows(Level::Scalar, t, w.row(j), &x, &acts, [r])[0];
+                    assert_eq!(
+                        c[r * n + j].to_bits(),
+                        want.to_bits(),
+                        "{} {n}x{k}, m {m} [{r}, {j}]: {} vs {want}",
+                        t.name(),
+                        c[r * n + j]
+                    );
+                }
+            }
+        }
+    }
+}

@@ -135,6 +135,13 @@ pub fn qmatmul_bt_with(
         "matmul: activations not prepared"
     );
     let t = w.qtype();
+    // K-quants on AVX-512 VNNI: panels of 16 unpacked rows (the reference's bits, as here).
+    #[cfg(target_arch = "x86_64")]
+    if level == Level::Avx512Vnni && super::x86_kqpanel::takes(t) && acts.has(ActKind::Q8K) {
+        // SAFETY: `Level::Avx512Vnni` is only detected (or chosen by a test that checked
+        // it) on CPUs with AVX2, FMA, F16C and AVX-512 F/BW/VL/VNNI.
+        return unsafe { super::x86_kqpanel::matmul_bt(acts, w, c, m) };
+    }
     let c_addr = c.as_mut_ptr() as usize;
     let task = |p: usize| {
         let j0 = p * PREFILL_ROWS;
