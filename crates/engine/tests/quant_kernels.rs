@@ -879,3 +879,38 @@ fn kquant_prefill_equals_the_scalar_reference_bit_for_bit() {
         }
     }
 }
+
+/// The 16-bit prefill of whole interleaved groups (AVX-512 VNNI: panels of 16 rows) equals
+/// the AVX2 group kernels and decode bit for bit: one group, two, two and a half panels;
+/// every tile tail of activation rows.
+#[test]
+fn sixteen_bit_panels_equal_the_group_kernels_bit_for_bit() {
+    if Level::detect() != Level::Avx512Vnni {
+        eprintln!("skipped: no AVX-512 VNNI on this CPU");
+        return;
+    }
+    for t in INTERLEAVED {
+        for (n, k, m) in [(8, 32, 1), (16, 576, 5), (40, 96, 9), (24, 1536, 4)] {
+            let w = random_matrix(t, n, k, 81 + n as u64).interleaved();
+            let x = random_vec(m * k, 83 + m as u64);
+            let mut acts = QuantizedActs::default();
+            acts.precision = ActPrecision::I16;
+            acts.prepare(&x, m, k, &[t.act_kind()]);
+            let (mut c5, mut c2) = (vec![f32::NAN; m * n], vec![0f32; m * n]);
+            qmatmul_bt_with(Level::Avx512Vnni, &x, &acts, &w, &mut c5, m);
+            qmatmul_bt_with(Level::Avx2, &x, &acts, &w, &mut c2, m);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&c5), bits(&c2), "{} {n}x{k} m {m}", t.name());
+            let mut o = vec![0f32; n];
+            let mut a1 = QuantizedActs::default();
+            a1.precision = ActPrecision::I16;
+            qmatvec_many_with(
+                Level::Avx512Vnni,
+                &x[..k],
+                &mut a1,
+                vec![QMatVec { w: &w, out: &mut o }],
+            );
+            assert_eq!(bits(&o), bits(&c5[..n]), "{} {n}x{k} decode", t.name());
+        }
+    }
+}

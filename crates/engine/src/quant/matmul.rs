@@ -142,6 +142,13 @@ pub fn qmatmul_bt_with(
         // it) on CPUs with AVX2, FMA, F16C and AVX-512 F/BW/VL/VNNI.
         return unsafe { super::x86_kqpanel::matmul_bt(acts, w, c, m) };
     }
+    // 32-block types at 16 bits on AVX-512 VNNI: panels of 16 unpacked rows (the group
+    // kernels' bits).
+    #[cfg(target_arch = "x86_64")]
+    if level == Level::Avx512Vnni && super::x86_q16panel::takes(w, acts) {
+        // SAFETY: as above.
+        return unsafe { super::x86_q16panel::matmul_bt(acts, w, c, m) };
+    }
     let c_addr = c.as_mut_ptr() as usize;
     let task = |p: usize| {
         let j0 = p * PREFILL_ROWS;

@@ -36,6 +36,8 @@ mod x86_kq512;
 #[cfg(target_arch = "x86_64")]
 mod x86_kqpanel;
 #[cfg(target_arch = "x86_64")]
+mod x86_q16panel;
+#[cfg(target_arch = "x86_64")]
 mod x86_q5;
 #[cfg(target_arch = "x86_64")]
 mod x86_strip;

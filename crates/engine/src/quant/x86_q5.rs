@@ -21,7 +21,7 @@ use super::x86_512::{fold_pairs, quad, swap_mid_bytes};
 use std::arch::x86_64::*;
 
 /// (bytes per plain block, offset of the high bits, offset of the nibbles) of a group-block.
-const fn layout(one: bool) -> (usize, usize, usize) {
+pub(super) const fn layout(one: bool) -> (usize, usize, usize) {
     if one {
         (24, 32, 64)
     } else {
@@ -34,7 +34,7 @@ const fn layout(one: bool) -> (usize, usize, usize) {
 /// (other bits are masked off here).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn fives(raw: __m256i, lo_bits: __m256i, hi_bits: __m256i) -> (__m256i, __m256i) {
+pub(super) fn fives(raw: __m256i, lo_bits: __m256i, hi_bits: __m256i) -> (__m256i, __m256i) {
     let m4 = _mm256_set1_epi8(0x0f);
     let b4 = _mm256_set1_epi8(0x10);
     let lo = _mm256_or_si256(_mm256_and_si256(raw, m4), _mm256_and_si256(lo_bits, b4));
@@ -50,7 +50,7 @@ fn fives(raw: __m256i, lo_bits: __m256i, hi_bits: __m256i) -> (__m256i, __m256i)
 /// for the bits that are kept.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn first_bits(p: *const u8) -> (__m256i, __m256i) {
+pub(super) unsafe fn first_bits(p: *const u8) -> (__m256i, __m256i) {
     // SAFETY: the caller passes the 32 high-bit bytes of a group-block.
     let qh = unsafe { _mm256_loadu_si256(p as *const __m256i) };
     (_mm256_slli_epi16(qh, 4), qh)
@@ -58,7 +58,7 @@ unsafe fn first_bits(p: *const u8) -> (__m256i, __m256i) {
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn next_bits(b: (__m256i, __m256i)) -> (__m256i, __m256i) {
+pub(super) fn next_bits(b: (__m256i, __m256i)) -> (__m256i, __m256i) {
     (_mm256_srli_epi16(b.0, 1), _mm256_srli_epi16(b.1, 1))
 }
 
