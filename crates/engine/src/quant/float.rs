@@ -21,6 +21,9 @@ const TASK_BYTES: usize = 64 * 1024;
 /// Bytes of one widened f32 panel: fits L2 next to the packed activations.
 const PANEL_BYTES: usize = 512 * 1024;
 
+/// Depth from which the AVX-512 route widens 16 rows per panel instead of [`PANEL_BYTES`].
+const DEEP_ROWS: usize = 1024;
+
 /// Fewest activation rows for the GEMM route (below it the row kernels win).
 const MIN_GEMM_ROWS: usize = 8;
 
@@ -162,7 +165,14 @@ pub fn matmul_bt_with(level: Level, x: &[f32], w: &QMatrix, c: &mut [f32], m: us
         strips(x, w, c, m, threads);
         return true;
     }
-    let panel_rows = (PANEL_BYTES / (4 * k)).clamp(16, 256);
+    // Deep rows in narrow panels: on Zen 4 (2 threads) SmolLM2's 1536-deep down projection
+    // ran at 150-175 GFLOP/s in 16-row panels against 103-110 in 85-row ones, while the
+    // 576-deep shapes lost 5-20 % in small panels (docs/performance-generate.md).
+    let panel_rows = if k >= DEEP_ROWS {
+        16
+    } else {
+        (PANEL_BYTES / (4 * k)).clamp(16, 256)
+    };
     let rb = w.row_bytes();
     let c_addr = c.as_mut_ptr() as usize;
     let piece = |p: usize| {
