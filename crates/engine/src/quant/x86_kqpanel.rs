@@ -214,26 +214,62 @@ unsafe fn tile<const R: usize, const Q6: bool>(
     out
 }
 
-/// Rows `rows` of activations against the panel (any count; tiles of [`TILE`]), each row's
-/// 16 results passed to `put(r, lanes)`.
+/// Where a panel's results go: lanes `mask` of row `r` to `c[r * n + j0 ..]` of a `[m, n]`
+/// output that this panel's task alone writes in those columns.
+pub(super) struct PanelOut {
+    c: *mut f32,
+    m: usize,
+    n: usize,
+    j0: usize,
+    mask: __mmask16,
+}
+
+impl PanelOut {
+    /// Columns `j0 .. j0 + rows` (`rows <= 16`, `j0 + rows <= n`) of the `m * n` values at
+    /// address `c` (an address, so the tasks' closures stay `Sync`).
+    pub(super) fn new(c: usize, m: usize, n: usize, j0: usize, rows: usize) -> PanelOut {
+        assert!(rows <= LANES && j0 + rows <= n);
+        let mask = ((1u32 << rows) - 1) as __mmask16;
+        PanelOut {
+            c: c as *mut f32,
+            m,
+            n,
+            j0,
+            mask,
+        }
+    }
+
+    /// Row `r`'s lanes.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn put(&self, r: usize, v: __m512) {
+        assert!(r < self.m);
+        // SAFETY: r < m and the lanes of `mask` are columns j0..j0 + rows < n (checked in
+        // `new`), inside c; no other task writes them.
+        unsafe { _mm512_mask_storeu_ps(self.c.add(r * self.n + self.j0), self.mask, v) }
+    }
+}
+
+/// Every activation row against the panel (tiles of [`TILE`], then single rows), each row's
+/// results stored through `out`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn run_rows<const Q6: bool>(
     panel: &[PanelBlock],
     acts: &super::QuantizedActs,
     m: usize,
-    put: &mut dyn FnMut(usize, __m512),
+    out: &PanelOut,
 ) {
     let row = |r: usize| acts.q8k_row(r);
     let mut r = 0;
     while r + TILE <= m {
-        let out = tile::<TILE, Q6>(panel, [row(r), row(r + 1), row(r + 2), row(r + 3)]);
-        for (i, o) in out.into_iter().enumerate() {
-            put(r + i, o);
+        let v = tile::<TILE, Q6>(panel, [row(r), row(r + 1), row(r + 2), row(r + 3)]);
+        for (i, o) in v.into_iter().enumerate() {
+            out.put(r + i, o);
         }
         r += TILE;
     }
     while r < m {
-        put(r, tile::<1, Q6>(panel, [row(r)])[0]);
+        out.put(r, tile::<1, Q6>(panel, [row(r)])[0]);
         r += 1;
     }
 }
@@ -258,22 +294,15 @@ pub unsafe fn matmul_bt(acts: &super::QuantizedActs, w: &QMatrix, c: &mut [f32],
     let c_addr = c.as_mut_ptr() as usize;
     let task = |p: usize| {
         let j0 = p * LANES;
-        let rows = LANES.min(n - j0);
-        let mask: __mmask16 = ((1u32 << rows) - 1) as __mmask16;
+        let out = PanelOut::new(c_addr, m, n, j0, LANES.min(n - j0));
         PANEL.with_borrow_mut(|panel| {
-            pack(w, j0, rows, panel);
-            let mut put = |r: usize, v: __m512| {
-                assert!(r < m);
-                // SAFETY: row r < m of c (length m * n), lanes j0..j0 + rows < n; task p
-                // writes only those columns, disjoint from every other task's.
-                unsafe { _mm512_mask_storeu_ps((c_addr as *mut f32).add(r * n + j0), mask, v) }
-            };
+            pack(w, j0, LANES.min(n - j0), panel);
             // SAFETY: the caller guarantees the CPU features.
             unsafe {
                 if q6 {
-                    run_rows::<true>(panel, acts, m, &mut put)
+                    run_rows::<true>(panel, acts, m, &out)
                 } else {
-                    run_rows::<false>(panel, acts, m, &mut put)
+                    run_rows::<false>(panel, acts, m, &out)
                 }
             }
         });

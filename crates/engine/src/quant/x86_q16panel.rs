@@ -15,6 +15,7 @@
 use super::act::BlockQ16;
 use super::packed::GROUP;
 use super::x86_512::swap_mid_bytes;
+use super::x86_kqpanel::PanelOut;
 use super::x86_q5::{first_bits, fives, layout, next_bits};
 use super::{QMatrix, QType, QK};
 use std::arch::x86_64::*;
@@ -228,7 +229,7 @@ unsafe fn tile<const R: usize, const KIND: u8>(
 }
 
 /// Packs rows `j0 .. j0 + rows` of `w` into `panel`, then runs every activation row against
-/// it (tiles of [`TILE`], then single rows), each row's 16 results passed to `put(r, lanes)`.
+/// it (tiles of [`TILE`], then single rows), each row's results stored through `out`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn run_rows<const KIND: u8>(
     w: &QMatrix,
@@ -237,21 +238,21 @@ unsafe fn run_rows<const KIND: u8>(
     panel: &mut Vec<PanelBlock>,
     acts: &super::QuantizedActs,
     m: usize,
-    put: &mut dyn FnMut(usize, __m512),
+    out: &PanelOut,
 ) {
     pack::<KIND>(w, j0, rows, panel);
     let panel = &panel[..];
     let row = |r: usize| acts.q16_row(r);
     let mut r = 0;
     while r + TILE <= m {
-        let out = tile::<TILE, KIND>(panel, std::array::from_fn(|i| row(r + i)));
-        for (i, o) in out.into_iter().enumerate() {
-            put(r + i, o);
+        let v = tile::<TILE, KIND>(panel, std::array::from_fn(|i| row(r + i)));
+        for (i, o) in v.into_iter().enumerate() {
+            out.put(r + i, o);
         }
         r += TILE;
     }
     while r < m {
-        put(r, tile::<1, KIND>(panel, [row(r)])[0]);
+        out.put(r, tile::<1, KIND>(panel, [row(r)])[0]);
         r += 1;
     }
 }
@@ -274,22 +275,16 @@ pub unsafe fn matmul_bt(acts: &super::QuantizedActs, w: &QMatrix, c: &mut [f32],
     let task = |p: usize| {
         let j0 = p * LANES;
         let rows = LANES.min(n - j0);
-        let mask: __mmask16 = ((1u32 << rows) - 1) as __mmask16;
+        let out = PanelOut::new(c_addr, m, n, j0, rows);
         PANEL.with_borrow_mut(|panel| {
-            let mut put = |r: usize, v: __m512| {
-                assert!(r < m);
-                // SAFETY: row r < m of c (length m * n), lanes j0..j0 + rows < n; task p
-                // writes only those columns, disjoint from every other task's.
-                unsafe { _mm512_mask_storeu_ps((c_addr as *mut f32).add(r * n + j0), mask, v) }
-            };
             // SAFETY: the caller guarantees the CPU features.
             unsafe {
                 match kind {
-                    0 => run_rows::<0>(w, j0, rows, panel, acts, m, &mut put),
-                    1 => run_rows::<1>(w, j0, rows, panel, acts, m, &mut put),
-                    2 => run_rows::<2>(w, j0, rows, panel, acts, m, &mut put),
-                    3 => run_rows::<3>(w, j0, rows, panel, acts, m, &mut put),
-                    _ => run_rows::<4>(w, j0, rows, panel, acts, m, &mut put),
+                    0 => run_rows::<0>(w, j0, rows, panel, acts, m, &out),
+                    1 => run_rows::<1>(w, j0, rows, panel, acts, m, &out),
+                    2 => run_rows::<2>(w, j0, rows, panel, acts, m, &out),
+                    3 => run_rows::<3>(w, j0, rows, panel, acts, m, &out),
+                    _ => run_rows::<4>(w, j0, rows, panel, acts, m, &out),
                 }
             }
         });
