@@ -15,8 +15,11 @@ use super::matmul::QMatVec;
 use super::{QMatrix, QType};
 use std::cell::RefCell;
 
-/// Weight bytes one decode task streams (whole passes of 4 rows).
-const TASK_BYTES: usize = 64 * 1024;
+/// Weight bytes one decode task streams, at most: each matrix splits into a multiple of the
+/// thread count of such tasks, so every thread gets long contiguous streams in equal shares.
+/// On Zen 4 (2 threads, 5 alternating pairs), SmolLM2 F16 decode ran at 95–105 tok/s this
+/// way against 78–96 with fixed 64 KiB tasks (the prefetcher restarts at every task start).
+const TASK_BYTES: usize = 256 * 1024;
 
 /// Bytes of one widened f32 panel: fits L2 next to the packed activations.
 const PANEL_BYTES: usize = 512 * 1024;
@@ -53,6 +56,7 @@ pub fn takes_matvec(level: Level, jobs: &[QMatVec<'_>]) -> bool {
 pub fn matvec_many(level: Level, x: &[f32], jobs: Vec<QMatVec<'_>>) {
     assert!(takes_matvec(level, &jobs), "float matvec: unsupported jobs");
     let cols = x.len();
+    let threads = rayon::current_num_threads().max(1);
     let mut tasks: Vec<(&QMatrix, usize, &mut [f32])> = Vec::new();
     for job in jobs {
         assert_eq!(
@@ -67,7 +71,9 @@ pub fn matvec_many(level: Level, x: &[f32], jobs: Vec<QMatVec<'_>>) {
             "matvec: {:?} has another output size",
             job.w
         );
-        let rows = (TASK_BYTES / job.w.row_bytes().max(1)).clamp(4, 1024) / 4 * 4;
+        let bytes = job.out.len() * job.w.row_bytes();
+        let pieces = threads * bytes.div_ceil(threads * TASK_BYTES).max(1);
+        let rows = job.out.len().div_ceil(pieces).max(1);
         for (i, out) in job.out.chunks_mut(rows).enumerate() {
             tasks.push((job.w, i * rows, out));
         }
