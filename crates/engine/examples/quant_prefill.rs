@@ -57,17 +57,8 @@ fn main() {
     } else {
         ActPrecision::I16
     };
-    let types = [
-        QType::Q8_0,
-        QType::Q4_0,
-        QType::Q4_1,
-        QType::Q5_0,
-        QType::Q5_1,
-        QType::Q4K,
-        QType::Q5K,
-        QType::Q6K,
-    ];
-    for t in types {
+    // The block types (F32 / F16 / BF16 have `examples/float_prefill.rs`).
+    for t in QType::ALL.into_iter().skip(3) {
         for (n, k) in [(576usize, 576usize), (1536, 576), (576, 1536)] {
             if !k.is_multiple_of(t.block_len()) {
                 continue;
