@@ -1,6 +1,6 @@
 //! The F32 / F16 / BF16 routes (`quant::float`: multi-row matrix-vector kernels for decode,
-//! register tiles over widened strips (AVX2) or the GEMM over widened panels (AVX-512) for
-//! prefill) against the dequantize-then-f64 reference.
+//! register tiles over widened strips for prefill, AVX2 and AVX-512) against the
+//! dequantize-then-f64 reference.
 //!
 //! Bound: f32 sums of `k` products in 32 lanes err by at most about `(k / 32 + 8) · 2⁻²⁴`
 //! times `Σ|wᵢ xᵢ|`; the tests allow `1e-5 · Σ|wᵢ xᵢ| + 1e-6` (k ≤ 2100 here), far below
@@ -141,7 +141,7 @@ fn float_matvec_declines_block_types_and_scalar() {
     assert!(!takes_matvec(Level::Scalar, &jobs));
 }
 
-/// `c = x · wᵀ` through the panel GEMM, checked element by element.
+/// `c = x · wᵀ` through the strip tiles (or BF16 dot products), checked element by element.
 fn check_prefill(level: Level, t: QType, m: usize, n: usize, k: usize, seed: u64) {
     let w = random_matrix(t, n, k, seed);
     let x = random_vec(m * k, seed + 1);
@@ -182,9 +182,9 @@ fn float_prefill_matches_the_dequantized_reference() {
 
 #[test]
 fn float_prefill_panels_split_one_piece() {
-    // One thread: one piece of all n rows, widened in several panels (AVX-512: at k = 2100
-    // a panel holds 62 rows, so 300 rows take five, the last one short; AVX2: panels of 16
-    // strips, 256 rows, then 44 in a short last strip, over 9 depth blocks of at most 256).
+    // One thread: one piece of all n rows, widened in panels of 16 strips, 256 rows, then 44
+    // (two strips and a short third: on AVX-512 one pair and a single strip of 12 columns),
+    // over 9 depth blocks of at most 256.
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build()
@@ -196,6 +196,37 @@ fn float_prefill_panels_split_one_piece() {
             }
         }
     });
+}
+
+#[test]
+fn float_prefill_tiles_agree_bit_for_bit_across_levels() {
+    // The AVX2 (6 × 16) and AVX-512 (12 × 32) tiles sum each output's products in depth
+    // order with one FMA each, depth blocks added in turn: the same f32 result, bit for bit.
+    if Level::detect() != Level::Avx512Vnni {
+        eprintln!("skipped: no AVX-512 on this CPU");
+        return;
+    }
+    for t in [QType::F32, QType::F16] {
+        for (i, &(m, n, k)) in [(8, 5, 7), (25, 77, 300), (13, 300, 2100)]
+            .iter()
+            .enumerate()
+        {
+            let w = random_matrix(t, n, k, 40 + i as u64);
+            let x = random_vec(m * k, 50 + i as u64);
+            let mut c2 = vec![f32::NAN; m * n];
+            let mut c5 = vec![f32::NAN; m * n];
+            assert!(matmul_bt_with(Level::Avx2, &x, &w, &mut c2, m));
+            assert!(matmul_bt_with(Level::Avx512Vnni, &x, &w, &mut c5, m));
+            for (j, (a, b)) in c2.iter().zip(&c5).enumerate() {
+                assert_eq!(
+                    a.to_bits(),
+                    b.to_bits(),
+                    "{} [{m}, {n}, {k}] at {j}",
+                    t.name()
+                );
+            }
+        }
+    }
 }
 
 #[test]

@@ -135,7 +135,9 @@ pub fn matvec(w: &[f32], x: &[f32], out: &mut [f32]) {
 }
 
 /// `c[m, n] = a[m, k] · bᵀ` where `b` is `[n, k]` row-major (a weight matrix): the prefill
-/// projection of `m` token rows at once.
+/// projection of `m` token rows at once: the float strip tiles of [`crate::quant::float`] on
+/// AVX2 / AVX-512 from 8 rows on (on Zen 4 SmolLM2 `--dequantize` prefill went from 371–585
+/// to 559–713 tok/s), otherwise the gemm crate.
 pub fn matmul_bt(a: &[f32], b: &[f32], c: &mut [f32], m: usize, n: usize, k: usize) {
     assert_eq!(a.len(), m * k, "matmul: lhs is not [m, k]");
     assert_eq!(b.len(), n * k, "matmul: rhs is not [n, k]");
@@ -145,6 +147,9 @@ pub fn matmul_bt(a: &[f32], b: &[f32], c: &mut [f32], m: usize, n: usize, k: usi
     }
     if k == 0 {
         c.fill(0.0);
+        return;
+    }
+    if crate::quant::float::matmul_bt_dense(crate::quant::dot::level(), a, b, c, m, n, k) {
         return;
     }
     let threads = rayon::current_num_threads();

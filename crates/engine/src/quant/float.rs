@@ -1,9 +1,9 @@
 //! F32 / F16 / BF16 weight matrices on f32 arithmetic (inference only): decode through
 //! multi-row SIMD matrix-vector kernels ([`super::x86_float`]) on the decode team; prefill
 //! over weight rows widened to f32 on the fly into a reused per-thread buffer (so memory
-//! stays near the file size): on AVX2 our own register tiles over transposed strips
-//! ([`super::x86_strip`]), on AVX-512 the f32 GEMM over panels of a few hundred rows (or
-//! BF16 dot products, [`super::x86_bf16dot`]).
+//! stays near the file size): our own register tiles over transposed strips
+//! ([`super::x86_strip`]; 6 × 16 on AVX2, 12 × 32 on AVX-512), or for BF16 on AVX-512 BF16
+//! dot products ([`super::x86_bf16dot`]).
 //!
 //! Both are routes of [`super::qmatvec_many`] / [`super::qmatmul_bt`]; the `_with` forms keep
 //! the row-dot reference. Results match the dequantize-then-f32 product within f32 rounding
@@ -20,12 +20,6 @@ use std::cell::RefCell;
 /// On Zen 4 (2 threads, 5 alternating pairs), SmolLM2 F16 decode ran at 95–105 tok/s this
 /// way against 78–96 with fixed 64 KiB tasks (the prefetcher restarts at every task start).
 const TASK_BYTES: usize = 256 * 1024;
-
-/// Bytes of one widened f32 panel: fits L2 next to the packed activations.
-const PANEL_BYTES: usize = 512 * 1024;
-
-/// Depth from which the AVX-512 route widens 16 rows per panel instead of [`PANEL_BYTES`].
-const DEEP_ROWS: usize = 1024;
 
 /// Fewest activation rows for the GEMM route (below it the row kernels win).
 const MIN_GEMM_ROWS: usize = 8;
@@ -114,36 +108,13 @@ fn rows_with(level: Level, t: QType, w: &[u8], x: &[f32], out: &mut [f32]) {
     )
 }
 
-/// Row bytes of `t` (float) widened into `dst` (f32 values).
-fn widen_with(level: Level, t: QType, src: &[u8], dst: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use super::x86_float as xf;
-        // SAFETY: as in `rows_with`; the kernels check the lengths.
-        unsafe {
-            match (level, t) {
-                (Level::Avx512Vnni, QType::F32) => xf::widen512::<0>(src, dst),
-                (Level::Avx512Vnni, QType::F16) => xf::widen512::<1>(src, dst),
-                (Level::Avx512Vnni, QType::BF16) => xf::widen512::<2>(src, dst),
-                (Level::Avx2, QType::F32) => xf::widen256::<0>(src, dst),
-                (Level::Avx2, QType::F16) => xf::widen256::<1>(src, dst),
-                (Level::Avx2, QType::BF16) => xf::widen256::<2>(src, dst),
-                _ => super::dequantize_row(t, src, dst),
-            }
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    super::dequantize_row(t, src, dst)
-}
-
 thread_local! {
     /// The widened panel (or strip) of each thread, reused across products.
     static PANEL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// `c[m, n] = x[m, k] · wᵀ` when `w` is a float matrix, `m` at least a few rows and `level`
-/// has SIMD (AVX2: [`strips`]; AVX-512: the f32 GEMM over widened panels, or BF16 dot
-/// products); returns false (nothing written) otherwise.
+/// has SIMD ([`strips`], or BF16 dot products); returns false (nothing written) otherwise.
 pub fn matmul_bt_with(level: Level, x: &[f32], w: &QMatrix, c: &mut [f32], m: usize) -> bool {
     let t = w.qtype();
     if kind(t).is_none() || !level.has_avx2() || m < MIN_GEMM_ROWS {
@@ -153,78 +124,48 @@ pub fn matmul_bt_with(level: Level, x: &[f32], w: &QMatrix, c: &mut [f32], m: us
     assert_eq!(x.len(), m * k, "matmul: lhs is not [m, k]");
     assert_eq!(c.len(), m * n, "matmul: dst is not [m, n]");
     let threads = rayon::current_num_threads();
-    // Whole output columns per piece, as `infer::kernels::matmul_bt` splits f32 prefill.
-    let pieces = if threads > 1 {
-        (threads * 4).min(n.div_ceil(32)).max(1)
-    } else {
-        1
-    };
-    let width = n.div_ceil(pieces);
-    let count = n.div_ceil(width);
     #[cfg(target_arch = "x86_64")]
     if bf16_dot_takes(level, t, k) {
-        bf16_dot(x, w, c, m, width, count);
+        // Whole output columns per piece, as `infer::kernels::matmul_bt` splits f32 prefill.
+        let pieces = if threads > 1 {
+            (threads * 4).min(n.div_ceil(32)).max(1)
+        } else {
+            1
+        };
+        let width = n.div_ceil(pieces);
+        bf16_dot(x, w, c, m, width, n.div_ceil(width));
         return true;
     }
     #[cfg(target_arch = "x86_64")]
-    if level == Level::Avx2 {
-        strips(x, w, c, m, threads);
-        return true;
+    strips(level, x, w, c, m, threads);
+    true
+}
+
+/// `c[m, n] = x[m, k] · wᵀ` for dense f32 weights `w` `[n, k]` through the strip tiles, when
+/// `level` has SIMD and `m` is at least a few rows; returns false (nothing written) otherwise.
+pub fn matmul_bt_dense(
+    level: Level,
+    x: &[f32],
+    w: &[f32],
+    c: &mut [f32],
+    m: usize,
+    n: usize,
+    k: usize,
+) -> bool {
+    if !level.has_avx2() || m < MIN_GEMM_ROWS {
+        return false;
     }
-    // Deep rows in narrow panels: on Zen 4 (2 threads) SmolLM2's 1536-deep down projection
-    // ran at 150-175 GFLOP/s in 16-row panels against 103-110 in 85-row ones, while the
-    // 576-deep shapes lost 5-20 % in small panels (docs/performance-generate.md).
-    let panel_rows = if k >= DEEP_ROWS {
-        16
-    } else {
-        (PANEL_BYTES / (4 * k)).clamp(16, 256)
-    };
-    let rb = w.row_bytes();
-    let c_addr = c.as_mut_ptr() as usize;
-    let piece = |p: usize| {
-        let j0 = p * width;
-        let j1 = (j0 + width).min(n);
-        PANEL.with(|buf| {
-            let mut buf = buf.borrow_mut();
-            let mut s = j0;
-            while s < j1 {
-                let rows = panel_rows.min(j1 - s);
-                buf.resize(panel_rows.max(rows) * k, 0.0);
-                let panel = &mut buf[..rows * k];
-                for (r, dst) in panel.chunks_exact_mut(k).enumerate() {
-                    widen_with(level, t, &w.bytes()[(s + r) * rb..(s + r + 1) * rb], dst);
-                }
-                // SAFETY: x is [m, k] and c [m, n] (checked above), the panel [rows, k]; this
-                // call writes columns s..s+rows of c only, inside this piece's j0..j1, which
-                // no other piece writes.
-                unsafe {
-                    gemm::gemm(
-                        m,
-                        rows,
-                        k,
-                        (c_addr as *mut f32).add(s),
-                        1,
-                        n as isize,
-                        false,
-                        x.as_ptr(),
-                        1,
-                        k as isize,
-                        panel.as_ptr(),
-                        k as isize,
-                        1,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
-                s += rows;
-            }
-        });
-    };
-    run_pieces(count, piece);
+    assert_eq!(x.len(), m * k, "matmul: lhs is not [m, k]");
+    assert_eq!(w.len(), n * k, "matmul: rhs is not [n, k]");
+    assert_eq!(c.len(), m * n, "matmul: dst is not [m, n]");
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: any f32 is 4 initialised bytes; the strip kernels read them back as f32 in
+        // the machine's (little-endian) order.
+        let wb = unsafe { std::slice::from_raw_parts(w.as_ptr() as *const u8, w.len() * 4) };
+        let threads = rayon::current_num_threads();
+        strips_of(level, x, QType::F32, wb, n, k, c, m, threads);
+    }
     true
 }
 
@@ -272,20 +213,42 @@ fn bf16_dot(x: &[f32], w: &QMatrix, c: &mut [f32], m: usize, width: usize, count
     });
 }
 
-/// `c = x · wᵀ` on AVX2 through [`super::x86_strip`]: pieces of whole 16-column strips.
-/// On a Zen 3, one thread, SmolLM2's layer shapes ran at 84 GFLOP/s against 72–75 through
-/// the gemm crate (docs/performance-generate.md).
+/// `c = x · wᵀ` through [`super::x86_strip`]: pieces of whole tiles' strips (one 16-column
+/// strip on AVX2, two on AVX-512). On Zen 4 (2 threads) the AVX-512 tiles ran SmolLM2's F16
+/// layer shapes at 188–202 GFLOP/s against 151–167 for the GEMM crate over widened panels,
+/// which ran 16-row panels in 1 × 6 register tiles; on a Zen 3 (one thread) the AVX2 tiles
+/// ran them at 84 GFLOP/s against 72–75 (docs/performance-generate.md).
 #[cfg(target_arch = "x86_64")]
-fn strips(x: &[f32], w: &QMatrix, c: &mut [f32], m: usize, threads: usize) {
-    use super::x86_strip as xs;
+fn strips(level: Level, x: &[f32], w: &QMatrix, c: &mut [f32], m: usize, threads: usize) {
     let (n, k) = (w.rows(), w.cols());
-    let strips = n.div_ceil(xs::STRIP);
+    strips_of(level, x, w.qtype(), w.bytes(), n, k, c, m, threads)
+}
+
+/// [`strips`] over the row bytes `wb` of an `[n, k]` matrix of float type `t`.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn strips_of(
+    level: Level,
+    x: &[f32],
+    t: QType,
+    wb: &[u8],
+    n: usize,
+    k: usize,
+    c: &mut [f32],
+    m: usize,
+    threads: usize,
+) {
+    use super::x86_strip as xs;
+    let wide = level == Level::Avx512Vnni;
+    // Pieces of whole tiles: pairs of strips on AVX-512.
+    let unit = if wide { 2 * xs::STRIP } else { xs::STRIP };
+    let strips = n.div_ceil(unit);
     let pieces = if threads > 1 {
         (threads * 4).min(strips)
     } else {
         1
     };
-    let width = strips.div_ceil(pieces) * xs::STRIP;
+    let width = strips.div_ceil(pieces) * unit;
     let c_addr = c.as_mut_ptr() as usize;
     let run = |p: usize| {
         let j0 = p * width;
@@ -304,14 +267,22 @@ fn strips(x: &[f32], w: &QMatrix, c: &mut [f32], m: usize, threads: usize) {
             // j0..j1.
             unsafe {
                 let c = c_addr as *mut f32;
-                match w.qtype() {
-                    QType::F32 => {
-                        xs::matmul_bt_columns::<0>(x, w.bytes(), m, n, k, c, j0..j1, strip)
+                let cols = j0..j1;
+                match (wide, t) {
+                    (true, QType::F32) => {
+                        xs::matmul_bt_columns512::<0>(x, wb, m, n, k, c, cols, strip)
                     }
-                    QType::F16 => {
-                        xs::matmul_bt_columns::<1>(x, w.bytes(), m, n, k, c, j0..j1, strip)
+                    (true, QType::F16) => {
+                        xs::matmul_bt_columns512::<1>(x, wb, m, n, k, c, cols, strip)
                     }
-                    _ => xs::matmul_bt_columns::<2>(x, w.bytes(), m, n, k, c, j0..j1, strip),
+                    (true, _) => xs::matmul_bt_columns512::<2>(x, wb, m, n, k, c, cols, strip),
+                    (false, QType::F32) => {
+                        xs::matmul_bt_columns::<0>(x, wb, m, n, k, c, cols, strip)
+                    }
+                    (false, QType::F16) => {
+                        xs::matmul_bt_columns::<1>(x, wb, m, n, k, c, cols, strip)
+                    }
+                    (false, _) => xs::matmul_bt_columns::<2>(x, wb, m, n, k, c, cols, strip),
                 }
             }
         });

@@ -1,9 +1,12 @@
-//! AVX2 prefill product `c = x · wᵀ` for F32 / F16 / BF16 weight rows without the GEMM crate:
+//! Prefill product `c = x · wᵀ` for F32 / F16 / BF16 weight rows without the GEMM crate:
 //! [`STRIP`] weight rows at a time are widened and transposed into a depth-major strip
-//! (`[depth][16]` f32, so one 32-byte load holds 8 output columns at one depth), then `c` is
-//! formed in [`TILE_M`] × 16 tiles, 12 accumulators fed by broadcasts of the activations read
-//! straight from their rows. The activations are never packed: the crate packed them again
-//! for every panel of every piece, 10 % of SmolLM2 F16 prefill on a Zen 3.
+//! (`[depth][16]` f32, so one 32-byte load holds 8 output columns at one depth, one 64-byte
+//! load all 16), then `c` is formed in register tiles fed by broadcasts of the activations
+//! read straight from their rows: on AVX2 ([`Avx2Tiles`]) 6 rows × 1 strip, 12 accumulators;
+//! on AVX-512 ([`Avx512Tiles`]) 12 rows × 2 strips, 24 accumulators. The activations are
+//! never packed: the GEMM crate packed them again for every panel of every piece, 10 % of
+//! SmolLM2 F16 prefill on a Zen 3, and on AVX-512 its 16-row panels ran in 1 × 6 register
+//! tiles.
 //!
 //! Depth runs in blocks of [`DEPTH_BLOCK`]; per block a panel of up to [`PANEL_STRIPS`]
 //! strips is widened (L2), and each tile of activation rows (L1) passes over all of them.
@@ -15,9 +18,6 @@ use std::arch::x86_64::*;
 
 /// Weight rows (output columns) per strip: two registers.
 pub const STRIP: usize = 16;
-/// Activation rows per tile: 6 × 2 accumulators + 2 weight registers + 1 broadcast = 15 of
-/// the 16 registers.
-const TILE_M: usize = 6;
 /// Depth per block: a 16 KiB strip block.
 const DEPTH_BLOCK: usize = 256;
 
@@ -129,10 +129,10 @@ unsafe fn step<const RM: usize>(
     }
 }
 
-/// Where a tile's results go: `cols` (≤ 16) columns of rows `ldc` floats apart from `c`,
+/// Where a tile's results go: `cols` (≤ 16 per strip of the tile) columns of rows `ldc` floats apart from `c`,
 /// stored (the first depth block) or added (`add`: the later ones).
 #[derive(Clone, Copy)]
-struct TileOut {
+pub struct TileOut {
     c: *mut f32,
     ldc: usize,
     cols: usize,
@@ -187,36 +187,107 @@ unsafe fn tile<const RM: usize>(
     }
 }
 
-/// [`tile`] for `rm` (1..=6) rows.
-#[inline(always)]
-unsafe fn tile_any(
-    rm: usize,
-    x: *const f32,
-    ldx: usize,
-    strip: *const f32,
-    depth: usize,
-    out: TileOut,
-) {
-    match rm {
-        6 => tile::<6>(x, ldx, strip, depth, out),
-        5 => tile::<5>(x, ldx, strip, depth, out),
-        4 => tile::<4>(x, ldx, strip, depth, out),
-        3 => tile::<3>(x, ldx, strip, depth, out),
-        2 => tile::<2>(x, ldx, strip, depth, out),
-        _ => tile::<1>(x, ldx, strip, depth, out),
+/// A register-tile kernel of the strip product: [`Tiles::ROWS`] activation rows at a time
+/// against up to [`Tiles::STRIPS`] adjacent strips.
+pub trait Tiles {
+    /// Activation rows per tile.
+    const ROWS: usize;
+    /// Strips per tile.
+    const STRIPS: usize;
+    /// `out (+)= x[..rm] · strips` for `rm` (1..=ROWS) rows from `x` (row stride `ldx`), over
+    /// the `out.cols` columns of the strips from `strip` (`block` floats apart), `depth` steps.
+    ///
+    /// # Safety
+    /// The CPU has the kernel's features; the pointers cover what the arguments say.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile(
+        rm: usize,
+        x: *const f32,
+        ldx: usize,
+        strip: *const f32,
+        block: usize,
+        depth: usize,
+        out: TileOut,
+    );
+}
+
+/// AVX2 + FMA: 6 rows × 1 strip, 6 × 2 accumulators + 2 weight registers + 1 broadcast = 15
+/// of the 16 registers.
+pub struct Avx2Tiles;
+
+impl Tiles for Avx2Tiles {
+    const ROWS: usize = 6;
+    const STRIPS: usize = 1;
+
+    #[inline(always)]
+    unsafe fn tile(
+        rm: usize,
+        x: *const f32,
+        ldx: usize,
+        strip: *const f32,
+        _block: usize,
+        depth: usize,
+        out: TileOut,
+    ) {
+        match rm {
+            6 => tile::<6>(x, ldx, strip, depth, out),
+            5 => tile::<5>(x, ldx, strip, depth, out),
+            4 => tile::<4>(x, ldx, strip, depth, out),
+            3 => tile::<3>(x, ldx, strip, depth, out),
+            2 => tile::<2>(x, ldx, strip, depth, out),
+            _ => tile::<1>(x, ldx, strip, depth, out),
+        }
     }
 }
 
-/// Columns `cols` of `c = x · wᵀ`: `x` `[m, k]` f32, `w` `[n, k]` row-major elements of `KIND`,
-/// `c` `[m, n]` at `c` (only columns in `cols` are written). `panel` is scratch of at least
-/// [`panel_len`] floats.
+/// Columns `cols` of `c = x · wᵀ` on AVX2 ([`columns`] with [`Avx2Tiles`]).
 ///
 /// # Safety
-/// The CPU must have AVX2, FMA and F16C; `c` must point at `m * n` writable floats that no
-/// other thread writes in columns `cols`; `cols.end <= n`.
+/// As [`columns`]; the CPU must have AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn matmul_bt_columns<const KIND: u8>(
+    x: &[f32],
+    w: &[u8],
+    m: usize,
+    n: usize,
+    k: usize,
+    c: *mut f32,
+    cols: std::ops::Range<usize>,
+    panel: &mut [f32],
+) {
+    columns::<KIND, Avx2Tiles>(x, w, m, n, k, c, cols, panel)
+}
+
+/// Columns `cols` of `c = x · wᵀ` on AVX-512 ([`columns`] with [`Avx512Tiles`]).
+///
+/// # Safety
+/// As [`columns`]; the CPU must have AVX2, FMA, F16C and AVX-512 F.
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn matmul_bt_columns512<const KIND: u8>(
+    x: &[f32],
+    w: &[u8],
+    m: usize,
+    n: usize,
+    k: usize,
+    c: *mut f32,
+    cols: std::ops::Range<usize>,
+    panel: &mut [f32],
+) {
+    columns::<KIND, Avx512Tiles>(x, w, m, n, k, c, cols, panel)
+}
+
+/// Columns `cols` of `c = x · wᵀ`: `x` `[m, k]` f32, `w` `[n, k]` row-major elements of `KIND`,
+/// `c` `[m, n]` at `c` (only columns in `cols` are written), in tiles of `T`. `panel` is
+/// scratch of at least [`panel_len`] floats.
+///
+/// # Safety
+/// The CPU must have `T`'s features (the caller's `target_feature` context); `c` must point
+/// at `m * n` writable floats that no other thread writes in columns `cols`; `cols.end <= n`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn columns<const KIND: u8, T: Tiles>(
     x: &[f32],
     w: &[u8],
     m: usize,
@@ -243,16 +314,16 @@ pub unsafe fn matmul_bt_columns<const KIND: u8>(
             }
             let mut i = 0;
             while i < m {
-                let rm = TILE_M.min(m - i);
-                for (s, j) in (j0..j1).step_by(STRIP).enumerate() {
+                let rm = T::ROWS.min(m - i);
+                for (s, j) in (j0..j1).step_by(T::STRIPS * STRIP).enumerate() {
                     let out = TileOut {
                         c: c.add(i * n + j),
                         ldc: n,
-                        cols: STRIP.min(j1 - j),
+                        cols: (T::STRIPS * STRIP).min(j1 - j),
                         add: d0 > 0,
                     };
-                    let strip = panel.as_ptr().add(s * block);
-                    tile_any(rm, x.as_ptr().add(i * k + d0), k, strip, depth, out);
+                    let strip = panel.as_ptr().add(s * T::STRIPS * block);
+                    T::tile(rm, x.as_ptr().add(i * k + d0), k, strip, block, depth, out);
                 }
                 i += rm;
             }
@@ -268,4 +339,89 @@ const PANEL_STRIPS: usize = 16;
 /// Floats of panel scratch [`matmul_bt_columns`] needs for depth `k`.
 pub fn panel_len(k: usize) -> usize {
     PANEL_STRIPS * DEPTH_BLOCK.min(k) * STRIP
+}
+
+/// AVX-512 F: 12 rows × 2 strips, 12 × 2 accumulators + 2 weight registers + broadcasts, of
+/// the 32 registers.
+pub struct Avx512Tiles;
+
+impl Tiles for Avx512Tiles {
+    const ROWS: usize = 12;
+    const STRIPS: usize = 2;
+
+    #[inline(always)]
+    unsafe fn tile(
+        rm: usize,
+        x: *const f32,
+        ldx: usize,
+        strip: *const f32,
+        block: usize,
+        depth: usize,
+        out: TileOut,
+    ) {
+        macro_rules! rows {
+            ($($r:literal)*) => {
+                match rm {
+                    $($r => tile512::<$r>(x, ldx, strip, block, depth, out),)*
+                    _ => tile512::<12>(x, ldx, strip, block, depth, out),
+                }
+            };
+        }
+        rows!(1 2 3 4 5 6 7 8 9 10 11)
+    }
+}
+
+/// [`tile`] on AVX-512: `RM` rows against the two strips at `strip` and `strip + block` (the
+/// second one read only when `out.cols > 16`), each output the f32 sum of its products in
+/// depth order as in the AVX2 tiles.
+#[inline(always)]
+unsafe fn tile512<const RM: usize>(
+    x: *const f32,
+    ldx: usize,
+    strip: *const f32,
+    block: usize,
+    depth: usize,
+    out: TileOut,
+) {
+    let TileOut { c, ldc, cols, add } = out;
+    let mut a0 = [_mm512_setzero_ps(); RM];
+    let mut a1 = [_mm512_setzero_ps(); RM];
+    let xr: [*const f32; RM] = std::array::from_fn(|i| x.add(i * ldx));
+    if cols > STRIP {
+        let s1 = strip.add(block);
+        for d in 0..depth {
+            let b0 = _mm512_loadu_ps(strip.add(d * STRIP));
+            let b1 = _mm512_loadu_ps(s1.add(d * STRIP));
+            for i in 0..RM {
+                let a = _mm512_set1_ps(*xr[i].add(d));
+                a0[i] = _mm512_fmadd_ps(a, b0, a0[i]);
+                a1[i] = _mm512_fmadd_ps(a, b1, a1[i]);
+            }
+        }
+    } else {
+        for d in 0..depth {
+            let b0 = _mm512_loadu_ps(strip.add(d * STRIP));
+            for i in 0..RM {
+                a0[i] = _mm512_fmadd_ps(_mm512_set1_ps(*xr[i].add(d)), b0, a0[i]);
+            }
+        }
+    }
+    let m0: __mmask16 = if cols >= STRIP { !0 } else { (1 << cols) - 1 };
+    let m1: __mmask16 = if cols >= 2 * STRIP {
+        !0
+    } else if cols > STRIP {
+        (1 << (cols - STRIP)) - 1
+    } else {
+        0
+    };
+    for i in 0..RM {
+        let ci = c.add(i * ldc);
+        let (mut v0, mut v1) = (a0[i], a1[i]);
+        if add {
+            v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, ci), v0);
+            v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, ci.add(STRIP)), v1);
+        }
+        _mm512_mask_storeu_ps(ci, m0, v0);
+        _mm512_mask_storeu_ps(ci.add(STRIP), m1, v1);
+    }
 }
