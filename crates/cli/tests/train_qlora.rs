@@ -216,6 +216,42 @@ fn qlora_matches_the_dequantized_f32_base_and_resumes_exactly() {
         let info = ok(&["--json", "info", s(&merged)]);
         assert!(!info.is_empty());
     }
+
+    // Evaluating the run: its adapter runs unmerged on the Q4_1 blocks (the default path),
+    // whether named by the run folder or given as --adapter, and scores what the merged f32
+    // file scores, up to the 16-bit activation rounding of the Q4_1 products.
+    let eval = |model: &Path, extra: &[&str]| -> f64 {
+        let mut args = vec!["--json", "eval", "--model", s(model), "--data", s(&data)];
+        args.extend_from_slice(&["--seq-len", "32", "--max-windows", "24", "--threads", "2"]);
+        args.extend_from_slice(extra);
+        let stdout = ok(&args);
+        let line = stdout
+            .lines()
+            .rev()
+            .find(|l| l.contains("\"loss\""))
+            .unwrap();
+        serde_json::from_str::<Value>(line).unwrap()["loss"]
+            .as_f64()
+            .unwrap()
+    };
+    let run = eval(&out, &[]);
+    let explicit = eval(&q, &["--adapter", s(&adapter)]);
+    let merged = eval(&d.join("merged-f32.gguf"), &[]);
+    let dequantized = eval(&out, &["--dequantize"]);
+    let base = eval(&q, &[]);
+    assert_eq!(run, explicit, "run folder and --adapter");
+    assert!(
+        (run - merged).abs() < 1e-4,
+        "unmerged {run} vs merged {merged}"
+    );
+    assert!(
+        (dequantized - merged).abs() < 1e-5,
+        "{dequantized} vs {merged}"
+    );
+    assert!(
+        (run - base).abs() > 10.0 * (run - merged).abs(),
+        "the adapter must matter: {run} vs base {base} (merged {merged})"
+    );
     std::fs::remove_dir_all(&d).unwrap();
 }
 

@@ -253,16 +253,22 @@ impl LoraParams {
         Some(&mut self.data[r])
     }
 
-    /// W += scale * B A for every adapted projection (the adapter baked into the weights).
-    pub fn merge_into(&self, params: &mut Params) -> Result<(), EngineError> {
-        let cfg = params.config.clone();
-        if LoraParams::layout_for(&cfg, &self.config) != *self.layout {
+    /// Errors unless this adapter's tensors are those of a model shaped `cfg`.
+    pub fn check_shape(&self, cfg: &ModelConfig) -> Result<(), EngineError> {
+        if LoraParams::layout_for(cfg, &self.config) != *self.layout {
             return Err(EngineError::Invalid {
                 field: "LoRA adapter",
                 value: "a different model shape".into(),
                 rule: "made for this model's dimensions and layer count",
             });
         }
+        Ok(())
+    }
+
+    /// W += scale * B A for every adapted projection (the adapter baked into the weights).
+    pub fn merge_into(&self, params: &mut Params) -> Result<(), EngineError> {
+        let cfg = params.config.clone();
+        self.check_shape(&cfg)?;
         let scale = self.config.scale();
         let r = self.config.rank;
         for l in 0..cfg.n_layers {

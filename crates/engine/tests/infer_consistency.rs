@@ -182,3 +182,80 @@ fn half_precision_kv_caches_stay_close_to_f32() {
         }
     }
 }
+
+#[test]
+fn an_unmerged_adapter_gives_the_merged_model_logits() {
+    use engine::lora::{LoraConfig, LoraParams, LoraTarget};
+    use engine::quant::QuantModel;
+    // The base stays in its blocks (F32 here: exact), the adapter adds scale · B (A x) to
+    // each adapted projection; the reference is the f32 model with B A merged into W. Only
+    // the association of the sums differs: logits agree to ~1e-5, far below the ~1e-1 a
+    // wrong, dropped or doubled delta moves them (checked below).
+    for (name, cfg) in configs() {
+        let p = random_params(&cfg, 21);
+        for targets in [
+            LoraTarget::ALL.to_vec(),
+            vec![LoraTarget::V, LoraTarget::Down],
+        ] {
+            let lc = LoraConfig {
+                rank: 4,
+                alpha: 8.0,
+                targets: targets.clone(),
+                dropout: 0.0,
+            }
+            .normalized();
+            let mut lora = LoraParams::init(&cfg, &lc, &mut engine::rng::Rng::new(5)).unwrap();
+            // Non-zero B (a trained adapter), large enough to move the logits clearly.
+            for (i, x) in lora.data.iter_mut().enumerate() {
+                if *x == 0.0 {
+                    *x = ((i * 37 % 101) as f32 / 101.0 - 0.5) * 0.2;
+                }
+            }
+            let mut merged = p.clone();
+            lora.merge_into(&mut merged).unwrap();
+            let t = 70;
+            let v = cfg.vocab_size;
+            let toks = tokens(t, v, 9);
+            let reference = engine::model::logits(&merged, None, &toks, 1, t).unwrap();
+            let base = engine::model::logits(&p, None, &toks, 1, t).unwrap();
+            assert!(
+                max_abs_diff(&base, &reference) > 0.1,
+                "{name}: the adapter must move the logits"
+            );
+            let mut q = QuantModel::from_params(&p, |_, _, _, _| None).unwrap();
+            q.attach_adapter(lora.clone()).unwrap();
+            let mut s = InferenceSession::new(&q, t).unwrap();
+            let all = s.prefill_all_logits(&toks).unwrap();
+            let err = max_abs_diff(&all, &reference);
+            assert!(err < 1e-4, "{name} {targets:?}: prefill differs by {err}");
+            let mut s = InferenceSession::new(&q, t).unwrap();
+            s.prefill(&toks[..3]).unwrap();
+            for i in 3..t {
+                let err = max_abs_diff(s.decode(toks[i]).unwrap(), &reference[i * v..(i + 1) * v]);
+                assert!(
+                    err < 1e-4,
+                    "{name} {targets:?}: decode at {i} differs by {err}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn an_adapter_of_another_shape_is_refused() {
+    use engine::lora::{LoraConfig, LoraParams, LoraTarget};
+    let cfgs = configs();
+    let (a, b) = (&cfgs[0].1, &cfgs[2].1);
+    let lc = LoraConfig {
+        rank: 2,
+        alpha: 4.0,
+        targets: vec![LoraTarget::Q],
+        dropout: 0.0,
+    };
+    let lora = LoraParams::zeros(b, &lc).unwrap();
+    let mut q =
+        engine::quant::QuantModel::from_params(&random_params(a, 1), |_, _, _, _| None).unwrap();
+    let err = q.attach_adapter(lora).unwrap_err().to_string();
+    assert!(err.contains("LoRA adapter"), "{err}");
+    assert!(q.adapter.is_none());
+}

@@ -15,6 +15,10 @@ pub struct Args {
     /// Model: a model folder, GGUF, llama2.c .bin, checkpoint or run folder.
     #[arg(long)]
     pub model: PathBuf,
+    /// A LoRA adapter (PEFT folder or LoRA checkpoint) on top of --model: run unmerged on a
+    /// GGUF's blocks, merged into the f32 weights otherwise.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
     /// Data, as `train --data` takes it: raw token ids, .txt, .jsonl or an ingested folder.
     #[arg(long, alias = "tokens")]
     pub data: PathBuf,
@@ -132,10 +136,12 @@ pub fn evaluate(
 }
 
 /// Mean cross-entropy on the quantized inference path: each window is one causal prefill
-/// through the KV-cache session (`prefill_all_logits`), the same windows as [`evaluate`].
+/// through the KV-cache session (`prefill_all_logits`), the same windows and the same
+/// scored positions (`mask`) as [`evaluate`].
 pub fn evaluate_quantized(
     model: &engine::quant::QuantModel,
     tokens: &[u32],
+    mask: Option<&[u8]>,
     seq: usize,
     max_windows: Option<usize>,
 ) -> anyhow::Result<EvalResult> {
@@ -150,7 +156,11 @@ pub fn evaluate_quantized(
         let win = &tokens[w * seq..w * seq + seq + 1];
         session.reset();
         let logits = session.prefill_all_logits(&win[..seq])?;
-        for (row, &target) in logits.chunks_exact(v).zip(&win[1..]) {
+        for (i, (row, &target)) in logits.chunks_exact(v).zip(&win[1..]).enumerate() {
+            if mask.is_some_and(|m| m[w * seq + 1 + i] == 0) {
+                // Context-only positions (e.g. prompts of chat data) are not scored.
+                continue;
+            }
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
             let lse = max
                 + row
@@ -180,7 +190,8 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
         out.log(n);
     }
     let quantized = !args.dequantize;
-    let loaded = super::generate::load_for_inference(&path, !quantized, false, out)?;
+    let loaded =
+        super::generate::load_for_inference(&path, !quantized, args.adapter.as_deref(), out)?;
     let model = &loaded.meta;
     let vocab = model.params.config.vocab_size;
     let tokenizer = match (&args.tokenizer, &model.tokenizer) {
@@ -231,13 +242,9 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
     out.log(format!("data: {}", data.source));
     let start = std::time::Instant::now();
     let r = match &loaded.quant {
-        // The quantized forward scores every position (no loss mask).
-        Some(q) if data.mask.is_none() => {
-            evaluate_quantized(q, &data.tokens, seq, args.max_windows)?
+        Some(q) => {
+            evaluate_quantized(q, &data.tokens, data.mask.as_deref(), seq, args.max_windows)?
         }
-        Some(_) => bail!(
-            "--quantized eval scores every token; this data has a loss mask: leave out --quantized"
-        ),
         None => evaluate(
             &model.params,
             &data.tokens,

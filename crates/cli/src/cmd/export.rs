@@ -206,9 +206,9 @@ pub fn load_any_model(src: &Path, out: &Output) -> anyhow::Result<LoadedModel> {
     Ok(formats::load_model(src)?)
 }
 
-/// Loads anything that runs as a model: a model file or folder, a full-model checkpoint, or
-/// an adapter (a PEFT folder or a LoRA checkpoint) merged into the base model it records.
-pub fn load_runnable(path: &Path, out: &Output) -> anyhow::Result<LoadedModel> {
+/// `(adapter, base)` when `path` is an adapter (a PEFT folder or a LoRA checkpoint): the
+/// adapter and the base model it records; `None` for anything else.
+pub fn adapter_and_base(path: &Path) -> anyhow::Result<Option<(PathBuf, PathBuf)>> {
     let base_of_adapter = |p: &Path| -> anyhow::Result<PathBuf> {
         let cfg: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(p.join("adapter_config.json"))
@@ -227,21 +227,29 @@ pub fn load_runnable(path: &Path, out: &Output) -> anyhow::Result<LoadedModel> {
                 )
             })
     };
-    let (adapter, base) = if path.join("adapter_config.json").is_file() {
-        (path.to_path_buf(), base_of_adapter(path)?)
-    } else if path.join("trainer_state.json").is_file() {
-        match open_checkpoint(path)? {
-            (CheckpointContents::Adapter(_), _, Some(base), _) if base.exists() => {
-                (path.to_path_buf(), base)
-            }
-            (CheckpointContents::Adapter(_), ..) => bail!(
-                "{}: a LoRA checkpoint whose base model is not recorded or no longer there; \
-                 give the base as --model and this checkpoint as --adapter",
-                path.display()
-            ),
-            _ => return load_any_model(path, out),
+    if path.join("adapter_config.json").is_file() {
+        return Ok(Some((path.to_path_buf(), base_of_adapter(path)?)));
+    }
+    if !path.join("trainer_state.json").is_file() {
+        return Ok(None);
+    }
+    match open_checkpoint(path)? {
+        (CheckpointContents::Adapter(_), _, Some(base), _) if base.exists() => {
+            Ok(Some((path.to_path_buf(), base)))
         }
-    } else {
+        (CheckpointContents::Adapter(_), ..) => bail!(
+            "{}: a LoRA checkpoint whose base model is not recorded or no longer there; \
+             give the base as --model and this checkpoint as --adapter",
+            path.display()
+        ),
+        _ => Ok(None),
+    }
+}
+
+/// Loads anything that runs as a model: a model file or folder, a full-model checkpoint, or
+/// an adapter (a PEFT folder or a LoRA checkpoint) merged into the base model it records.
+pub fn load_runnable(path: &Path, out: &Output) -> anyhow::Result<LoadedModel> {
+    let Some((adapter, base)) = adapter_and_base(path)? else {
         return load_any_model(path, out);
     };
     let mut m = load_any_model(&base, out)?;
@@ -261,7 +269,7 @@ pub fn load_runnable(path: &Path, out: &Output) -> anyhow::Result<LoadedModel> {
 }
 
 /// Takes the tokenizer of `dir` (tokenizer.json, tokenizer_config.json, generation_config.json).
-fn adopt_tokenizer_folder(m: &mut LoadedModel, dir: &Path) -> anyhow::Result<()> {
+pub fn adopt_tokenizer_folder(m: &mut LoadedModel, dir: &Path) -> anyhow::Result<()> {
     m.tokenizer = Some(TokenizerSource::HfJson(dir.join("tokenizer.json")));
     let tc = hf::read_tokenizer_config(dir)?;
     m.chat_template = tc.chat_template.or(m.chat_template.take());

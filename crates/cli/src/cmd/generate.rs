@@ -21,7 +21,8 @@ pub struct Args {
     /// final model, else best/, else the latest checkpoint).
     #[arg(long)]
     pub model: PathBuf,
-    /// A PEFT LoRA adapter folder, merged into the weights before generating.
+    /// A LoRA adapter (PEFT folder or LoRA checkpoint): run unmerged on a GGUF's blocks,
+    /// merged into the f32 weights otherwise (and with --dequantize).
     #[arg(long)]
     pub adapter: Option<PathBuf>,
     /// Tokenizer to use instead of the model's own (tokenizer.json, tokenizer.bin or .gguf).
@@ -156,27 +157,59 @@ impl InferModel {
     }
 }
 
-/// Loads `path` for inference: a GGUF's matrices stay in its blocks (F32 ones too: no second
-/// copy of the weights) unless `dequantize` (or an adapter, which is merged into f32 weights)
-/// asks for the f32 `Params` path.
+/// Loads `path` for inference, with `adapter` (a PEFT folder or LoRA checkpoint) on top when
+/// given. A GGUF's matrices stay in its blocks (F32 ones too: no second copy of the weights),
+/// and an adapter on a GGUF base (given as `adapter`, or `path` itself an adapter or LoRA
+/// run recording such a base) runs unmerged on them, unless `dequantize` asks for the f32
+/// `Params` path, where adapters are merged into the weights.
 pub fn load_for_inference(
     path: &std::path::Path,
     dequantize: bool,
-    adapter: bool,
+    adapter: Option<&std::path::Path>,
     out: &Output,
 ) -> anyhow::Result<InferModel> {
-    let gguf = matches!(formats::detect_format(path), Ok(formats::ModelFormat::Gguf));
-    if !dequantize && !adapter && gguf {
-        let q = formats::gguf::load_quant_model(path)
-            .with_context(|| format!("loading model {}", path.display()))?;
+    let is_gguf =
+        |p: &std::path::Path| matches!(formats::detect_format(p), Ok(formats::ModelFormat::Gguf));
+    let (base, adapter) = match adapter {
+        Some(a) => (path.to_path_buf(), Some(a.to_path_buf())),
+        None => match super::export::adapter_and_base(path)? {
+            Some((a, b)) if is_gguf(&b) => (b, Some(a)),
+            _ => (path.to_path_buf(), None),
+        },
+    };
+    if !dequantize && is_gguf(&base) {
+        let mut q = formats::gguf::load_quant_model(&base)
+            .with_context(|| format!("loading model {}", base.display()))?;
+        if let Some(a) = &adapter {
+            let lora = super::export::load_any_adapter(a, &q.model.config)
+                .with_context(|| format!("loading adapter {}", a.display()))?;
+            q.model
+                .attach_adapter(lora)
+                .with_context(|| format!("adapter {}", a.display()))?;
+            if a.join("tokenizer.json").is_file() {
+                super::export::adopt_tokenizer_folder(&mut q.meta, a)?;
+            }
+            out.log(format!(
+                "adapter {} runs unmerged on the blocks of {}",
+                a.display(),
+                base.display()
+            ));
+            q.meta.source = format!("{} + adapter {}", q.meta.source, a.display());
+        }
         return Ok(InferModel {
             meta: q.meta,
             quant: Some(q.model),
         });
     }
     // Checkpoints, adapters and run folders load through the same path as export.
-    let meta = super::export::load_runnable(path, out)
+    let mut meta = super::export::load_runnable(path, out)
         .with_context(|| format!("loading model {}", path.display()))?;
+    if let Some(a) = adapter.filter(|_| path == base.as_path()) {
+        let lora = super::export::load_any_adapter(&a, &meta.params.config)
+            .with_context(|| format!("loading adapter {}", a.display()))?;
+        lora.merge_into(&mut meta.params)
+            .with_context(|| format!("merging adapter {}", a.display()))?;
+    }
     Ok(InferModel { meta, quant: None })
 }
 
@@ -191,17 +224,11 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
         out.log(n);
     }
     let quantized = !args.dequantize;
-    let mut loaded = load_for_inference(&path, !quantized, args.adapter.is_some(), out)?;
+    let mut loaded = load_for_inference(&path, !quantized, args.adapter.as_deref(), out)?;
     if let Some(q) = &mut loaded.quant {
         q.act_precision = act_precision(args.act_bits);
     }
-    let model = &mut loaded.meta;
-    if let Some(dir) = &args.adapter {
-        let lora = formats::peft::load_adapter(dir, &model.params.config)
-            .with_context(|| format!("loading adapter {}", dir.display()))?;
-        lora.merge_into(&mut model.params)
-            .with_context(|| format!("merging adapter {}", dir.display()))?;
-    }
+    let model = &loaded.meta;
     out.log(format!(
         "loaded {} ({}) in {:.1}s",
         args.model.display(),

@@ -3,6 +3,7 @@
 //! Decode is memory-bound (every weight is read once per token), so it runs on a
 //! multithreaded SIMD matrix-vector kernel; the prompt is processed in batches with GEMM.
 
+mod adapter;
 pub mod bench;
 mod decode_attention;
 pub mod generate;

@@ -1,11 +1,13 @@
 //! An inference session: one model, one KV cache, positions advanced by a batched prefill of
 //! the prompt (GEMM per projection) and then one token at a time (matrix-vector products).
 
+use super::adapter::LayerAdapter;
 use super::kernels::{self, MatVec};
 use super::kv::{KvCache, KvType};
 use super::weights::{LayerW, Mat, Weights};
 use super::{decode_attention, prefill_attention};
 use crate::kernels::rope::RopeTable;
+use crate::lora::LoraTarget;
 use crate::quant::{self, QuantizedActs};
 
 /// Prompt tokens processed per GEMM batch: bounds the scratch memory of long prompts.
@@ -196,12 +198,19 @@ impl<'p> InferenceSession<'p> {
         weights.embed_row(token as usize, &mut s.x);
         for l in 0..cfg.n_layers {
             let lw = weights.layer(l);
+            let ad = LayerAdapter {
+                lora: weights.adapter(),
+                layer: l,
+            };
             kernels::rmsnorm(&mut s.xn, &s.x, lw.attn_norm, eps);
             matvec_many(
                 &s.xn,
                 acts,
                 vec![(lw.wq, &mut s.q), (lw.wk, &mut s.k), (lw.wv, &mut s.v)],
             );
+            ad.add(LoraTarget::Q, &s.xn, 1, &mut s.q);
+            ad.add(LoraTarget::K, &s.xn, 1, &mut s.k);
+            ad.add(LoraTarget::V, &s.xn, 1, &mut s.v);
             add_bias(&mut s.q, lw.bq);
             add_bias(&mut s.k, lw.bk);
             add_bias(&mut s.v, lw.bv);
@@ -218,8 +227,9 @@ impl<'p> InferenceSession<'p> {
                 pos >= PARALLEL_ATTENTION_FROM,
             );
             matvec_many(&s.att, acts, vec![(lw.wo, &mut s.proj)]);
+            ad.add(LoraTarget::O, &s.att, 1, &mut s.proj);
             kernels::add_into(&mut s.x, &s.proj);
-            ffn_one(s, acts, &lw, eps);
+            ffn_one(s, acts, &lw, ad, eps);
         }
         self.cache.len = pos + 1;
         kernels::rmsnorm(&mut s.xn, &s.x, weights.final_norm(), eps);
@@ -248,6 +258,10 @@ impl<'p> InferenceSession<'p> {
         }
         for l in 0..cfg.n_layers {
             let lw = weights.layer(l);
+            let ad = LayerAdapter {
+                lora: weights.adapter(),
+                layer: l,
+            };
             rmsnorm_rows(&mut s.xn[..n * d], &s.x[..n * d], lw.attn_norm, eps, d);
             matmul_bt_many(
                 &s.xn[..n * d],
@@ -259,6 +273,9 @@ impl<'p> InferenceSession<'p> {
                     (lw.wv, &mut s.v[..n * kv]),
                 ],
             );
+            ad.add(LoraTarget::Q, &s.xn[..n * d], n, &mut s.q[..n * d]);
+            ad.add(LoraTarget::K, &s.xn[..n * d], n, &mut s.k[..n * kv]);
+            ad.add(LoraTarget::V, &s.xn[..n * d], n, &mut s.v[..n * kv]);
             let rope = &self.rope;
             let mut rows: Vec<_> = s.q[..n * d]
                 .chunks_mut(d)
@@ -288,6 +305,7 @@ impl<'p> InferenceSession<'p> {
                 acts,
                 vec![(lw.wo, &mut s.proj[..n * d])],
             );
+            ad.add(LoraTarget::O, &s.att[..n * d], n, &mut s.proj[..n * d]);
             kernels::add_into(&mut s.x[..n * d], &s.proj[..n * d]);
             rmsnorm_rows(&mut s.xn[..n * d], &s.x[..n * d], lw.ffn_norm, eps, d);
             matmul_bt_many(
@@ -299,6 +317,8 @@ impl<'p> InferenceSession<'p> {
                     (lw.w_up, &mut s.up[..n * h]),
                 ],
             );
+            ad.add(LoraTarget::Gate, &s.xn[..n * d], n, &mut s.gate[..n * h]);
+            ad.add(LoraTarget::Up, &s.xn[..n * d], n, &mut s.up[..n * h]);
             let mut rows: Vec<_> = s.gate[..n * h]
                 .chunks_mut(h)
                 .zip(s.up[..n * h].chunks(h))
@@ -310,6 +330,7 @@ impl<'p> InferenceSession<'p> {
                 acts,
                 vec![(lw.w_down, &mut s.proj[..n * d])],
             );
+            ad.add(LoraTarget::Down, &s.gate[..n * h], n, &mut s.proj[..n * d]);
             kernels::add_into(&mut s.x[..n * d], &s.proj[..n * d]);
         }
         self.cache.len = start + n;
@@ -392,14 +413,23 @@ fn rmsnorm_rows(out: &mut [f32], x: &[f32], w: &[f32], eps: f32, d: usize) {
 }
 
 /// SwiGLU feed-forward of the single decode row, residual added into `s.x`.
-fn ffn_one(s: &mut Scratch, acts: &mut QuantizedActs, lw: &LayerW<'_>, eps: f32) {
+fn ffn_one(
+    s: &mut Scratch,
+    acts: &mut QuantizedActs,
+    lw: &LayerW<'_>,
+    ad: LayerAdapter<'_>,
+    eps: f32,
+) {
     kernels::rmsnorm(&mut s.xn, &s.x, lw.ffn_norm, eps);
     matvec_many(
         &s.xn,
         acts,
         vec![(lw.w_gate, &mut s.gate), (lw.w_up, &mut s.up)],
     );
+    ad.add(LoraTarget::Gate, &s.xn, 1, &mut s.gate);
+    ad.add(LoraTarget::Up, &s.xn, 1, &mut s.up);
     kernels::swiglu(&mut s.gate, &s.up);
     matvec_many(&s.gate, acts, vec![(lw.w_down, &mut s.proj)]);
+    ad.add(LoraTarget::Down, &s.gate, 1, &mut s.proj);
     kernels::add_into(&mut s.x, &s.proj);
 }

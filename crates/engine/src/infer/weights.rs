@@ -94,6 +94,14 @@ impl<'p> Weights<'p> {
         }
     }
 
+    /// The LoRA adapter run unmerged on top of the weights, if any.
+    pub fn adapter(&self) -> Option<&'p crate::lora::LoraParams> {
+        match self {
+            Weights::Dense(_) => None,
+            Weights::Quant(m) => m.adapter.as_ref(),
+        }
+    }
+
     pub fn final_norm(&self) -> &'p [f32] {
         match self {
             Weights::Dense(p) => p.final_norm(),

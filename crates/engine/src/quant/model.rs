@@ -35,9 +35,24 @@ pub struct QuantModel {
     /// The activations the 32-block matrices meet (default 16-bit: logits within ~1e-3 of
     /// the dequantized f32 model; 8-bit is faster and ~0.5 off on SmolLM2's logits).
     pub act_precision: ActPrecision,
+    /// A LoRA adapter run on top of the blocks, unmerged ([`QuantModel::attach_adapter`]).
+    pub adapter: Option<crate::lora::LoraParams>,
 }
 
 impl QuantModel {
+    /// Runs `lora` on top of the frozen blocks without merging it: every adapted projection
+    /// adds `scale · B (A x)` to its product, so memory stays the file's plus the adapter's
+    /// (merging would need the base in f32). Errors when the adapter was made for another
+    /// shape.
+    pub fn attach_adapter(
+        &mut self,
+        lora: crate::lora::LoraParams,
+    ) -> Result<(), crate::error::EngineError> {
+        lora.check_shape(&self.config)?;
+        self.adapter = Some(lora);
+        Ok(())
+    }
+
     /// Builds the model from `tensor(name, shape)`, asked once for every tensor of
     /// `ParamLayout::for_config(cfg)` (Hugging Face names, `[out, in]` shapes; a 1-D tensor is
     /// asked as `[1, n]` and dequantized to f32 here). Shapes are checked.
@@ -119,6 +134,7 @@ impl QuantModel {
             final_norm,
             output,
             act_precision: ActPrecision::I16,
+            adapter: None,
         })
     }
 
