@@ -21,7 +21,7 @@ use std::cell::RefCell;
 /// way against 78–96 with fixed 64 KiB tasks (the prefetcher restarts at every task start).
 const TASK_BYTES: usize = 256 * 1024;
 
-/// Fewest activation rows for the GEMM route (below it the row kernels win).
+/// Fewest activation rows for the strip tiles (below it the row kernels win).
 const MIN_GEMM_ROWS: usize = 8;
 
 /// The kernel kind of a float type (0 = F32, 1 = F16, 2 = BF16), `None` for block types.
