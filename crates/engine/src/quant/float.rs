@@ -3,7 +3,7 @@
 //! over weight rows widened to f32 on the fly into a reused per-thread buffer (so memory
 //! stays near the file size): our own register tiles over transposed strips
 //! ([`super::x86_strip`]; 6 × 16 on AVX2, 12 × 32 on AVX-512), or for BF16 on AVX-512 BF16
-//! dot products ([`super::x86_bf16dot`]).
+//! the same tiles over strips of BF16 pairs with `vdpbf16ps` ([`super::x86_bf16dot`]).
 //!
 //! Both are routes of [`super::qmatvec_many`] / [`super::qmatmul_bt`]; the `_with` forms keep
 //! the row-dot reference. Results match the dequantize-then-f32 product within f32 rounding
@@ -126,14 +126,10 @@ pub fn matmul_bt_with(level: Level, x: &[f32], w: &QMatrix, c: &mut [f32], m: us
     let threads = rayon::current_num_threads();
     #[cfg(target_arch = "x86_64")]
     if bf16_dot_takes(level, t, k) {
-        // Whole output columns per piece, as `infer::kernels::matmul_bt` splits f32 prefill.
-        let pieces = if threads > 1 {
-            (threads * 4).min(n.div_ceil(32)).max(1)
-        } else {
-            1
-        };
-        let width = n.div_ceil(pieces);
-        bf16_dot(x, w, c, m, width, n.div_ceil(width));
+        let mut xb = vec![0u16; m * k];
+        // SAFETY: `bf16_dot_takes` checked AVX-512 BF16 and k % 32 == 0.
+        unsafe { super::x86_bf16dot::round_to_bf16(x, &mut xb) };
+        strips_of(level, x, Some(&xb), t, w.bytes(), n, k, c, m, threads);
         return true;
     }
     #[cfg(target_arch = "x86_64")]
@@ -164,7 +160,7 @@ pub fn matmul_bt_dense(
         // the machine's (little-endian) order.
         let wb = unsafe { std::slice::from_raw_parts(w.as_ptr() as *const u8, w.len() * 4) };
         let threads = rayon::current_num_threads();
-        strips_of(level, x, QType::F32, wb, n, k, c, m, threads);
+        strips_of(level, x, None, QType::F32, wb, n, k, c, m, threads);
     }
     true
 }
@@ -194,25 +190,6 @@ pub fn bf16_dot_takes(level: Level, t: QType, k: usize) -> bool {
     }
 }
 
-/// `c = x · wᵀ` for BF16 `w` through [`super::x86_bf16dot`]: `x` rounded to BF16 once, then
-/// `count` pieces of `width` output columns each.
-#[cfg(target_arch = "x86_64")]
-fn bf16_dot(x: &[f32], w: &QMatrix, c: &mut [f32], m: usize, width: usize, count: usize) {
-    use super::x86_bf16dot as bd;
-    let (n, k) = (w.rows(), w.cols());
-    let mut xb = vec![0u16; m * k];
-    // SAFETY: `bf16_dot_takes` checked AVX-512 BF16 and k % 32 == 0.
-    unsafe { bd::round_to_bf16(x, &mut xb) };
-    let c_addr = c.as_mut_ptr() as usize;
-    run_pieces(count, |p| {
-        let j0 = p * width;
-        let j1 = (j0 + width).min(n);
-        // SAFETY: shapes checked by the caller (x [m, k], c [m, n], w BF16 [n, k]); each
-        // piece writes its own columns j0..j1 only.
-        unsafe { bd::matmul_bt_columns(&xb, w.bytes(), m, n, k, c_addr as *mut f32, j0..j1) };
-    });
-}
-
 /// `c = x · wᵀ` through [`super::x86_strip`]: pieces of whole tiles' strips (one 16-column
 /// strip on AVX2, two on AVX-512). On Zen 4 (2 threads) the AVX-512 tiles ran SmolLM2's F16
 /// layer shapes at 188–202 GFLOP/s against 151–167 for the GEMM crate over widened panels,
@@ -221,15 +198,18 @@ fn bf16_dot(x: &[f32], w: &QMatrix, c: &mut [f32], m: usize, width: usize, count
 #[cfg(target_arch = "x86_64")]
 fn strips(level: Level, x: &[f32], w: &QMatrix, c: &mut [f32], m: usize, threads: usize) {
     let (n, k) = (w.rows(), w.cols());
-    strips_of(level, x, w.qtype(), w.bytes(), n, k, c, m, threads)
+    strips_of(level, x, None, w.qtype(), w.bytes(), n, k, c, m, threads)
 }
 
-/// [`strips`] over the row bytes `wb` of an `[n, k]` matrix of float type `t`.
+/// [`strips`] over the row bytes `wb` of an `[n, k]` matrix of float type `t`; with `xb` (the
+/// activations rounded to BF16, for BF16 weights on AVX-512 BF16) the BF16 pair tiles of
+/// [`super::x86_bf16dot`].
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 fn strips_of(
     level: Level,
     x: &[f32],
+    xb: Option<&[u16]>,
     t: QType,
     wb: &[u8],
     n: usize,
@@ -256,7 +236,7 @@ fn strips_of(
         PANEL.with(|buf| {
             let mut buf = buf.borrow_mut();
             // 64-byte aligned, so each depth of the strip is one cache line.
-            let need = xs::panel_len(k) + 16;
+            let need = xs::panel_len(k).max(super::x86_bf16dot::panel_len(k)) + 16;
             if buf.len() < need {
                 buf.resize(need, 0.0);
             }
@@ -268,6 +248,13 @@ fn strips_of(
             unsafe {
                 let c = c_addr as *mut f32;
                 let cols = j0..j1;
+                if let Some(xb) = xb {
+                    // The f32 scratch as 32-bit words (same size and alignment).
+                    let words =
+                        std::slice::from_raw_parts_mut(strip.as_mut_ptr() as *mut u32, strip.len());
+                    super::x86_bf16dot::matmul_bt_columns(xb, wb, m, n, k, c, cols, words);
+                    return;
+                }
                 match (wide, t) {
                     (true, QType::F32) => {
                         xs::matmul_bt_columns512::<0>(x, wb, m, n, k, c, cols, strip)

@@ -35,7 +35,7 @@ unsafe fn load1<const KIND: u8>(p: *const u8, i: usize) -> f32 {
 
 /// The 8 × 8 block `r[row][depth]` transposed: result `d` holds depth `d` of the 8 rows.
 #[inline(always)]
-unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+pub(super) unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
     let t0 = _mm256_unpacklo_ps(r[0], r[1]);
     let t1 = _mm256_unpackhi_ps(r[0], r[1]);
     let t2 = _mm256_unpacklo_ps(r[2], r[3]);
