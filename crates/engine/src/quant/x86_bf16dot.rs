@@ -13,7 +13,7 @@
 //! the bound). Each output is the sum of its pair products in depth order, depth blocks added
 //! in turn, so it depends only on the shapes, never on the thread, piece or tile.
 
-use super::x86_strip::transpose8;
+use super::x86_strip::{store_pair, transpose8, TileOut};
 use std::arch::x86_64::*;
 
 /// Weight rows per strip: one register of pairs.
@@ -156,24 +156,7 @@ unsafe fn tile<const RM: usize>(
             }
         }
     }
-    let m0: __mmask16 = if cols >= STRIP { !0 } else { (1 << cols) - 1 };
-    let m1: __mmask16 = if cols >= 2 * STRIP {
-        !0
-    } else if cols > STRIP {
-        (1 << (cols - STRIP)) - 1
-    } else {
-        0
-    };
-    for i in 0..RM {
-        let ci = c.add(i * ldc);
-        let (mut v0, mut v1) = (a0[i], a1[i]);
-        if add {
-            v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, ci), v0);
-            v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, ci.add(STRIP)), v1);
-        }
-        _mm512_mask_storeu_ps(ci, m0, v0);
-        _mm512_mask_storeu_ps(ci.add(STRIP), m1, v1);
-    }
+    store_pair(&a0, &a1, TileOut { c, ldc, cols, add });
 }
 
 /// Columns `cols` of `c[m, n] = xb[m, k] · wᵀ`, with `xb` the BF16 activations and `w` the

@@ -133,10 +133,10 @@ unsafe fn step<const RM: usize>(
 /// stored (the first depth block) or added (`add`: the later ones).
 #[derive(Clone, Copy)]
 pub struct TileOut {
-    c: *mut f32,
-    ldc: usize,
-    cols: usize,
-    add: bool,
+    pub c: *mut f32,
+    pub ldc: usize,
+    pub cols: usize,
+    pub add: bool,
 }
 
 /// `out (+)= Σ_d x[i, d] · strip[d, ..]` for the `RM` rows from `x` (row stride `ldx`),
@@ -383,7 +383,7 @@ unsafe fn tile512<const RM: usize>(
     depth: usize,
     out: TileOut,
 ) {
-    let TileOut { c, ldc, cols, add } = out;
+    let cols = out.cols;
     let mut a0 = [_mm512_setzero_ps(); RM];
     let mut a1 = [_mm512_setzero_ps(); RM];
     let xr: [*const f32; RM] = std::array::from_fn(|i| x.add(i * ldx));
@@ -406,6 +406,19 @@ unsafe fn tile512<const RM: usize>(
             }
         }
     }
+    store_pair(&a0, &a1, out);
+}
+
+/// The results of a two-strip AVX-512 tile (`a0`: the first strip's 16 columns, `a1` the
+/// second's) for `RM` rows into `out`, its `cols` (≤ 32) columns stored or added, the rest
+/// masked off.
+#[inline(always)]
+pub(super) unsafe fn store_pair<const RM: usize>(
+    a0: &[__m512; RM],
+    a1: &[__m512; RM],
+    out: TileOut,
+) {
+    let TileOut { c, ldc, cols, add } = out;
     let m0: __mmask16 = if cols >= STRIP { !0 } else { (1 << cols) - 1 };
     let m1: __mmask16 = if cols >= 2 * STRIP {
         !0
