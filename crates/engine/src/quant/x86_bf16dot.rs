@@ -13,7 +13,7 @@
 //! the bound). Each output is the sum of its pair products in depth order, depth blocks added
 //! in turn, so it depends only on the shapes, never on the thread, piece or tile.
 
-use super::x86_strip::{store_pair, transpose8, TileOut};
+use super::x86_strip::{store_pair, widen_strip, TileOut};
 use std::arch::x86_64::*;
 
 /// Weight rows per strip: one register of pairs.
@@ -53,59 +53,6 @@ pub unsafe fn round_to_bf16(x: &[f32], dst: &mut [u16]) {
 /// 32-bit words of panel scratch [`matmul_bt_columns`] needs for depth `k`.
 pub fn panel_len(k: usize) -> usize {
     PANEL_STRIPS * DEPTH_BLOCK.min(k) / 2 * STRIP
-}
-
-/// The pair of BF16 values at depth `d` (even) of the row at `p`, as one word.
-#[inline(always)]
-unsafe fn pair(p: *const u8, d: usize) -> u32 {
-    (p.add(2 * d) as *const u32).read_unaligned()
-}
-
-/// Depths `d0..d0 + depth` (even) of `rows` (≤ 16) BF16 rows from `p` (row stride `rb`
-/// bytes) as pairs into `strip` (`[depth / 2][16]`), lanes past `rows` zero.
-#[inline(always)]
-unsafe fn pack_strip(
-    p: *const u8,
-    rb: usize,
-    rows: usize,
-    d0: usize,
-    depth: usize,
-    strip: *mut u32,
-) {
-    let pairs = depth / 2;
-    let body = pairs / 8 * 8;
-    for half in 0..2 {
-        let r0 = 8 * half;
-        if r0 + 8 <= rows {
-            let mut q = 0;
-            while q < body {
-                let r = std::array::from_fn(|j| {
-                    let at = p.add((r0 + j) * rb + 2 * (d0 + 2 * q));
-                    _mm256_castsi256_ps(_mm256_loadu_si256(at as *const __m256i))
-                });
-                for (t, v) in transpose8(r).into_iter().enumerate() {
-                    _mm256_storeu_ps(strip.add((q + t) * STRIP + r0) as *mut f32, v);
-                }
-                q += 8;
-            }
-            for q in body..pairs {
-                for j in 0..8 {
-                    *strip.add(q * STRIP + r0 + j) = pair(p.add((r0 + j) * rb), d0 + 2 * q);
-                }
-            }
-        } else {
-            for q in 0..pairs {
-                for j in 0..8 {
-                    let row = r0 + j;
-                    *strip.add(q * STRIP + row) = if row < rows {
-                        pair(p.add(row * rb), d0 + 2 * q)
-                    } else {
-                        0
-                    };
-                }
-            }
-        }
-    }
 }
 
 #[inline(always)]
@@ -191,8 +138,13 @@ pub unsafe fn matmul_bt_columns(
             let depth = DEPTH_BLOCK.min(k - d0);
             for (s, j) in (j0..j1).step_by(STRIP).enumerate() {
                 let rows = STRIP.min(j1 - j);
-                let strip = panel.as_mut_ptr().add(s * block);
-                pack_strip(w.as_ptr().add(j * rb), rb, rows, d0, depth, strip);
+                // A pair of BF16 values is one 32-bit word: the f32 strip packing moves the
+                // words of depths d0/2.. unchanged (plain loads and stores keep every bit).
+                let strip = std::slice::from_raw_parts_mut(
+                    panel.as_mut_ptr().add(s * block) as *mut f32,
+                    block,
+                );
+                widen_strip::<0>(w.as_ptr().add(j * rb), rb, rows, d0 / 2, depth / 2, strip);
             }
             let mut i = 0;
             while i < m {

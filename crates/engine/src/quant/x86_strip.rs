@@ -35,7 +35,7 @@ unsafe fn load1<const KIND: u8>(p: *const u8, i: usize) -> f32 {
 
 /// The 8 × 8 block `r[row][depth]` transposed: result `d` holds depth `d` of the 8 rows.
 #[inline(always)]
-pub(super) unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
     let t0 = _mm256_unpacklo_ps(r[0], r[1]);
     let t1 = _mm256_unpackhi_ps(r[0], r[1]);
     let t2 = _mm256_unpacklo_ps(r[2], r[3]);
@@ -68,7 +68,7 @@ pub(super) unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
 /// Depths `d0..d0 + depth` of `rows` (≤ 16) weight rows from `p` (row stride `rb` bytes)
 /// into `strip` (`[depth][16]`), columns past `rows` zero.
 #[inline(always)]
-unsafe fn widen_strip<const KIND: u8>(
+pub(super) unsafe fn widen_strip<const KIND: u8>(
     p: *const u8,
     rb: usize,
     rows: usize,
