@@ -58,7 +58,7 @@ fn agreement(mut session: InferenceSession<'_>, p: &serde_json::Value) -> Agreem
         max_tokens: want.len(),
         eos_ids: Vec::new(),
     };
-    let (got, _) = generate(&mut session, &mut sampler, &prompt, &opts, |_| {
+    let (got, _) = generate(&mut session, &mut sampler, &prompt, &opts, |_, _| {
         ControlFlow::Continue(())
     })
     .expect("generation");

@@ -258,6 +258,7 @@ fn bad_flags_are_clear_errors() {
         (vec!["--model", &model, "--top-p", "0"], "top_p"),
         (vec!["--model", &model, "--temp=-1"], "temperature"),
         (vec!["--model", &model, "--ctx", "100000"], "--ctx"),
+        (vec!["--model", &model, "--logprobs", "21"], "--logprobs"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_neuralforge"))
             .arg("generate")
@@ -268,6 +269,84 @@ fn bad_flags_are_clear_errors() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "{args:?}: {err}");
     }
+}
+
+/// `--logprobs N`: each token event carries the log-softmax of the raw logits it was drawn
+/// from (not of the temperature-scaled ones), and the N most likely tokens in order.
+#[test]
+fn logprobs_report_the_models_own_distribution() {
+    let Some(shared) = shared() else { return };
+    let path = shared.join("data/stories260K/stories260K.bin");
+    let model_arg = path.display().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_neuralforge"))
+        .args([
+            "generate",
+            "--json",
+            "--model",
+            &model_arg,
+            "--prompt",
+            "Once upon",
+        ])
+        .args([
+            "--temp",
+            "1.5",
+            "--seed",
+            "7",
+            "--max-tokens",
+            "10",
+            "--logprobs",
+            "4",
+        ])
+        .output()
+        .expect("run neuralforge");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .expect("UTF-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .filter(|v: &serde_json::Value| v["type"] == "token")
+        .collect();
+    assert_eq!(events.len(), 10);
+
+    let model = formats::load_model(&path).expect("load");
+    let tok =
+        data::Tokenizer::from_path(&shared.join("data/stories260K/tok512.bin")).expect("tokenizer");
+    let prompt = tok.encode("Once upon", true).expect("encode");
+    let mut session = engine::infer::InferenceSession::new(&model.params, 64).expect("session");
+    let mut logits = session.prefill(&prompt).expect("prefill").to_vec();
+    let mut sampled_below_top = false;
+    for e in &events {
+        let id = e["token_id"].as_u64().expect("token_id") as u32;
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let log_z = max
+            + logits
+                .iter()
+                .map(|&l| (l as f64 - max).exp())
+                .sum::<f64>()
+                .ln();
+        let want = |t: u32| logits[t as usize] as f64 - log_z;
+        let got = e["logprob"].as_f64().expect("logprob");
+        assert!((got - want(id)).abs() < 1e-9, "{got} vs {}", want(id));
+        let top = e["top_logprobs"].as_array().expect("top_logprobs");
+        assert_eq!(top.len(), 4);
+        let mut order: Vec<u32> = (0..logits.len() as u32).collect();
+        order.sort_by(|a, b| logits[*b as usize].total_cmp(&logits[*a as usize]));
+        for (t, &want_id) in top.iter().zip(&order) {
+            assert_eq!(t["token_id"].as_u64(), Some(want_id as u64));
+            assert!((t["logprob"].as_f64().expect("logprob") - want(want_id)).abs() < 1e-9);
+            assert_eq!(t["text"].as_str(), Some(tok.decode(&[want_id]).as_str()));
+        }
+        sampled_below_top |= id != order[0];
+        logits = session.decode(id).expect("decode").to_vec();
+    }
+    assert!(
+        sampled_below_top,
+        "at temperature 1.5 some token should not be the argmax"
+    );
 }
 
 /// `--adapter` merges a PEFT adapter: the CLI's greedy tokens equal those of the engine run on
@@ -319,7 +398,7 @@ fn adapter_is_merged_before_generating() {
             .chain(tok.eos_id())
             .collect(),
     };
-    let (want, _) = engine::infer::generate(&mut s, &mut sampler, &prompt, &opts, |_| {
+    let (want, _) = engine::infer::generate(&mut s, &mut sampler, &prompt, &opts, |_, _| {
         std::ops::ControlFlow::Continue(())
     })
     .expect("generate");

@@ -14,7 +14,7 @@ fn greedy(session: &mut InferenceSession<'_>, prompt: &[u32], n: usize) -> Vec<u
         max_tokens: n,
         eos_ids: Vec::new(),
     };
-    let (out, _) = generate(session, &mut sampler, prompt, &opts, |_| {
+    let (out, _) = generate(session, &mut sampler, prompt, &opts, |_, _| {
         ControlFlow::Continue(())
     })
     .expect("generation");

@@ -78,6 +78,13 @@ pub enum Event {
     Token {
         token_id: u32,
         text: String,
+        /// `generate --logprobs`: the token's log-probability under the model's own
+        /// distribution (raw logits, before temperature, penalties and filters).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        logprob: Option<f64>,
+        /// `generate --logprobs N`: the N most likely tokens at this step, most likely first.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        top_logprobs: Vec<TopLogprob>,
     },
     GenerateDone {
         tokens: u64,
@@ -102,6 +109,15 @@ pub enum Event {
         shards: u64,
         manifest: String,
     },
+}
+
+/// One alternative of a `token` event's `top_logprobs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopLogprob {
+    pub token_id: u32,
+    /// The token's own text (lossy where it is part of a multi-byte character).
+    pub text: String,
+    pub logprob: f64,
 }
 
 impl Event {

@@ -5,11 +5,12 @@ use crate::output::Output;
 use anyhow::{bail, Context};
 use data::{ChatMessage, ChatTemplate, Tokenizer};
 use engine::infer::{
-    self, GenerateOptions, InferenceSession, Sampler, SamplerConfig, StopReason, Weights,
+    self, GenerateOptions, InferenceSession, LogSoftmax, Sampler, SamplerConfig, StopReason,
+    Weights,
 };
 use engine::quant::QuantModel;
 use formats::{LoadedModel, TokenizerSource};
-use protocol::Event;
+use protocol::{Event, TopLogprob};
 use std::io::{BufRead, Write};
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -103,6 +104,12 @@ pub struct Args {
     /// reads per token (values rounded once when stored; all arithmetic stays f32).
     #[arg(long = "kv-cache", value_enum, default_value_t = KvCacheArg::F32)]
     pub kv_cache: KvCacheArg,
+    /// Report each new token's log-probability and the N most likely tokens at its step
+    /// (0-20), under the model's own distribution (raw logits, before temperature, penalties
+    /// and filters): with --json as `logprob` / `top_logprobs` on each token event,
+    /// otherwise as a table on stderr after the text.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=20))]
+    pub logprobs: Option<u8>,
 }
 
 /// `--kv-cache`.
@@ -302,9 +309,10 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
             &tokenizer,
             &ids,
             &opts,
-            TurnStops {
+            TurnControls {
                 strings: &args.stop,
                 interrupt: None,
+                logprobs: args.logprobs.map(usize::from),
             },
             out,
         )?;
@@ -408,9 +416,12 @@ fn clock_seed() -> u64 {
 
 /// What ends a reply besides EOS and the token budget: stop strings, and Ctrl-C in chat.
 #[derive(Clone, Copy)]
-struct TurnStops<'a> {
+struct TurnControls<'a> {
+    /// Stop strings.
     strings: &'a [String],
     interrupt: Option<&'a ReplyInterrupt>,
+    /// `--logprobs`: how many alternatives to report with each token.
+    logprobs: Option<usize>,
 }
 
 /// What one generation produced.
@@ -426,12 +437,13 @@ fn run_turn(
     tokenizer: &Tokenizer,
     prompt: &[u32],
     opts: &GenerateOptions,
-    stops: TurnStops<'_>,
+    stops: TurnControls<'_>,
     out: &Output,
 ) -> anyhow::Result<TurnResult> {
-    let TurnStops {
+    let TurnControls {
         strings: stops,
         interrupt,
+        logprobs,
     } = stops;
     let start = Instant::now();
     let mut interrupted = false;
@@ -440,12 +452,24 @@ fn run_turn(
     let mut text = String::new();
     let mut first_token_at = None;
     let stdout = std::io::stdout();
-    let emit = |piece: &str, token: Option<u32>, text: &mut String| {
+    // --logprobs in human mode: (token, log p, alternatives), shown after the text.
+    let mut table: Vec<TokenLogprobs> = Vec::new();
+    let emit = |piece: &str, token: Option<(u32, Option<TokenLogprobs>)>, text: &mut String| {
         text.push_str(piece);
-        if let Some(id) = token {
+        if let Some((id, lp)) = token {
+            let (logprob, top) = lp.map_or((None, Vec::new()), |lp| (Some(lp.logprob), lp.top));
             out.event(&Event::Token {
                 token_id: id,
                 text: piece.to_string(),
+                logprob,
+                top_logprobs: top
+                    .into_iter()
+                    .map(|(token_id, logprob)| TopLogprob {
+                        token_id,
+                        text: tokenizer.decode(&[token_id]),
+                        logprob,
+                    })
+                    .collect(),
             });
         }
         if !out.json && !piece.is_empty() {
@@ -454,11 +478,15 @@ fn run_turn(
             let _ = lock.flush();
         }
     };
-    let (tokens, reason) = infer::generate(session, sampler, prompt, opts, |id| {
+    let (tokens, reason) = infer::generate(session, sampler, prompt, opts, |id, logits| {
         first_token_at.get_or_insert_with(Instant::now);
         let piece = decoder.push(id).unwrap_or_default();
         let (ready, stopped) = filter.push(&piece);
-        emit(&ready, Some(id), &mut text);
+        let lp = logprobs.map(|n| TokenLogprobs::of(id, logits, n));
+        if let (Some(lp), false) = (&lp, out.json) {
+            table.push(lp.clone());
+        }
+        emit(&ready, Some((id, lp)), &mut text);
         if interrupt.is_some_and(|i| i.pressed()) {
             interrupted = true;
             return ControlFlow::Break(());
@@ -486,6 +514,7 @@ fn run_turn(
     if !out.json {
         println!();
     }
+    print_logprobs(&table, tokenizer, out);
     let total = start.elapsed();
     let stop_reason = if interrupted {
         "interrupted"
@@ -501,21 +530,71 @@ fn run_turn(
         .map(|t| (t - start).as_secs_f64())
         .unwrap_or(total.as_secs_f64());
     let decode_s = total.as_secs_f64() - prefill_s;
-    let gen_rate = if tokens.len() > 1 && decode_s > 0.0 {
-        (tokens.len() - 1) as f64 / decode_s
-    } else {
-        0.0
+    // The first token comes from the prefill; a rate needs at least one decoded after it.
+    let gen_rate = match tokens.len() {
+        n if n > 1 && decode_s > 0.0 => format!(", {:.1} tok/s", (n - 1) as f64 / decode_s),
+        _ => String::new(),
     };
     out.log(format!(
-        "[{} prompt tokens in {:.0} ms ({:.0} tok/s), {} new tokens, {:.1} tok/s; stop: {}]",
+        "[{} prompt token{} in {:.0} ms ({:.0} tok/s), {} new token{}{gen_rate}; stop: {}]",
         prompt.len(),
+        plural(prompt.len()),
         prefill_s * 1e3,
         prompt.len() as f64 / prefill_s.max(1e-9),
         tokens.len(),
-        gen_rate,
+        plural(tokens.len()),
         stop_reason
     ));
     Ok(TurnResult { tokens, text })
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// One step's `--logprobs`: the chosen token's log-probability and the most likely tokens.
+#[derive(Clone)]
+struct TokenLogprobs {
+    token: u32,
+    logprob: f64,
+    top: Vec<(u32, f64)>,
+}
+
+impl TokenLogprobs {
+    fn of(token: u32, logits: &[f32], n: usize) -> Self {
+        let lp = LogSoftmax::new(logits);
+        TokenLogprobs {
+            token,
+            logprob: lp.of(token),
+            top: lp.top(n),
+        }
+    }
+}
+
+/// The human-mode `--logprobs` table, on stderr.
+fn print_logprobs(table: &[TokenLogprobs], tokenizer: &Tokenizer, out: &Output) {
+    if table.is_empty() {
+        return;
+    }
+    let show = |id: u32| format!("{:?}", tokenizer.decode(&[id]));
+    out.log("log-probabilities (token, log p; then the most likely tokens at that step):");
+    for step in table {
+        let alternatives: Vec<String> = step
+            .top
+            .iter()
+            .map(|&(id, lp)| format!("{} {lp:.3}", show(id)))
+            .collect();
+        out.log(format!(
+            "  {:<16} {:>8.3}   {}",
+            show(step.token),
+            step.logprob,
+            alternatives.join("  ")
+        ));
+    }
 }
 
 /// Chat mode: one turn from --prompt, or a conversation read line by line from stdin.
@@ -603,9 +682,10 @@ fn chat(
             tokenizer,
             &ids[keep..],
             &turn_opts,
-            TurnStops {
+            TurnControls {
                 strings: &args.stop,
                 interrupt: interrupt.as_ref(),
+                logprobs: args.logprobs.map(usize::from),
             },
             out,
         )?;

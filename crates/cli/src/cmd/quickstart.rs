@@ -128,7 +128,7 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
         eos_ids: tok.eos_id().into_iter().chain(tok.bos_id()).collect(),
     };
     let (ids, _) =
-        engine::infer::generate::generate(&mut session, &mut sampler, &prompt, &opts, |_| {
+        engine::infer::generate::generate(&mut session, &mut sampler, &prompt, &opts, |_, _| {
             std::ops::ControlFlow::Continue(())
         })?;
     let sample = format!("{prompt_text}{}", tok.decode(&ids));

@@ -34,13 +34,14 @@ impl StopReason {
 }
 
 /// Runs `prompt` through `session` (appending to what it holds) and generates; each new token
-/// is passed to `on_token`, which may stop the loop. Returns the new tokens and why it ended.
+/// is passed to `on_token` with the logits it was drawn from; the callback may stop the loop.
+/// Returns the new tokens and why it ended.
 pub fn generate(
     session: &mut InferenceSession<'_>,
     sampler: &mut Sampler,
     prompt: &[u32],
     opts: &GenerateOptions,
-    mut on_token: impl FnMut(u32) -> ControlFlow<()>,
+    mut on_token: impl FnMut(u32, &[f32]) -> ControlFlow<()>,
 ) -> Result<(Vec<u32>, StopReason), InferError> {
     session.prefill(prompt)?;
     for &t in prompt {
@@ -53,7 +54,7 @@ pub fn generate(
             return Ok((out, StopReason::Eos));
         }
         out.push(token);
-        if on_token(token).is_break() {
+        if on_token(token, session.logits()).is_break() {
             return Ok((out, StopReason::Caller));
         }
         if opts.max_tokens != 0 && out.len() >= opts.max_tokens {
