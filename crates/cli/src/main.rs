@@ -1,5 +1,6 @@
 //! `neuralforge`: one binary, one subcommand per job. Each subcommand lives in `cmd/`.
 
+mod base_record;
 mod cmd;
 mod inputs;
 mod modelfile;

@@ -1,6 +1,7 @@
 //! `neuralforge export`: a model, checkpoint or adapter out as GGUF, Hugging Face, llama2.c
 //! or PEFT. `--merge` folds a LoRA adapter into the base weights (f32) first.
 
+use crate::base_record::BaseChoice;
 use crate::output::Output;
 use anyhow::{bail, Context};
 use engine::lora::{LoraConfig, LoraParams, LoraTarget};
@@ -252,6 +253,7 @@ pub fn load_runnable(path: &Path, out: &Output) -> anyhow::Result<LoadedModel> {
     let Some((adapter, base)) = adapter_and_base(path)? else {
         return load_any_model(path, out);
     };
+    crate::base_record::check(&adapter, &base, BaseChoice::Recorded, out)?;
     let mut m = load_any_model(&base, out)?;
     let lora = load_any_adapter(&adapter, &m.params.config)?;
     lora.merge_into(&mut m.params)
@@ -513,6 +515,9 @@ fn export_peft(args: &Args, out: &Output) -> anyhow::Result<()> {
     };
     let name = base.as_ref().map(|b| b.display().to_string());
     peft::save_adapter(&args.out, &lora, name.as_deref())?;
+    if let Some(sha) = crate::base_record::recorded_sha256(&args.src)? {
+        crate::base_record::write_sidecar(&args.out, base.as_deref(), &sha)?;
+    }
     out.log(format!(
         "wrote PEFT adapter {} (rank {}, {} tensors)",
         args.out.display(),
@@ -613,6 +618,7 @@ pub fn run(mut args: Args, out: &Output) -> anyhow::Result<()> {
     }
     out.log(format!("loaded {} ({})", args.src.display(), m.source));
     if let Some(a) = &args.merge {
+        crate::base_record::check(a, &args.src, BaseChoice::Given, out)?;
         let lora = load_any_adapter(a, &m.params.config)?;
         lora.merge_into(&mut m.params)
             .with_context(|| format!("merging {}", a.display()))?;

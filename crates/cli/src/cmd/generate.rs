@@ -1,6 +1,7 @@
 //! `neuralforge generate`: text from a model (KV cache, sampling, chat templates), streamed to
 //! the terminal or as `token` / `generate_done` events; `--bench` measures generation speed.
 
+use crate::base_record::BaseChoice;
 use crate::output::Output;
 use anyhow::{bail, Context};
 use data::{ChatMessage, ChatTemplate, Tokenizer};
@@ -177,14 +178,17 @@ pub fn load_for_inference(
 ) -> anyhow::Result<InferModel> {
     let is_gguf =
         |p: &std::path::Path| matches!(formats::detect_format(p), Ok(formats::ModelFormat::Gguf));
-    let (base, adapter) = match adapter {
-        Some(a) => (path.to_path_buf(), Some(a.to_path_buf())),
+    let (base, adapter, choice) = match adapter {
+        Some(a) => (path.to_path_buf(), Some(a.to_path_buf()), BaseChoice::Given),
         None => match super::export::adapter_and_base(path)? {
-            Some((a, b)) if is_gguf(&b) => (b, Some(a)),
-            _ => (path.to_path_buf(), None),
+            Some((a, b)) if is_gguf(&b) => (b, Some(a), BaseChoice::Recorded),
+            _ => (path.to_path_buf(), None, BaseChoice::Recorded),
         },
     };
     if !dequantize && is_gguf(&base) {
+        if let Some(a) = &adapter {
+            crate::base_record::check(a, &base, choice, out)?;
+        }
         let mut q = formats::gguf::load_quant_model(&base)
             .with_context(|| format!("loading model {}", base.display()))?;
         if let Some(a) = &adapter {
@@ -212,6 +216,7 @@ pub fn load_for_inference(
     let mut meta = super::export::load_runnable(path, out)
         .with_context(|| format!("loading model {}", path.display()))?;
     if let Some(a) = adapter.filter(|_| path == base.as_path()) {
+        crate::base_record::check(&a, &base, BaseChoice::Given, out)?;
         let lora = super::export::load_any_adapter(&a, &meta.params.config)
             .with_context(|| format!("loading adapter {}", a.display()))?;
         lora.merge_into(&mut meta.params)

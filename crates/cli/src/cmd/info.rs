@@ -247,6 +247,7 @@ fn adapter_facts(f: &mut Facts, dir: &Path) -> anyhow::Result<()> {
         .max()
         .map(|l| l + 1);
     f.add("layers", layers);
+    f.add("base_sha256", crate::base_record::recorded_sha256(dir)?);
     Ok(())
 }
 
@@ -255,6 +256,7 @@ fn checkpoint_facts(f: &mut Facts, dir: &Path) -> anyhow::Result<()> {
     f.add("format", "training checkpoint");
     f.add("step", step);
     f.add("base_model", base.map(|b| b.display().to_string()));
+    f.add("base_sha256", crate::base_record::recorded_sha256(dir)?);
     match contents {
         super::export::CheckpointContents::Model(_) => f.add("trains", "full model"),
         super::export::CheckpointContents::Adapter(l) => {

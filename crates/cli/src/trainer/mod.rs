@@ -363,36 +363,10 @@ struct Trainer {
 /// and contents, in name order). `None` when the run trains every weight (the checkpoint then
 /// holds the whole model).
 fn base_fingerprint(cfg: &TrainConfig) -> anyhow::Result<Option<String>> {
-    use sha2::{Digest, Sha256};
-    let (true, Some(path)) = (cfg.lora_rank > 0, cfg.model.as_deref()) else {
-        return Ok(None);
-    };
-    let cannot = || format!("cannot read model {}", path.display());
-    let mut files = Vec::new();
-    let folder = path.is_dir();
-    if folder {
-        for entry in std::fs::read_dir(path).with_context(cannot)? {
-            let entry = entry.with_context(cannot)?;
-            if entry.file_type().with_context(cannot)?.is_file() {
-                files.push(entry.path());
-            }
-        }
-        files.sort();
-    } else {
-        files.push(path.to_path_buf());
+    match (cfg.lora_rank > 0, cfg.model.as_deref()) {
+        (true, Some(path)) => crate::base_record::fingerprint(path).map(Some),
+        _ => Ok(None),
     }
-    let mut hasher = Sha256::new();
-    for f in &files {
-        // Inside a folder the names tell its files apart.
-        if let (true, Some(name)) = (folder, f.file_name()) {
-            hasher.update(name.as_encoded_bytes());
-        }
-        let mut file = std::fs::File::open(f)
-            .with_context(|| format!("cannot read model file {}", f.display()))?;
-        std::io::copy(&mut file, &mut hasher)
-            .with_context(|| format!("cannot read model file {}", f.display()))?;
-    }
-    Ok(Some(format!("{:x}", hasher.finalize())))
 }
 
 impl Trainer {
@@ -871,8 +845,16 @@ impl Trainer {
     fn save_model(&self, dir: &Path) -> anyhow::Result<()> {
         let base = self.cfg.model.as_ref().map(|p| p.display().to_string());
         formats::checkpoint::replace_dir_atomically(dir, |tmp| match &self.lora {
-            Some(l) => formats::peft::save_adapter(tmp, l, base.as_deref())
-                .and_then(|()| formats::hf::save_tokenizer_files(tmp, &self.save)),
+            Some(l) => {
+                formats::peft::save_adapter(tmp, l, base.as_deref())
+                    .and_then(|()| formats::hf::save_tokenizer_files(tmp, &self.save))?;
+                match &self.st.base_sha256 {
+                    Some(sha) => {
+                        crate::base_record::write_sidecar(tmp, self.cfg.model.as_deref(), sha)
+                    }
+                    None => Ok(()),
+                }
+            }
             None => formats::hf::save_model(tmp, &self.params, &self.save),
         })
         .with_context(|| format!("saving {}", dir.display()))
