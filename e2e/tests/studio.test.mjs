@@ -200,6 +200,22 @@ test('generates streamed text from the finished run', async () => {
   await page.waitForSelector('.status-line.ok:has-text("tokens/s")', { timeout: 60000 });
   await page.waitForSelector('.hist-item');
   await shot('generate');
+  // Token probabilities: greedy, so every token is the model's first choice, shown first on hover.
+  await page.check('[aria-label="token probabilities"]');
+  await page.fill('[aria-label="temperature"]', '0');
+  await page.getByRole('button', { name: 'Generate', exact: true }).click();
+  await until(async () => (await page.locator('.gen-out .tok').count()) >= 10, 'tokens with probabilities', 60000, 100);
+  await page.waitForSelector('.status-line.ok:has-text("tokens/s")', { timeout: 60000 });
+  const toks = await page.locator('.gen-out .tok').evaluateAll((els) => els.map((e) => ({ p: Number(e.dataset.p), title: e.title, text: e.textContent })));
+  for (const t of toks) {
+    assert.ok(t.p > 0 && t.p <= 1, JSON.stringify(t));
+    const lines = t.title.split('\n');
+    assert.equal(lines.length, 7, JSON.stringify(t)); // the token, 'most likely:', its top 5
+    // A token alone may decode with its leading space dropped, or as part of a character.
+    if (t.text.trim()) assert.equal(JSON.parse(lines[2].split('  ')[0]).trim(), t.text.trim(), JSON.stringify(t));
+  }
+  await shot('generate-probabilities');
+  await page.uncheck('[aria-label="token probabilities"]');
   // Chat: a system message and two turns.
   await page.getByRole('button', { name: 'Chat', exact: true }).click();
   await page.fill('[aria-label="System message"]', 'You tell short stories.');

@@ -1179,6 +1179,46 @@ fn ingest_export_import_and_generate_jobs_run_the_cli() {
         !stored["output"].as_str().unwrap_or("").is_empty(),
         "{stored}"
     );
+
+    // Token probabilities: each token event carries its log-probability and the top 3, the
+    // greedy token first; an out-of-range count is a 400 before anything starts.
+    let g = s.post(
+        "/api/generate",
+        json!({"model": gguf, "tokenizer": tok, "prompt": "the cat", "max_tokens": 4,
+               "temp": 0.0, "logprobs": 3}),
+    );
+    let gid = g["id"].as_i64().unwrap();
+    let frames = sse(&s, &format!("/api/generate/{gid}/stream"), None, |f| {
+        f.iter().any(|(_, e, _)| e == "generate_done")
+    });
+    let tokens: Vec<&Value> = frames
+        .iter()
+        .filter(|(_, e, _)| e == "token")
+        .map(|(_, _, v)| v)
+        .collect();
+    assert!(!tokens.is_empty(), "{frames:?}");
+    for t in tokens {
+        let top = t["top_logprobs"].as_array().expect("top_logprobs");
+        assert_eq!(top.len(), 3, "{t}");
+        assert_eq!(
+            top[0]["token_id"], t["token_id"],
+            "greedy picks the most likely: {t}"
+        );
+        let lp = t["logprob"].as_f64().expect("logprob");
+        assert!(
+            lp <= 0.0 && lp == top[0]["logprob"].as_f64().unwrap(),
+            "{t}"
+        );
+    }
+    for bad in [json!(21), json!(-1), json!("five"), json!(2.5)] {
+        let (code, v) = s.call(
+            "POST",
+            "/api/generate",
+            json!({"model": gguf, "prompt": "x", "logprobs": bad}),
+        );
+        assert_eq!(code, 400, "logprobs {bad}: {v}");
+        assert!(v.to_string().contains("logprobs"), "{v}");
+    }
     drop(s);
     let _ = std::fs::remove_dir_all(&d);
 }

@@ -791,12 +791,24 @@ const GEN_FLAGS: &[&str] = &[
     "max_tokens",
     "threads",
     "ctx",
+    "logprobs",
 ];
+
+/// The most alternatives `generate --logprobs` reports per token.
+const MAX_LOGPROBS: u64 = 20;
 
 async fn generate(State(app): State<App>, body: Bytes) -> ApiResult<Response> {
     let body = body_json(&body)?;
     let model = need_str(&body, "model")?;
     args::check_path("model", model)?;
+    if let Some(v) = body.get("logprobs") {
+        if v.as_u64().is_none_or(|n| n > MAX_LOGPROBS) {
+            return Err(ApiError::bad_request(
+                "invalid_logprobs",
+                format!("logprobs is {v}: expected a whole number from 0 to {MAX_LOGPROBS}"),
+            ));
+        }
+    }
     let mut argv = vec![
         "generate".to_string(),
         "--json".into(),

@@ -34,7 +34,11 @@ export async function mount(el, ctx) {
   const maxTok = num('200', { step: '1', min: '1', 'aria-label': 'max tokens' });
   const seed = num('', { step: '1', min: '0', placeholder: 'random', 'aria-label': 'seed' });
   const lab = (t, i) => h('label', { class: 'field' }, h('span', { class: 'field-label' }, t), i);
-  const sampling = h('div', { class: 'row' }, lab('temperature', temp), lab('top-k', topK), lab('top-p', topP), lab('max tokens', maxTok), lab('seed', seed));
+  // Token probabilities (prompt mode): each token tinted by how unlikely the model found it,
+  // its top 5 alternatives on hover (`generate --logprobs 5`, the model's own distribution).
+  const probs = h('input', { type: 'checkbox', 'aria-label': 'token probabilities' });
+  const probsLab = h('label', { class: 'field', title: 'Tint each token by how unlikely the model found it; hover a token for its top 5 alternatives' }, h('span', { class: 'field-label' }, 'probabilities'), probs);
+  const sampling = h('div', { class: 'row' }, lab('temperature', temp), lab('top-k', topK), lab('top-p', topP), lab('max tokens', maxTok), lab('seed', seed), probsLab);
 
   // ---- mode
   let mode = 'prompt';
@@ -68,6 +72,7 @@ export async function mount(el, ctx) {
     chatBox.hidden = m !== 'chat';
     clearBtn.hidden = m !== 'chat';
     out.hidden = m === 'chat';
+    probsLab.hidden = m === 'chat';
     prompt.placeholder = m === 'chat' ? 'Message (Enter sends, Shift+Enter for a new line)' : 'Once upon a time';
     prompt.rows = m === 'chat' ? 2 : 4;
   }
@@ -102,14 +107,17 @@ export async function mount(el, ctx) {
       if (system.value.trim()) body.system = system.value.trim();
       prompt.value = '';
     } else body.prompt = text;
+    const withProbs = mode === 'prompt' && probs.checked;
+    if (withProbs) body.logprobs = 5;
 
     let produced = '', tokens = 0;
+    const pieces = []; // token events, with their probabilities
     const t0 = performance.now();
     let tFirst = null;
     let ended = false;
     const show = frameThrottle(() => {
       // After the end the turn is a message of its own.
-      if (mode === 'chat') { if (!ended) renderChat(produced); } else { clear(out, h('span', { class: 'prompt' }, text), produced); out.scrollTop = out.scrollHeight; }
+      if (mode === 'chat') { if (!ended) renderChat(produced); } else { clear(out, h('span', { class: 'prompt' }, text), withProbs ? pieces.map(tokenSpan) : produced); out.scrollTop = out.scrollHeight; }
       const dt = tFirst ? (performance.now() - tFirst) / 1000 : 0;
       stats.textContent = `${tokens} tokens${dt > 0 && tokens > 1 ? ` · ${fmtNum((tokens - 1) / dt, 3)} tokens/s` : ''}`;
     });
@@ -141,7 +149,7 @@ export async function mount(el, ctx) {
       loadHistory();
     };
     es = stream(`/api/generate/${genId}/stream`, {
-      token: (e) => { if (tFirst === null) tFirst = performance.now(); produced += e.text ?? ''; tokens++; show(); },
+      token: (e) => { if (tFirst === null) tFirst = performance.now(); produced += e.text ?? ''; tokens++; if (withProbs) pieces.push(e); show(); },
       generate_done: (e) => {
         const ms = e.total_ms || performance.now() - t0;
         end(`${e.tokens ?? tokens} tokens in ${fmtNum(ms / 1000, 3)} s · ${fmtNum(((e.tokens ?? tokens) * 1000) / ms, 3)} tokens/s${e.stopped ? ' · stopped' : ''}`);
@@ -163,6 +171,14 @@ export async function mount(el, ctx) {
       },
       end: () => end(`${tokens} tokens`),
     }, (st) => { if (st === 'closed') end(`${tokens} tokens`); });
+  }
+
+  function tokenSpan(e) {
+    const p = Math.exp(e.logprob ?? 0);
+    const pct = (lp) => `${fmtNum(100 * Math.exp(lp), 3)}%`;
+    const alts = (e.top_logprobs || []).map((t) => `${JSON.stringify(t.text)}  ${pct(t.logprob)}`);
+    const band = p >= 0.9 ? 'sure' : p >= 0.5 ? 'likely' : p >= 0.1 ? 'unsure' : 'rare';
+    return h('span', { class: `tok ${band}`, dataset: { p: p.toFixed(4) }, title: [`${JSON.stringify(e.text ?? '')}  ${pct(e.logprob ?? 0)}`, 'most likely:', ...alts].join('\n') }, e.text ?? '');
   }
 
   function finish() {
@@ -203,6 +219,7 @@ export async function mount(el, ctx) {
     if (p.top_k !== undefined) topK.value = p.top_k;
     if (p.top_p !== undefined) topP.value = p.top_p;
     if (p.max_tokens !== undefined) maxTok.value = p.max_tokens;
+    probs.checked = p.logprobs !== undefined;
     if (rq.messages?.length) {
       setMode('chat');
       messages.length = 0;
