@@ -1,6 +1,8 @@
 //! GEMM throughput on the shapes of a training step (stories260k at 32x256, the classifier
-//! chunk, smollm2-135m and stories15m): `cargo run --release -p engine --example gemm_shapes -- 2`.
+//! chunk, smollm2-135m and stories15m), f32 and BF16 operands side by side:
+//! `cargo run --release -p engine --example gemm_shapes -- 2 [s110m|smol|lora]`.
 
+use engine::gemm::Precision;
 use std::time::Instant;
 fn main() {
     let threads: usize = std::env::args()
@@ -86,16 +88,24 @@ fn main() {
         let b = vec![0.01f32; k * n];
         let mut c = vec![0.0f32; m * n];
         let (lda, ldb) = (if ta { m } else { k }, if tb { k } else { n });
-        let mut best = f64::MAX;
-        for _ in 0..20 {
-            let s = Instant::now();
-            engine::gemm::sgemm(ta, tb, m, n, k, 1.0, &a, lda, &b, ldb, 1.0, &mut c, n);
-            best = best.min(s.elapsed().as_secs_f64());
+        // f32 and BF16 operands side by side (BF16 where the CPU has AVX-512 BF16).
+        let mut line = format!("{what:18} {m}x{n}x{k}:");
+        for p in [Precision::F32, Precision::Bf16] {
+            if p == Precision::Bf16 && !engine::gemm::bf16_available() {
+                continue;
+            }
+            let mut best = f64::MAX;
+            for _ in 0..20 {
+                let s = Instant::now();
+                engine::gemm::sgemm_in(p, ta, tb, m, n, k, 1.0, &a, lda, &b, ldb, 1.0, &mut c, n);
+                best = best.min(s.elapsed().as_secs_f64());
+            }
+            line += &format!(
+                "  {p:?} {:.3} ms {:.1} GFLOP/s",
+                best * 1e3,
+                2.0 * (m * n * k) as f64 / best / 1e9
+            );
         }
-        println!(
-            "{what:18} {m}x{n}x{k}: {:.3} ms {:.1} GFLOP/s",
-            best * 1e3,
-            2.0 * (m * n * k) as f64 / best / 1e9
-        );
+        println!("{line}");
     }
 }

@@ -15,6 +15,10 @@ fn main() {
     let threads: usize = a.get(4).and_then(|s| s.parse().ok()).unwrap_or(2);
     let lora_mode = a.get(5).is_some_and(|s| s == "lora");
     engine::threads::set_threads(threads).unwrap();
+    // PRECISION=bf16: every product of the step in BF16 operands.
+    if std::env::var("PRECISION").is_ok_and(|p| p == "bf16") {
+        engine::gemm::set_precision(engine::gemm::Precision::Bf16).unwrap();
+    }
     if preset == "optim" {
         optimizer_timing(b * 1_000_000);
         return;

@@ -24,4 +24,6 @@ pub enum EngineError {
     Overflow(&'static str),
     #[error("thread pool: {0}")]
     Threads(String),
+    #[error("{0}")]
+    Unsupported(String),
 }

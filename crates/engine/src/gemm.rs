@@ -7,6 +7,52 @@
 //! so results are reproducible for a fixed thread count.
 
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// The operand precision of the products: f32, or BF16 operands with f32 sums (mixed-precision
+/// training, `train --precision bf16`). Set once per process, before the products run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Precision {
+    F32,
+    Bf16,
+}
+
+static PRECISION: AtomicU8 = AtomicU8::new(0);
+
+/// Whether this CPU runs BF16 products (AVX-512 BF16; AMX is not used).
+pub fn bf16_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        crate::quant::x86_bf16gemm::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Makes [`sgemm`] run in `p`; BF16 where the CPU lacks it is an error (nothing changes).
+pub fn set_precision(p: Precision) -> Result<(), crate::EngineError> {
+    if p == Precision::Bf16 && !bf16_available() {
+        return Err(crate::EngineError::Unsupported(
+            "bf16 products need a CPU with AVX-512 BF16 (this one has none)".into(),
+        ));
+    }
+    PRECISION.store(p as u8, Ordering::Relaxed);
+    Ok(())
+}
+
+/// The precision [`sgemm`] runs in.
+pub fn precision() -> Precision {
+    match PRECISION.load(Ordering::Relaxed) {
+        1 => Precision::Bf16,
+        _ => Precision::F32,
+    }
+}
+
+/// In BF16 mode, [`sgemm`]'s products below this many multiply-adds stay f32 (rounding them
+/// buys nothing).
+const MIN_BF16_WORK: usize = 1 << 14;
 
 /// `op(A)` is `[m, k]`: A itself (`trans_a == false`, stored `[m, k]` with row stride `lda`)
 /// or A transposed (stored `[k, m]` with row stride `lda`). Likewise `op(B)` is `[k, n]`.
@@ -29,6 +75,43 @@ pub fn sgemm(
     c: &mut [f32],
     ldc: usize,
 ) {
+    let small = m.saturating_mul(n).saturating_mul(k) < MIN_BF16_WORK;
+    sgemm_in(
+        if small { Precision::F32 } else { precision() },
+        trans_a,
+        trans_b,
+        m,
+        n,
+        k,
+        alpha,
+        a,
+        lda,
+        b,
+        ldb,
+        beta,
+        c,
+        ldc,
+    );
+}
+
+/// [`sgemm`] in the given precision (BF16 falls back to f32 where the CPU lacks it).
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_in(
+    precision: Precision,
+    trans_a: bool,
+    trans_b: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+) {
     let threads = rayon::current_num_threads();
     let parts = if threads > 1 && rayon::current_thread_index().is_none() {
         threads
@@ -36,13 +119,14 @@ pub fn sgemm(
         1
     };
     sgemm_parts(
-        trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, parts,
+        precision, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, parts,
     );
 }
 
 /// `sgemm` split into (at most) `parts` pieces.
 #[allow(clippy::too_many_arguments)]
 fn sgemm_parts(
+    precision: Precision,
     trans_a: bool,
     trans_b: bool,
     m: usize,
@@ -81,6 +165,30 @@ fn sgemm_parts(
             for x in &mut row[..n] {
                 *x *= beta;
             }
+        }
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if precision == Precision::Bf16 && bf16_available() {
+        // SAFETY: available checked; the asserts above bound every element; `c` is borrowed
+        // mutably, so it cannot alias `a` or `b`.
+        unsafe {
+            crate::quant::x86_bf16gemm::sgemm_bf16(
+                trans_a,
+                trans_b,
+                m,
+                n,
+                k,
+                alpha,
+                a.as_ptr(),
+                lda,
+                b.as_ptr(),
+                ldb,
+                beta,
+                c.as_mut_ptr(),
+                ldc,
+                parts > 1,
+            );
         }
         return;
     }
@@ -472,7 +580,21 @@ mod tests {
                 };
                 let mut c2 = c0.clone();
                 sgemm_parts(
-                    ta, tb, m, n, k, 0.5, &a, lda, &b, ldb, beta, &mut c1, ldc, parts,
+                    Precision::F32,
+                    ta,
+                    tb,
+                    m,
+                    n,
+                    k,
+                    0.5,
+                    &a,
+                    lda,
+                    &b,
+                    ldb,
+                    beta,
+                    &mut c1,
+                    ldc,
+                    parts,
                 );
                 sgemm_reference(ta, tb, m, n, k, 0.5, &a, lda, &b, ldb, beta, &mut c2, ldc);
                 for i in 0..m {

@@ -30,6 +30,8 @@ mod x86_512;
 #[cfg(target_arch = "x86_64")]
 mod x86_bf16dot;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_bf16gemm;
+#[cfg(target_arch = "x86_64")]
 mod x86_float;
 #[cfg(target_arch = "x86_64")]
 mod x86_kq512;

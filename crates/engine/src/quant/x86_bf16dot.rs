@@ -19,9 +19,9 @@ use std::arch::x86_64::*;
 /// Weight rows per strip: one register of pairs.
 pub const STRIP: usize = 16;
 /// Activation rows per tile.
-const ROWS: usize = 12;
+pub(super) const ROWS: usize = 12;
 /// Depth values per block (128 pairs: an 8 KiB strip).
-const DEPTH_BLOCK: usize = 256;
+pub(super) const DEPTH_BLOCK: usize = 256;
 /// Strips per packed panel.
 const PANEL_STRIPS: usize = 16;
 
@@ -65,7 +65,7 @@ unsafe fn bh(v: __m512i) -> __m512bh {
 /// the `cols` results of each row stored at `c + i * ldc` (or added, `add`).
 #[inline(always)]
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-unsafe fn tile<const RM: usize>(
+pub(super) unsafe fn tile<const RM: usize>(
     xb: *const u16,
     ldx: usize,
     strip: *const u32,
