@@ -6,6 +6,7 @@ mod inputs;
 mod modelfile;
 mod output;
 mod overwrite;
+mod precision;
 mod trainer;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};

@@ -24,6 +24,9 @@ pub enum Event {
         device: String,
         threads: u32,
         timestamp: f64,
+        /// The matrix products' operand precision (`train --precision`): f32 or bf16.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        precision: Option<String>,
     },
     Phase {
         phase: String,

@@ -116,7 +116,7 @@ impl Journal {
         };
         match kind.as_str() {
             "init" => {
-                for k in ["params", "trainable_params", "mode", "device"] {
+                for k in ["params", "trainable_params", "mode", "device", "precision"] {
                     if let Some(v) = e.get(k) {
                         self.set(k, v.clone());
                     }

@@ -1,4 +1,5 @@
-//! `neuralforge bench`: this machine's f32 GEMM peak, then forward, forward+backward and
+//! `neuralforge bench`: this machine's GEMM peak (in the `--precision` of the run), then
+//! forward, forward+backward and
 //! whole optimizer steps of a preset model, reported as tokens/s, model FLOP/s and MFU
 //! (achieved model FLOP/s over the GEMM peak measured in the same run: the median of samples
 //! taken right before each timed run, so that both see the same machine load).
@@ -37,6 +38,9 @@ pub struct Args {
     /// LoRA targets, comma-separated (lora mode).
     #[arg(long, default_value = "q,k,v,o")]
     pub lora_targets: String,
+    /// Operand precision of the products: f32, bf16 (AVX-512 BF16) or auto.
+    #[arg(long, default_value = "f32", value_parser = crate::precision::CHOICES)]
+    pub precision: String,
 }
 
 /// Best GFLOP/s of a plain GEMM of shape (m, n, k) over a few repetitions, after a warm-up.
@@ -77,6 +81,9 @@ fn mib(b: usize) -> f64 {
 
 pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
     engine::threads::set_threads(args.threads).context("--threads")?;
+    let (precision, precision_why) = crate::precision::apply(&args.precision)?;
+    let precision = crate::precision::name(precision);
+    out.log(format!("precision: {precision_why}"));
     let cfg = ModelConfig::preset(&args.preset).with_context(|| {
         format!(
             "--preset {:?}: not one of {}",
@@ -104,7 +111,7 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
 
     // 1. GEMM peak: 1024^3 and the model's largest matmuls (MLP and a classifier chunk).
     out.log(format!(
-        "measuring the f32 GEMM peak on {threads} threads ..."
+        "measuring the {precision} GEMM peak on {threads} threads ..."
     ));
     let g_square = gemm_gflops(1024, 1024, 1024, 5);
     let g_mlp = gemm_gflops(n, cfg.hidden_dim, cfg.dim, 3);
@@ -244,7 +251,7 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
         _ => None,
     };
     let report = serde_json::json!({
-        "preset": args.preset, "mode": args.mode, "batch": b, "seq": t, "threads": threads,
+        "preset": args.preset, "mode": args.mode, "batch": b, "seq": t, "threads": threads, "precision": precision,
         "params": cfg.param_count(), "matmul_params": cfg.matmul_param_count(), "trainable_params": trainable,
         "gemm_gflops": { "1024": g_square, "mlp": g_mlp, "classifier": g_cls, "peak": peak, "best": peak_best, "samples": samples },
         "flops_per_token": train_flops,
@@ -266,7 +273,7 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
         cpu_share.map_or("unknown".into(), |c| format!("{:.0}%", 100.0 * c))
     );
     println!(
-        "GEMM peak f32: {peak:.1} GFLOP/s (median of {} samples, best {peak_best:.1}; first: 1024^3 {g_square:.1}, MLP {g_mlp:.1}, classifier {g_cls:.1})",
+        "GEMM peak {precision}: {peak:.1} GFLOP/s (median of {} samples, best {peak_best:.1}; first: 1024^3 {g_square:.1}, MLP {g_mlp:.1}, classifier {g_cls:.1})",
         samples.len()
     );
     for (name, secs, flops) in [

@@ -49,6 +49,10 @@ pub struct Args {
     /// Worker threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Operand precision of the f32 path's products: f32, bf16 (AVX-512 BF16) or auto (a
+    /// quantized model runs its own kernels either way).
+    #[arg(long, default_value = "f32", value_parser = crate::precision::CHOICES)]
+    pub precision: String,
     /// Evaluate a quantized GGUF on its quantized blocks: the default for quantized files
     /// (kept for scripts that pass it).
     #[arg(long)]
@@ -185,6 +189,10 @@ pub fn evaluate_quantized(
 pub fn run(args: Args, out: &Output) -> anyhow::Result<()> {
     use crate::trainer::{data_source, model_setup::TokEncode};
     engine::threads::set_threads(args.threads).context("--threads")?;
+    let (_, precision_why) = crate::precision::apply(&args.precision)?;
+    if args.precision != "f32" {
+        out.log(format!("precision: {precision_why}"));
+    }
     let (path, note) = crate::inputs::resolve_model(&args.model, "--model")?;
     if let Some(n) = note {
         out.log(n);

@@ -60,6 +60,9 @@ pub struct TrainConfig {
     /// option existed read as keep).
     #[serde(default = "keep")]
     pub base_dtype: String,
+    /// `--precision`: auto, f32 or bf16 (configs saved before the option read as f32).
+    #[serde(default = "f32_precision")]
+    pub precision: String,
     /// `--allow-tokenizer-mismatch`, given anew each time (never saved).
     #[serde(skip)]
     pub allow_tokenizer_mismatch: bool,
@@ -67,6 +70,10 @@ pub struct TrainConfig {
 
 fn keep() -> String {
     "keep".into()
+}
+
+fn f32_precision() -> String {
+    "f32".into()
 }
 
 /// The values of `--base-dtype`.
@@ -324,6 +331,14 @@ impl TrainConfig {
                 "one of: keep, bf16, f32",
             ));
         }
+        let precision = s.precision.clone().unwrap_or_else(f32_precision);
+        if !crate::precision::CHOICES.contains(&precision.as_str()) {
+            return Err(bad(
+                "precision",
+                format!("{precision:?}"),
+                "one of: auto, f32, bf16",
+            ));
+        }
         // Input paths are stored absolute so that a resume from another directory finds them.
         let abs = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
         Ok(TrainConfig {
@@ -363,6 +378,7 @@ impl TrainConfig {
             lora_targets,
             lora_dropout,
             base_dtype,
+            precision,
             allow_tokenizer_mismatch: false,
         })
     }
@@ -406,6 +422,7 @@ impl TrainConfig {
             lora_targets: Some(self.lora_targets.clone()),
             lora_dropout: Some(self.lora_dropout),
             base_dtype: Some(self.base_dtype.clone()),
+            precision: Some(self.precision.clone()),
             ..Settings::default()
         }
     }

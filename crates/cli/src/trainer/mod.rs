@@ -357,6 +357,8 @@ struct Trainer {
     peak_flops: f64,
     stop: StopSignal,
     last_ckpt_step: Option<u64>,
+    /// The products' precision (`--precision`, resolved).
+    precision: engine::gemm::Precision,
 }
 
 /// SHA-256 (hex) of the base model of a LoRA run: its file, or a model folder's files (names
@@ -379,6 +381,7 @@ impl Trainer {
     ) -> anyhow::Result<Trainer> {
         engine::threads::set_threads(cfg.threads)?;
         let threads = engine::threads::current();
+        let (precision, precision_why) = crate::precision::apply(&cfg.precision)?;
         ev.emit(&Event::Phase {
             phase: "loading".into(),
         });
@@ -496,6 +499,7 @@ impl Trainer {
             bad_evals: 0,
             elapsed_s: 0.0,
             base_sha256: base_fingerprint(&cfg)?,
+            precision: Some(crate::precision::name(precision).into()),
         };
         let lora_n = lora.as_ref().map_or(0, |l| l.data.len());
         let mut t = Trainer {
@@ -508,6 +512,7 @@ impl Trainer {
             save: setup.save,
             stop: stop.clone(),
             last_ckpt_step: None,
+            precision,
             cfg,
             lora,
             train,
@@ -528,6 +533,7 @@ impl Trainer {
             std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
         }
         t.announce(ev, threads, windows, &setup.description);
+        ev.log(format!("precision: {precision_why}"));
         Ok(t)
     }
 
@@ -611,9 +617,20 @@ impl Trainer {
         self.rng = Rng::from_state(saved.dropout_rng);
         let config = self.cfg.clone();
         let base_sha256 = self.st.base_sha256.take();
+        let precision = self.st.precision.take();
+        let then = saved.precision.as_deref().unwrap_or("f32");
+        if precision.as_deref() != Some(then) {
+            // Allowed (e.g. an `auto` run moved to another CPU), but no longer an exact repeat.
+            ev.log(format!(
+                "warning: the checkpoint's steps ran in {then} products, these run in {}: \
+                 the losses will not repeat those of an uninterrupted run",
+                precision.as_deref().unwrap_or("f32")
+            ));
+        }
         self.st = TrainerState {
             config,
             base_sha256,
+            precision,
             ..saved
         };
         self.last_ckpt_step = Some(self.st.step);
@@ -663,6 +680,7 @@ impl Trainer {
             device: device_string(threads),
             threads: threads as u32,
             timestamp: protocol::unix_timestamp(),
+            precision: Some(crate::precision::name(self.precision).into()),
         });
         if let Some(l) = &self.lora {
             ev.emit(&Event::Info {

@@ -133,6 +133,10 @@ pub struct Settings {
     /// by tile into the products: QLoRA), bf16, or f32 (expanded at load).
     #[arg(long, help_heading = "LoRA", value_parser = ["keep", "bf16", "f32"])]
     pub base_dtype: Option<String>,
+    /// Operand precision of the matrix products: f32, bf16 (BF16 operands with f32 sums on
+    /// AVX-512 BF16; f32 master weights), or auto (bf16 where the CPU has it).
+    #[arg(long, help_heading = "Run", value_parser = crate::precision::CHOICES)]
+    pub precision: Option<String>,
     /// Hide the progress bar even on a terminal.
     #[arg(long, help_heading = "Run")]
     #[serde(skip)]
@@ -195,6 +199,7 @@ impl Settings {
             lora_targets,
             lora_dropout,
             base_dtype,
+            precision,
         );
         self.no_progress |= top.no_progress;
         self.dry_run |= top.dry_run;
@@ -245,6 +250,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("lora_targets", "q,v"),
     ("lora_dropout", "0"),
     ("base_dtype", "keep"),
+    ("precision", "f32"),
 ];
 
 /// The shown default of setting `name` (its field name), if it has one.

@@ -37,6 +37,10 @@ pub struct TrainerState {
     /// silently train another model (absent for full training and older checkpoints).
     #[serde(default)]
     pub base_sha256: Option<String>,
+    /// The products' precision the steps ran in (`--precision` resolved on this machine;
+    /// absent in checkpoints of builds before the option: f32).
+    #[serde(default)]
+    pub precision: Option<String>,
 }
 
 pub fn ckpt_err(msg: String) -> anyhow::Error {

@@ -116,8 +116,14 @@ pub unsafe fn sgemm_bf16(
     let mut xa = vec![0u16; m * kp];
     let mut pb = vec![0u32; strips * strip_words];
     let pack_a = |i0: usize, rows: &mut [u16]| {
-        for (r, row) in rows.chunks_exact_mut(kp).enumerate() {
-            pack_row(av, i0 + r, k, row);
+        if av.cs == 1 {
+            for (r, row) in rows.chunks_exact_mut(kp).enumerate() {
+                pack_row(av, i0 + r, k, row);
+            }
+        } else {
+            for (g, group) in rows.chunks_mut(kp * GROUP).enumerate() {
+                pack_rows_transposed(av, i0 + g * GROUP, k, kp, group);
+            }
         }
     };
     let pack_b =
@@ -262,6 +268,43 @@ unsafe fn pack_row(a: View, i: usize, k: usize, row: &mut [u16]) {
             _mm512_storeu_si512(row.as_mut_ptr().add(t) as *mut _, v);
             t += 32;
         }
+    }
+}
+
+/// Rows of op(A) packed together where op(A) is a stored matrix transposed (`rs == 1`).
+const GROUP: usize = 16;
+
+/// Rows `i0..` of op(A) (`group.len() / kp` of them, at most [`GROUP`]) as BF16 into `group`
+/// (`kp` values a row, zero past `k`), where op(A)'s rows are the stored matrix's columns:
+/// each depth's values of the whole group are one contiguous load, transposed through a
+/// small buffer, instead of one strided read per value.
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512bf16")]
+unsafe fn pack_rows_transposed(a: View, i0: usize, k: usize, kp: usize, group: &mut [u16]) {
+    let rows = group.len() / kp;
+    let mask = ((1u32 << rows) - 1) as __mmask16;
+    // buf[q][r]: depth t0 + q of row i0 + r.
+    let mut buf = [0f32; 32 * GROUP];
+    let lanes = _mm512_setr_epi32(
+        0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240,
+    );
+    let mut t0 = 0;
+    while t0 < kp {
+        for q in 0..32 {
+            let v = if t0 + q < k {
+                _mm512_maskz_loadu_ps(mask, a.p.add(i0 + (t0 + q) * a.cs))
+            } else {
+                _mm512_setzero_ps()
+            };
+            _mm512_storeu_ps(buf.as_mut_ptr().add(q * GROUP), v);
+        }
+        for r in 0..rows {
+            let col = buf.as_ptr().add(r);
+            let lo = _mm512_i32gather_ps::<4>(lanes, col);
+            let hi = _mm512_i32gather_ps::<4>(lanes, col.add(16 * GROUP));
+            let v = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo));
+            _mm512_storeu_si512(group.as_mut_ptr().add(r * kp + t0) as *mut _, v);
+        }
+        t0 += 32;
     }
 }
 

@@ -301,6 +301,7 @@ export async function mount(el, ctx) {
     add('parameters', fmtCount(init.params ?? plan.params));
     add('trainable', `${fmtCount(init.trainable_params ?? plan.trainable_params)}${init.params && init.trainable_params ? ` (${((init.trainable_params / init.params) * 100).toFixed(init.trainable_params === init.params ? 0 : 2)}%)` : ''}`);
     if (init.layers) add('shape', `${init.layers} layers · dim ${init.dim} · ${init.heads} heads · seq ${init.seq} · vocab ${init.vocab}`);
+    if (init.device) add('device', `${init.device}${init.precision ? ` · ${init.precision} products` : ''}`);
     const mem = plan.memory_bytes;
     const free = r.free_memory_bytes ?? r.dry_run?.free_memory_bytes ?? plan.free_memory_bytes ?? r.system?.free_memory_bytes;
     if (mem !== undefined) {
