@@ -40,6 +40,22 @@ const card = (k) => page.locator(`[data-card="${k}"] .v`).textContent();
 const run = (id) => api(base, 'GET', `/api/runs/${id}`);
 const tab = async (name) => { await page.getByRole('tab', { name }).click(); };
 
+// Presses the dashboard's Stop and follows the run to `interrupted` through the API, so that a
+// slow checkpoint on a loaded machine is waited for and a lost stop names the state it saw.
+async function stopRun(id) {
+  await page.getByRole('button', { name: 'Stop', exact: true }).click();
+  let seen = {};
+  const state = async () => { const r = await run(id); seen = { status: r.status, step: r.summary?.step, exit: r.exit_code }; return r.status; };
+  try {
+    await until(async () => ['stopping', 'interrupted'].includes(await state()), 'the stop to be taken', 15000);
+    await until(async () => (await state()) === 'interrupted', 'the run to be interrupted', 180000, 500);
+  } catch (e) {
+    const toasts = await page.locator('.toast').allTextContents().catch(() => []);
+    throw new Error(`${e.message}; run ${id}: ${JSON.stringify(seen)}; toasts: ${JSON.stringify(toasts)}`);
+  }
+  await page.waitForSelector('.banner.interrupted', { timeout: 30000 });
+}
+
 test('the page loads and shows the shell', async () => {
   await page.goto(base);
   await page.waitForSelector('#tabs .tab');
@@ -93,6 +109,10 @@ test('config: every option group, validation as you type, pre-flight and command
   const pre = await page.locator('.kv').first().textContent();
   assert.match(pre, /parameters/);
   assert.match(pre, /tokens \/ step/);
+  // The products' precision is a choice of the form, and the pre-flight says which one runs.
+  const precisions = await page.locator('#opt-precision option').evaluateAll((os) => os.map((o) => o.value));
+  assert.deepEqual(precisions.filter(Boolean), ['auto', 'f32', 'bf16']);
+  assert.match(pre, /device.*· f32 products/s);
   const cmd = await page.locator('.cmd').first().textContent();
   assert.match(cmd, /neuralforge train/);
   assert.match(cmd, /--steps(=| )20000/);
@@ -166,8 +186,7 @@ test('queues two more runs, reorders and cancels one', async () => {
 test('stops the first run; the queued run starts and finishes', async () => {
   await page.goto(`${base}#tab=dashboard&project=${s.project.id}&run=${s.run1}`);
   await page.waitForSelector('.banner.running');
-  await page.getByRole('button', { name: 'Stop', exact: true }).click();
-  await page.waitForSelector('.banner.interrupted', { timeout: 90000 });
+  await stopRun(s.run1);
   s.stoppedAt = (await run(s.run1)).summary.step;
   await until(async () => (await run(s.run2)).status === 'done', 'run 2 done', 180000, 500);
 });
@@ -181,8 +200,7 @@ test('resumes the first run from its checkpoint, then stops it again', async () 
   await until(async () => (await lastX(0)) > s.stoppedAt, 'the chart to continue', 30000);
   await until(async () => (await run(s.run1)).summary.step > s.stoppedAt + 60, 'a longer curve for the picture', 60000);
   await shot('dashboard');
-  await page.getByRole('button', { name: 'Stop', exact: true }).click();
-  await page.waitForSelector('.banner.interrupted', { timeout: 90000 });
+  await stopRun(s.run1);
   const r = await run(s.run1);
   assert.ok(r.restarts >= 0);
 });

@@ -10,38 +10,36 @@ use engine::gemm::{bf16_available, set_precision, Precision};
 /// The values of `--precision`.
 pub const CHOICES: [&str; 3] = ["auto", "f32", "bf16"];
 
+const NO_BF16: &str = "--precision is bf16, but this CPU has no AVX-512 BF16 (the BF16 \
+    products need it): use --precision f32, or auto to take BF16 only where it exists";
+
 /// Sets the products' precision from a `--precision` value; returns what runs and why.
 pub fn apply(requested: &str) -> anyhow::Result<(Precision, String)> {
-    let has = bf16_available();
-    let (p, why) =
-        match (requested, has) {
-            ("f32", _) => (Precision::F32, "f32".to_string()),
-            ("bf16" | "auto", true) => (
-                Precision::Bf16,
-                "bf16 (BF16 operands on AVX-512 BF16, f32 sums and master weights)".to_string(),
-            ),
-            ("auto", false) => (
-                Precision::F32,
-                "f32 (auto: this CPU has no AVX-512 BF16)".to_string(),
-            ),
-            ("bf16", false) => return Err(Coded::new(
-                "invalid_argument",
-                crate::trainer::config::EXIT_USAGE,
-                "--precision is bf16, but this CPU has no AVX-512 BF16 (the BF16 products need \
-                 it): use --precision f32, or auto to take BF16 only where it exists",
-            )
-            .into()),
-            (other, _) => {
-                return Err(Coded::new(
-                    "invalid_argument",
-                    crate::trainer::config::EXIT_USAGE,
-                    format!("--precision is {other:?}, must be one of: auto, f32, bf16"),
-                )
-                .into())
-            }
-        };
+    let (p, why) = match (requested, bf16_available()) {
+        ("f32", _) => (Precision::F32, "f32"),
+        ("bf16" | "auto", true) => (
+            Precision::Bf16,
+            "bf16 (BF16 operands on AVX-512 BF16, f32 sums and master weights)",
+        ),
+        ("auto", false) => (Precision::F32, "f32 (auto: this CPU has no AVX-512 BF16)"),
+        ("bf16", false) => return Err(usage(NO_BF16.into())),
+        (other, _) => {
+            return Err(usage(format!(
+                "--precision is {other:?}, must be one of: auto, f32, bf16"
+            )))
+        }
+    };
     set_precision(p)?;
-    Ok((p, why))
+    Ok((p, why.to_string()))
+}
+
+fn usage(message: String) -> anyhow::Error {
+    Coded::new(
+        "invalid_argument",
+        crate::trainer::config::EXIT_USAGE,
+        message,
+    )
+    .into()
 }
 
 /// The name `init` and the logs give a precision.

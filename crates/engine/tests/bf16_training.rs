@@ -58,26 +58,40 @@ fn bf16_or_skip() -> bool {
     false
 }
 
-/// Loss sum and gradient of one batch in precision `p`.
-fn grads_in(
-    p: Precision,
-    params: &engine::Params,
-    lora: Option<&LoraParams>,
-    inputs: &[u32],
-    targets: &[u32],
-    (b, t): (usize, usize),
-) -> (f64, Vec<f32>) {
+/// The batch shape of the tests.
+const B: usize = 4;
+const T: usize = 32;
+
+/// A model and one batch of random tokens (seeded).
+struct Case {
+    params: engine::Params,
+    inputs: Vec<u32>,
+    targets: Vec<u32>,
+}
+
+fn case(seed: u64) -> Case {
+    let cfg = config();
+    let (inputs, targets) = batch(&cfg, B * T, seed);
+    Case {
+        params: init_params(&cfg, seed).unwrap(),
+        inputs,
+        targets,
+    }
+}
+
+/// Loss sum and gradient of the case's batch in precision `p`.
+fn grads_in(p: Precision, c: &Case, lora: Option<&LoraParams>) -> (f64, Vec<f32>) {
     set_precision(p).unwrap();
-    let mut ws = Workspace::new(&params.config, b, t, lora.map(|l| &l.config)).unwrap();
-    let n = lora.map_or(params.data.len(), |l| l.data.len());
+    let mut ws = Workspace::new(&c.params.config, B, T, lora.map(|l| &l.config)).unwrap();
+    let n = lora.map_or(c.params.data.len(), |l| l.data.len());
     let mut grads = vec![0.0; n];
     let loss = model::forward_backward(
-        params,
+        &c.params,
         lora,
         &mut grads,
         &mut ws,
-        inputs,
-        targets,
+        &c.inputs,
+        &c.targets,
         &mut Rng::new(0),
     )
     .unwrap();
@@ -122,15 +136,12 @@ fn full_training_gradients_are_within_the_bound_of_f32() {
     if !bf16_or_skip() {
         return;
     }
-    let cfg = config();
-    let params = init_params(&cfg, 7).unwrap();
-    let (b, t) = (4, 32);
-    let (inputs, targets) = batch(&cfg, b * t, 1);
-    let (l32, g32) = grads_in(Precision::F32, &params, None, &inputs, &targets, (b, t));
-    let (l16, g16) = grads_in(Precision::Bf16, &params, None, &inputs, &targets, (b, t));
-    let per_token = (l32 - l16).abs() / (b * t) as f64;
+    let c = case(7);
+    let (l32, g32) = grads_in(Precision::F32, &c, None);
+    let (l16, g16) = grads_in(Precision::Bf16, &c, None);
+    let per_token = (l32 - l16).abs() / (B * T) as f64;
     assert!(per_token < 1e-2, "loss per token differs by {per_token}");
-    compare(&params.layout, &g32, &g16);
+    compare(&c.params.layout, &g32, &g16);
 }
 
 #[test]
@@ -139,38 +150,21 @@ fn lora_gradients_are_within_the_bound_of_f32() {
     if !bf16_or_skip() {
         return;
     }
-    let cfg = config();
-    let params = init_params(&cfg, 8).unwrap();
+    let c = case(8);
     let lc = LoraConfig {
         rank: 8,
         alpha: 16.0,
         targets: LoraTarget::ALL.to_vec(),
         dropout: 0.0,
     };
-    let mut lora = LoraParams::init(&cfg, &lc, &mut Rng::new(5)).unwrap();
+    let mut lora = LoraParams::init(&c.params.config, &lc, &mut Rng::new(5)).unwrap();
     // Nonzero B so that the A gradients carry signal.
     let mut r = Rng::new(6);
     lora.data
         .iter_mut()
         .for_each(|x| *x += (r.normal() * 0.02) as f32);
-    let (b, t) = (4, 32);
-    let (inputs, targets) = batch(&cfg, b * t, 2);
-    let (_, g32) = grads_in(
-        Precision::F32,
-        &params,
-        Some(&lora),
-        &inputs,
-        &targets,
-        (b, t),
-    );
-    let (_, g16) = grads_in(
-        Precision::Bf16,
-        &params,
-        Some(&lora),
-        &inputs,
-        &targets,
-        (b, t),
-    );
+    let (_, g32) = grads_in(Precision::F32, &c, Some(&lora));
+    let (_, g16) = grads_in(Precision::Bf16, &c, Some(&lora));
     compare(&lora.layout, &g32, &g16);
 }
 
@@ -180,12 +174,9 @@ fn two_bf16_steps_are_bitwise_identical() {
     if !bf16_or_skip() {
         return;
     }
-    let cfg = config();
-    let params = init_params(&cfg, 9).unwrap();
-    let (b, t) = (4, 32);
-    let (inputs, targets) = batch(&cfg, b * t, 3);
+    let c = case(9);
     let run = || {
-        let (l, g) = grads_in(Precision::Bf16, &params, None, &inputs, &targets, (b, t));
+        let (l, g) = grads_in(Precision::Bf16, &c, None);
         (
             l.to_bits(),
             g.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),

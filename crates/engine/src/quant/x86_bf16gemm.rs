@@ -113,8 +113,10 @@ pub unsafe fn sgemm_bf16(
     let block = depth_block / 2 * STRIP;
     let strip_words = blocks * block;
     let strips = n.div_ceil(STRIP);
-    let mut xa = vec![0u16; m * kp];
-    let mut pb = vec![0u32; strips * strip_words];
+    // The packed operands live in this thread's scratch, reused from product to product:
+    // fresh buffers of tens of MB came back as zeroed pages each time (~5% of a step).
+    let mut scratch = Scratch::take();
+    let (xa, pb) = scratch.sized(m * kp, strips * strip_words);
     let pack_a = |i0: usize, rows: &mut [u16]| {
         if av.cs == 1 {
             for (r, row) in rows.chunks_exact_mut(kp).enumerate() {
@@ -136,7 +138,7 @@ pub unsafe fn sgemm_bf16(
             .enumerate()
             .for_each(|(s, strip)| pack_b(s, strip));
     } else {
-        pack_a(0, &mut xa);
+        pack_a(0, xa);
         for (s, strip) in pb.chunks_mut(strip_words).enumerate() {
             pack_b(s, strip);
         }
@@ -144,7 +146,7 @@ pub unsafe fn sgemm_bf16(
     let row_tasks = m.div_ceil(TASK_ROWS);
     let col_tasks = n.div_ceil(TASK_COLS);
     let out = Out(c);
-    let (xa, pb) = (&xa[..], &pb[..]);
+    let (xa, pb) = (&*xa, &*pb);
     let shape = Shape {
         m,
         n,
@@ -161,6 +163,48 @@ pub unsafe fn sgemm_bf16(
         (0..row_tasks * col_tasks).into_par_iter().for_each(task);
     } else {
         (0..row_tasks * col_tasks).for_each(task);
+    }
+    scratch.give_back();
+}
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<Option<Scratch>> = const { std::cell::Cell::new(None) };
+}
+
+/// The calling thread's packing buffers (taken out of the thread-local while a product uses
+/// them, so a product that somehow ran inside another would get fresh ones, never shared).
+#[derive(Default)]
+struct Scratch {
+    a: Vec<u16>,
+    b: Vec<u32>,
+}
+
+impl Scratch {
+    fn take() -> Scratch {
+        SCRATCH.with(|s| s.take()).unwrap_or_default()
+    }
+
+    /// Buffers of exactly these lengths; their old contents are stale (packing overwrites
+    /// every element, padding included).
+    fn sized(&mut self, a: usize, b: usize) -> (&mut [u16], &mut [u32]) {
+        if self.a.len() < a {
+            self.a.resize(a, 0);
+        }
+        if self.b.len() < b {
+            self.b.resize(b, 0);
+        }
+        // Debug builds (the tests) poison them with BF16 NaNs: a word packing failed to
+        // write would turn its product's sums into NaN.
+        #[cfg(debug_assertions)]
+        {
+            self.a[..a].fill(0x7FC0);
+            self.b[..b].fill(0x7FC0_7FC0);
+        }
+        (&mut self.a[..a], &mut self.b[..b])
+    }
+
+    fn give_back(self) {
+        SCRATCH.with(|s| s.set(Some(self)));
     }
 }
 
