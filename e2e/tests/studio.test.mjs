@@ -2,7 +2,7 @@
 // One story in order: project -> config -> train (live chart, reload, stop, resume, queue)
 // -> generate -> export GGUF -> ingest -> compare in History. Screenshots go to SHOTS.
 
-import { test, before, after } from 'node:test';
+import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -28,6 +28,16 @@ after(async () => {
   if (browser) await browser.close().catch(() => {});
   if (studio) await studio.stop();
   if (ws && !process.env.E2E_KEEP) ws.cleanup();
+});
+
+// A step that fails with a dialog open would block every later click: say what the dialog
+// showed (its status line names a failed request), then close it so later steps run on.
+afterEach(async () => {
+  const open = page?.locator('dialog.modal[open]');
+  if (!open || !(await open.count().catch(() => 0))) return;
+  const text = (await open.first().innerText().catch(() => '')).replace(/\s+/g, ' ').slice(0, 600);
+  console.error(`a dialog was left open after the step: ${text}`);
+  await page.keyboard.press('Escape').catch(() => {});
 });
 
 const shot = async (name, opts = {}) => {
@@ -89,7 +99,11 @@ test('config: every option group, validation as you type, pre-flight and command
   await page.locator('.opt[data-key="data"] button:has-text("Browse")').click();
   await page.fill('dialog [aria-label="Folder"]', join(ws.data, 'inputs'));
   await page.press('dialog [aria-label="Folder"]', 'Enter');
-  await page.locator('dialog .fs-entry.file', { hasText: 'stories.txt' }).click();
+  const entry = page.locator('dialog .fs-entry.file', { hasText: 'stories.txt' });
+  const refused = page.locator('dialog .status-line.bad');
+  await entry.or(refused).first().waitFor();
+  assert.equal(await refused.count(), 0, `the file browser refused: ${await refused.allTextContents()}`);
+  await entry.click();
   assert.equal(await page.inputValue('#opt-data'), ws.text);
   await page.fill('#opt-tokenizer', ws.tokenizer);
   await page.fill('#opt-steps', '20000');
