@@ -65,16 +65,18 @@ fn tokenizer_facts(f: &mut Facts, path: &Path) {
 /// (f32 decode kernel streaming the weights) on the machine of docs/performance-generate.md.
 const REFERENCE_BANDWIDTH_GB_S: f64 = 18.1;
 
-/// Bytes one decoded token reads on the quantized path: every tensor as stored once, except
-/// an untied embedding, of which only one row is read.
+/// Bytes one decoded token reads on the quantized path: every tensor as loaded once (Q2_K
+/// and Q3_K in the types they are repacked to), except an untied embedding, of which only
+/// one row is read.
 fn bytes_per_token(h: &GgufHeader) -> Option<u64> {
-    let all: u64 = h.tensors.iter().map(|t| t.n_bytes).sum();
+    let loaded = gguf::repack::loaded_bytes;
+    let all: u64 = h.tensors.iter().map(loaded).sum();
     if h.tensor("output.weight").is_none() {
         return Some(all); // tied: the embedding is the classifier, read in full
     }
     let e = h.tensor("token_embd.weight")?;
     let rows = e.dims.get(1).copied().filter(|&r| r > 0)?;
-    Some(all - e.n_bytes + e.n_bytes / rows)
+    Some(all - loaded(e) + loaded(e) / rows)
 }
 
 fn gguf_facts(f: &mut Facts, path: &Path) -> anyhow::Result<()> {

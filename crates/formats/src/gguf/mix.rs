@@ -39,6 +39,8 @@ pub fn file_type(dtype: GgmlType) -> u32 {
         GgmlType::Q4_0 => 2,
         GgmlType::Q4_1 => 3,
         GgmlType::Q8_0 => 7,
+        GgmlType::Q2K => 10,
+        GgmlType::Q3K => 11,
         GgmlType::Q5_0 => 8,
         GgmlType::Q5_1 => 9,
         GgmlType::Q4K => 15,

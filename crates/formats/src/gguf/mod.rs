@@ -8,6 +8,7 @@ pub mod mix;
 pub mod quant;
 pub mod quant_load;
 pub mod reader;
+pub mod repack;
 pub mod writer;
 
 use crate::assemble::{build_params, to_internal_rope};

@@ -1,6 +1,6 @@
 //! ggml tensor types: block sizes, dequantization to f32 and quantization (both for every
-//! type listed; the encoders live in `super::encode`). Block layouts follow the GGUF/ggml
-//! specification.
+//! type listed but Q2_K and Q3_K, which are read only; the encoders live in
+//! `super::encode`). Block layouts follow the GGUF/ggml specification.
 
 use half::f16;
 
@@ -15,6 +15,8 @@ pub enum GgmlType {
     Q5_0,
     Q5_1,
     Q8_0,
+    Q2K,
+    Q3K,
     Q4K,
     Q5K,
     Q6K,
@@ -33,6 +35,8 @@ impl GgmlType {
             6 => GgmlType::Q5_0,
             7 => GgmlType::Q5_1,
             8 => GgmlType::Q8_0,
+            10 => GgmlType::Q2K,
+            11 => GgmlType::Q3K,
             12 => GgmlType::Q4K,
             13 => GgmlType::Q5K,
             14 => GgmlType::Q6K,
@@ -50,6 +54,8 @@ impl GgmlType {
             GgmlType::Q5_0 => 6,
             GgmlType::Q5_1 => 7,
             GgmlType::Q8_0 => 8,
+            GgmlType::Q2K => 10,
+            GgmlType::Q3K => 11,
             GgmlType::Q4K => 12,
             GgmlType::Q5K => 13,
             GgmlType::Q6K => 14,
@@ -67,6 +73,8 @@ impl GgmlType {
             GgmlType::Q5_0 => "Q5_0",
             GgmlType::Q5_1 => "Q5_1",
             GgmlType::Q8_0 => "Q8_0",
+            GgmlType::Q2K => "Q2_K",
+            GgmlType::Q3K => "Q3_K",
             GgmlType::Q4K => "Q4_K",
             GgmlType::Q5K => "Q5_K",
             GgmlType::Q6K => "Q6_K",
@@ -80,7 +88,7 @@ impl GgmlType {
             GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 => {
                 32
             }
-            GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => QK_K,
+            GgmlType::Q2K | GgmlType::Q3K | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => QK_K,
         }
     }
 
@@ -94,10 +102,17 @@ impl GgmlType {
             GgmlType::Q5_0 => 22,
             GgmlType::Q5_1 => 24,
             GgmlType::Q8_0 => 34,
+            GgmlType::Q2K => 84,
+            GgmlType::Q3K => 110,
             GgmlType::Q4K => 144,
             GgmlType::Q5K => 176,
             GgmlType::Q6K => 210,
         }
+    }
+
+    /// Whether `export` can write this type (Q2_K and Q3_K are read, never written).
+    pub fn can_encode(self) -> bool {
+        !matches!(self, GgmlType::Q2K | GgmlType::Q3K)
     }
 
     /// Bytes for `n` values, or None if `n` is not a whole number of blocks.
@@ -128,6 +143,13 @@ pub fn dequantize(t: GgmlType, src: &[u8], out: &mut [f32]) {
             GgmlType::Q5_0 => block_q5(blk, o, false),
             GgmlType::Q5_1 => block_q5(blk, o, true),
             GgmlType::Q8_0 => block_q8_0(blk, o),
+            GgmlType::Q2K => block_q2_k(blk, o),
+            GgmlType::Q3K => {
+                let (d, scales, q) = q3_k_parts(blk);
+                for (p, y) in o.iter_mut().enumerate() {
+                    *y = d * scales[p / 16] as f32 * q[p] as f32;
+                }
+            }
             GgmlType::Q4K => block_q4_k(blk, o),
             GgmlType::Q5K => block_q5_k(blk, o),
             GgmlType::Q6K => block_q6_k(blk, o),
@@ -182,6 +204,44 @@ fn block_q8_0(b: &[u8], o: &mut [f32]) {
     for j in 0..32 {
         o[j] = (b[2 + j] as i8) as f32 * d;
     }
+}
+
+/// 16 scale bytes (low nibble: scale, high nibble: min, one pair per 16 values), 64 bytes of
+/// 2-bit values (byte `32h + l` holds values `128h + 32s + l` at bits `2s`), d and dmin (f16):
+/// value = d · scale · q − dmin · min.
+fn block_q2_k(b: &[u8], o: &mut [f32]) {
+    let (d, dmin) = (h(b, 80), h(b, 82));
+    let (scales, qs) = (&b[..16], &b[16..80]);
+    for (p, y) in o.iter_mut().enumerate() {
+        let (half_, s, l) = (p / 128, (p / 32) % 4, p % 32);
+        let q = (qs[32 * half_ + l] >> (2 * s)) & 3;
+        let sm = scales[p / 16];
+        *y = d * (sm & 0x0f) as f32 * q as f32 - dmin * (sm >> 4) as f32;
+    }
+}
+
+/// One Q3_K block as d, its 16 signed scales (6 bits, −32..=31, one per 16 values) and its
+/// 256 values (−4..=3): value = d · scale · q. Layout: 32 bytes of high bits (bit `j` of byte
+/// `l` belongs to value `32j + l`; a clear bit subtracts 4), 64 bytes of 2-bit values as in
+/// Q2_K, 12 bytes of scales (low nibbles in bytes 0..8, two high bits each in bytes 8..12),
+/// d (f16). Also the source of the lossless Q3_K -> Q6_K repacking for inference.
+pub fn q3_k_parts(b: &[u8]) -> (f32, [i8; 16], [i8; QK_K]) {
+    let (hmask, qs, sc) = (&b[..32], &b[32..96], &b[96..108]);
+    let d = h(b, 108);
+    let mut scales = [0i8; 16];
+    for (i, s) in scales.iter_mut().enumerate() {
+        let low = (sc[i % 8] >> (4 * (i / 8))) & 0x0f;
+        let high = (sc[8 + i % 4] >> (2 * (i / 4))) & 3;
+        *s = (low | (high << 4)) as i8 - 32;
+    }
+    let mut q = [0i8; QK_K];
+    for (p, v) in q.iter_mut().enumerate() {
+        let (half_, s, l) = (p / 128, (p / 32) % 4, p % 32);
+        let low = ((qs[32 * half_ + l] >> (2 * s)) & 3) as i8;
+        let high_set = (hmask[l] >> (p / 32)) & 1 == 1;
+        *v = if high_set { low } else { low - 4 };
+    }
+    (d, scales, q)
 }
 
 /// The 6-bit scale and min of sub-block `j` (0..8) from the 12 packed bytes of Q4_K/Q5_K.
@@ -405,5 +465,65 @@ mod tests {
         dequantize(GgmlType::Q5K, &b5, &mut o);
         assert_eq!(o[0], 1.0 * 17.0 - 0.5);
         assert_eq!(o[32], 2.0 * 2.0 - 0.5);
+    }
+
+    /// Q3_K blocks packed the way llama.cpp's quantizer lays them out (levels L = q + 4 in
+    /// 0..8: bit 2 into the high-bit mask, byte j % 32 bit j / 32; bits 0..2 into byte
+    /// 32·(j / 128) + j % 32 at shift 2·((j / 32) % 4); 6-bit scales + 32 split into
+    /// nibbles and 2-bit pairs), read back as d · scale · q.
+    #[test]
+    fn hand_packed_q3_k_block() {
+        let scale = |i: usize| (i * 5 % 64) as i32 - 32;
+        let level = |j: usize| (j * 7 + j / 16) % 8;
+        let mut b = [0u8; 110];
+        for j in 0..256 {
+            let l = level(j);
+            if l > 3 {
+                b[j % 32] |= 1 << (j / 32);
+            }
+            b[32 + 32 * (j / 128) + j % 32] |= ((l & 3) as u8) << (2 * ((j / 32) % 4));
+        }
+        for i in 0..16 {
+            let l = (scale(i) + 32) as u8;
+            b[96 + i % 8] |= (l & 0x0f) << (4 * (i / 8));
+            b[96 + 8 + i % 4] |= (l >> 4) << (2 * (i / 4));
+        }
+        b[108..110].copy_from_slice(&f16b(0.25));
+        let mut o = [0.0; 256];
+        dequantize(GgmlType::Q3K, &b, &mut o);
+        for (j, y) in o.iter().enumerate() {
+            let want = 0.25 * scale(j / 16) as f32 * (level(j) as i32 - 4) as f32;
+            assert_eq!(*y, want, "value {j}");
+        }
+    }
+
+    /// Q2_K: scale in the low nibble and min in the high nibble of byte j / 16, 2-bit values
+    /// at byte 16 + 32·(j / 128) + j % 32, shift 2·((j / 32) % 4); d and dmin at the end.
+    #[test]
+    fn hand_packed_q2_k_block() {
+        let (sc, mn) = (
+            |i: usize| (i * 3 % 16) as f32,
+            |i: usize| (i * 5 % 16) as f32,
+        );
+        let level = |j: usize| (j * 3 + j / 32) % 4;
+        let mut b = [0u8; 84];
+        for (i, byte) in b[..16].iter_mut().enumerate() {
+            *byte = (sc(i) as u8) | ((mn(i) as u8) << 4);
+        }
+        for j in 0..256 {
+            b[16 + 32 * (j / 128) + j % 32] |= (level(j) as u8) << (2 * ((j / 32) % 4));
+        }
+        b[80..82].copy_from_slice(&f16b(0.5));
+        b[82..84].copy_from_slice(&f16b(0.125));
+        let mut o = [0.0; 256];
+        dequantize(GgmlType::Q2K, &b, &mut o);
+        for (j, y) in o.iter().enumerate() {
+            let want = 0.5 * sc(j / 16) * level(j) as f32 - 0.125 * mn(j / 16);
+            assert_eq!(*y, want, "value {j}");
+        }
+        assert!(
+            quantize(GgmlType::Q2K, &[0.0; 256]).is_none(),
+            "Q2_K is read only"
+        );
     }
 }

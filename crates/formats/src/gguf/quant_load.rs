@@ -2,7 +2,8 @@
 //! they are (`engine::quant::QMatrix` over the shared bytes). Only the q/k rows are reordered
 //! in place (interleaved -> rotate-half RoPE, whole rows, so blocks are untouched), and norms
 //! and biases become f32. Every matrix type we read has a kernel (Q5_0 and Q5_1 included),
-//! so no matrix is expanded.
+//! so no matrix is expanded, except Q3_K and Q2_K, which become Q6_K and Q8_0 at load
+//! (`super::repack`).
 
 use super::quant::GgmlType;
 use super::{find_tensor, model_config, parse_header, with_metadata, GgufHeader};
@@ -35,6 +36,7 @@ pub fn engine_type(t: GgmlType) -> Option<QType> {
         GgmlType::Q6K => QType::Q6K,
         GgmlType::Q5_0 => QType::Q5_0,
         GgmlType::Q5_1 => QType::Q5_1,
+        GgmlType::Q2K | GgmlType::Q3K => return None,
     })
 }
 
@@ -90,11 +92,32 @@ pub fn load_quant_model(path: &Path) -> Result<QuantLoaded> {
     };
     let mut meta = with_metadata(path, &h, meta_params)?;
     meta.source = format!(
-        "gguf v{} {} (weights as stored, in their blocks)",
+        "gguf v{} {} (weights as stored, in their blocks{})",
         h.version,
-        model.type_summary()
+        model.type_summary(),
+        repacked_note(&h)
     );
     Ok(QuantLoaded { model, meta })
+}
+
+/// ", Q3_K repacked as Q6_K" and the like for the read-only types the file holds.
+fn repacked_note(h: &GgufHeader) -> String {
+    let mut seen: Vec<GgmlType> = Vec::new();
+    for t in &h.tensors {
+        let read_only = t.dims.len() == 2 && super::repack::target(t.ggml_type).is_some();
+        if read_only && !seen.contains(&t.ggml_type) {
+            seen.push(t.ggml_type);
+        }
+    }
+    seen.iter()
+        .filter_map(|&t| {
+            Some(format!(
+                ", {} repacked as {}",
+                t.name(),
+                super::repack::target(t)?.name()
+            ))
+        })
+        .collect()
 }
 
 fn tensor_range(
@@ -160,6 +183,9 @@ fn build(
                         range.start,
                     )?)
                 }
+                None if shape.len() == 2 && super::repack::target(t.ggml_type).is_some() => {
+                    repacked_matrix(path, t, name, cfg, &bytes[range], rows, cols)
+                }
                 _ => f32_matrix(h, t, name, shape, cfg, bytes, rows, cols),
             }
         },
@@ -168,6 +194,47 @@ fn build(
         BuildError::Format(f) => f,
         BuildError::Quant(q) => FormatError::invalid(path, "tensors", q.to_string()),
     })
+}
+
+/// A tensor of a read-only type in its kernel type (`super::repack`): RoPE rows reordered
+/// and rows interleaved as the loader does for the file's own blocks.
+fn repacked_matrix(
+    path: &Path,
+    t: &super::TensorInfo,
+    name: &str,
+    cfg: &ModelConfig,
+    src: &[u8],
+    rows: usize,
+    cols: usize,
+) -> std::result::Result<QMatrix, BuildError> {
+    let bad = || {
+        FormatError::invalid(
+            path,
+            name,
+            format!(
+                "{} bytes do not hold [{rows}, {cols}] {}",
+                src.len(),
+                t.ggml_type.name()
+            ),
+        )
+    };
+    let qt = super::repack::target(t.ggml_type).ok_or_else(bad)?;
+    let mut bytes = super::repack::repack(t.ggml_type, src, rows, cols).ok_or_else(bad)?;
+    if let Some(heads) = rope_heads(name, cfg) {
+        let row_bytes = bytes.len() / rows.max(1);
+        crate::rope::interleaved_to_half_rows(&mut bytes, heads, row_bytes);
+    }
+    if packed::interleavable(qt) {
+        packed::interleave_in_place(qt, rows, cols, &mut bytes);
+    }
+    Ok(QMatrix::new_interleaved(
+        name,
+        qt,
+        rows,
+        cols,
+        Arc::new(bytes),
+        0,
+    )?)
 }
 
 /// The tensor dequantized to an F32 matrix (RoPE rows reordered).

@@ -26,6 +26,7 @@ fn encode_block(t: GgmlType, x: &[f32], out: &mut [u8]) {
         GgmlType::Q4K => k_quants::encode_q4_k(x, out),
         GgmlType::Q5K => k_quants::encode_q5_k(x, out),
         GgmlType::Q6K => k_quants::encode_q6_k(x, out),
+        GgmlType::Q2K | GgmlType::Q3K => unreachable!("quantize() refuses read-only types"),
     }
 }
 
@@ -38,8 +39,12 @@ fn encode_span(t: GgmlType, src: &[f32], out: &mut [u8]) {
     }
 }
 
-/// Encodes `src` as type `t`; None when `src.len()` is not a whole number of blocks.
+/// Encodes `src` as type `t`; None when `src.len()` is not a whole number of blocks or `t`
+/// is a type we only read.
 pub fn quantize(t: GgmlType, src: &[f32]) -> Option<Vec<u8>> {
+    if !t.can_encode() {
+        return None;
+    }
     let bytes = usize::try_from(t.bytes_for(src.len() as u64)?).ok()?;
     let mut out = vec![0u8; bytes];
     let blocks = src.len() / t.block_len();
