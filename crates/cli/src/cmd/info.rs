@@ -27,8 +27,14 @@ impl Facts {
     }
 }
 
+/// The model's shape; `architecture` says "llama" (the engine's family) unless a GGUF file
+/// names its own (`gguf_facts`).
 fn model_facts(f: &mut Facts, c: &ModelConfig) {
-    f.add("architecture", "llama");
+    model_facts_of(f, "llama", c)
+}
+
+fn model_facts_of(f: &mut Facts, architecture: &str, c: &ModelConfig) {
+    f.add("architecture", architecture);
     f.add("dim", c.dim);
     f.add("hidden_dim", c.hidden_dim);
     f.add("layers", c.n_layers);
@@ -84,8 +90,8 @@ fn gguf_facts(f: &mut Facts, path: &Path) -> anyhow::Result<()> {
     f.add("format", format!("gguf v{}", h.version));
     let s = |k: &str| h.get(k).map(|v| v.describe()).unwrap_or_else(|| "-".into());
     f.add("name", s("general.name"));
-    match gguf::model_config(&h) {
-        Ok(c) => model_facts(f, &c),
+    match gguf::model_config(&h).and_then(|c| Ok((gguf::architecture(&h)?, c))) {
+        Ok((arch, c)) => model_facts_of(f, arch, &c),
         Err(e) => f.add("model", format!("not loadable: {e}")),
     }
     let mut types: Vec<(String, usize)> = Vec::new();

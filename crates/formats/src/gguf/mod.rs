@@ -1,6 +1,7 @@
-//! GGUF files (llama.cpp, Ollama): reading (all common quantizations, dequantized to f32)
-//! and writing (every type we read, chosen per tensor as llama.cpp does: `mix`) with the full
-//! tokenizer, chat template and special tokens.
+//! GGUF files (llama.cpp, Ollama): reading architectures `llama` and `qwen2` (all common
+//! quantizations, dequantized to f32) and writing `llama` (every type we read but Q2_K/Q3_K,
+//! chosen per tensor as llama.cpp does: `mix`) with the full tokenizer, chat template and
+//! special tokens.
 
 pub mod encode;
 pub mod hf_tokenizer;
@@ -136,55 +137,75 @@ fn meta_array<T>(
     }
 }
 
-/// The model shape from `llama.*` metadata, checked against the tensors.
-pub fn model_config(h: &GgufHeader) -> Result<ModelConfig> {
+/// The architectures we read: LLaMA, and Qwen2 (LLaMA with q/k/v biases). Their metadata
+/// keys are prefixed with the name.
+const ARCHITECTURES: [&str; 2] = ["llama", "qwen2"];
+
+/// The file's `general.architecture`, if it is one we read.
+pub fn architecture(h: &GgufHeader) -> Result<&'static str> {
     let arch = meta_str(h, "general.architecture")?
         .ok_or_else(|| FormatError::invalid(&h.path, "general.architecture", "missing"))?;
-    if arch != "llama" {
-        return Err(FormatError::unsupported(
-            &h.path,
-            "general.architecture",
-            format!("\"{arch}\" (only llama)"),
-        ));
-    }
-    if let Some(t) = meta_str(h, "llama.rope.scaling.type")? {
+    ARCHITECTURES
+        .into_iter()
+        .find(|a| *a == arch)
+        .ok_or_else(|| {
+            FormatError::unsupported(
+                &h.path,
+                "general.architecture",
+                format!("\"{arch}\" (only {})", ARCHITECTURES.join(", ")),
+            )
+        })
+}
+
+/// Whether the file stores q/k rows in the interleaved RoPE order. llama.cpp's converter
+/// permutes them for `llama` (its "normal" RoPE); `qwen2` files keep the Hugging Face order
+/// (rotate-half, llama.cpp's NEOX RoPE), which is ours.
+pub fn rope_rows_interleaved(h: &GgufHeader) -> Result<bool> {
+    Ok(architecture(h)? == "llama")
+}
+
+/// The model shape from `<arch>.*` metadata, checked against the tensors.
+pub fn model_config(h: &GgufHeader) -> Result<ModelConfig> {
+    let arch = architecture(h)?;
+    let key = |k: &str| format!("{arch}.{k}");
+    if let Some(t) = meta_str(h, &key("rope.scaling.type"))? {
         if t != "none" {
             return Err(FormatError::unsupported(
                 &h.path,
-                "llama.rope.scaling.type",
+                key("rope.scaling.type"),
                 format!("\"{t}\" (only plain RoPE)"),
             ));
         }
     }
-    let dim = req_usize(h, "llama.embedding_length")?;
-    let n_heads = req_usize(h, "llama.attention.head_count")?;
+    let dim = req_usize(h, &key("embedding_length"))?;
+    let n_heads = req_usize(h, &key("attention.head_count"))?;
     let embd = h
         .tensor("token_embd.weight")
         .ok_or_else(|| FormatError::invalid(&h.path, "token_embd.weight", "tensor missing"))?;
-    let vocab = match meta_usize(h, "llama.vocab_size")? {
+    let vocab = match meta_usize(h, &key("vocab_size"))? {
         Some(v) => v,
         None => embd.dims.get(1).copied().unwrap_or(0) as usize,
     };
     let cfg = ModelConfig {
         dim,
-        hidden_dim: req_usize(h, "llama.feed_forward_length")?,
-        n_layers: req_usize(h, "llama.block_count")?,
+        hidden_dim: req_usize(h, &key("feed_forward_length"))?,
+        n_layers: req_usize(h, &key("block_count"))?,
         n_heads,
-        n_kv_heads: meta_usize(h, "llama.attention.head_count_kv")?.unwrap_or(n_heads),
+        n_kv_heads: meta_usize(h, &key("attention.head_count_kv"))?.unwrap_or(n_heads),
         vocab_size: vocab,
-        max_seq_len: meta_usize(h, "llama.context_length")?.unwrap_or(2048),
-        rope_theta: meta_f64(h, "llama.rope.freq_base")?.unwrap_or(10000.0),
-        norm_eps: meta_f64(h, "llama.attention.layer_norm_rms_epsilon")?.unwrap_or(1e-5),
+        max_seq_len: meta_usize(h, &key("context_length"))?.unwrap_or(2048),
+        rope_theta: meta_f64(h, &key("rope.freq_base"))?.unwrap_or(10000.0),
+        norm_eps: meta_f64(h, &key("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5),
         tied_embeddings: h.tensor("output.weight").is_none(),
         qkv_bias: h.tensor("blk.0.attn_q.bias").is_some(),
     };
     cfg.validate()
         .map_err(|e| FormatError::config(&h.path, e))?;
-    if let Some(rd) = meta_usize(h, "llama.rope.dimension_count")? {
+    if let Some(rd) = meta_usize(h, &key("rope.dimension_count"))? {
         if rd != cfg.head_dim() {
             return Err(FormatError::unsupported(
                 &h.path,
-                "llama.rope.dimension_count",
+                key("rope.dimension_count"),
                 format!("{rd} (partial rotary; head dim is {})", cfg.head_dim()),
             ));
         }
@@ -307,6 +328,7 @@ pub(crate) fn find_tensor<'h>(
 pub fn parse_model(path: &Path, b: &[u8]) -> Result<LoadedModel> {
     let h = parse_header(path, b)?;
     let cfg = model_config(&h)?;
+    let interleaved = rope_rows_interleaved(&h)?;
     let find = |name: &str, shape: &[usize]| find_tensor(path, &h, name, shape);
     let params = build_params(
         path,
@@ -315,7 +337,9 @@ pub fn parse_model(path: &Path, b: &[u8]) -> Result<LoadedModel> {
         |name, shape, out| {
             let t = find(name, shape)?;
             reader::read_tensor_f32(&h, b, t, out)?;
-            to_internal_rope(name, shape, &cfg, out);
+            if interleaved {
+                to_internal_rope(name, shape, &cfg, out);
+            }
             Ok(())
         },
     )?;

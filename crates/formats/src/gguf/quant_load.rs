@@ -46,9 +46,10 @@ pub fn load_quant_model(path: &Path) -> Result<QuantLoaded> {
     let h = parse_header(path, &bytes)?;
     let cfg = model_config(&h)?;
     let layout = ParamLayout::for_config(&cfg);
+    let rope = RopeRows(super::rope_rows_interleaved(&h)?);
     // q/k rows into the rotate-half order, in place (before the bytes are shared).
     for spec in &layout.tensors {
-        let Some(heads) = rope_heads(&spec.name, &cfg) else {
+        let Some(heads) = rope.heads(&spec.name, &cfg) else {
             continue;
         };
         let t = find_tensor(path, &h, &spec.name, &spec.shape)?;
@@ -84,7 +85,7 @@ pub fn load_quant_model(path: &Path) -> Result<QuantLoaded> {
     }
     let shared: Arc<Vec<u8>> = Arc::new(bytes);
     let buf: SharedBytes = shared.clone();
-    let model = build(path, &h, &cfg, &buf, &shared)?;
+    let model = build(path, &h, &cfg, rope, &buf, &shared)?;
     let meta_params = Params {
         config: cfg.clone(),
         layout: Arc::new(layout),
@@ -151,10 +152,22 @@ impl From<FormatError> for BuildError {
     }
 }
 
+/// Whether the file's q/k rows are in the interleaved RoPE order, to be reordered at load.
+#[derive(Clone, Copy)]
+struct RopeRows(bool);
+
+impl RopeRows {
+    /// The head count of a q/k tensor whose rows need reordering.
+    fn heads(self, name: &str, cfg: &ModelConfig) -> Option<usize> {
+        rope_heads(name, cfg).filter(|_| self.0)
+    }
+}
+
 fn build(
     path: &Path,
     h: &GgufHeader,
     cfg: &ModelConfig,
+    rope: RopeRows,
     buf: &SharedBytes,
     bytes: &[u8],
 ) -> Result<QuantModel> {
@@ -170,9 +183,9 @@ fn build(
             let range = tensor_range(path, h, t, bytes.len())?;
             match engine_type(t.ggml_type) {
                 Some(qt) if shape.len() == 2 || qt == QType::F32 => {
-                    if shape.len() == 1 && rope_heads(name, cfg).is_some() {
+                    if shape.len() == 1 && rope.heads(name, cfg).is_some() {
                         // An F32 q/k bias: reorder as f32 values.
-                        return f32_matrix(h, t, name, shape, cfg, bytes, rows, cols);
+                        return f32_matrix(h, t, name, shape, cfg, rope, bytes, rows, cols);
                     }
                     Ok(QMatrix::new_interleaved(
                         name,
@@ -184,9 +197,9 @@ fn build(
                     )?)
                 }
                 None if shape.len() == 2 && super::repack::target(t.ggml_type).is_some() => {
-                    repacked_matrix(path, t, name, cfg, &bytes[range], rows, cols)
+                    repacked_matrix(path, t, name, cfg, rope, &bytes[range], rows, cols)
                 }
-                _ => f32_matrix(h, t, name, shape, cfg, bytes, rows, cols),
+                _ => f32_matrix(h, t, name, shape, cfg, rope, bytes, rows, cols),
             }
         },
     );
@@ -198,11 +211,13 @@ fn build(
 
 /// A tensor of a read-only type in its kernel type (`super::repack`): RoPE rows reordered
 /// and rows interleaved as the loader does for the file's own blocks.
+#[allow(clippy::too_many_arguments)]
 fn repacked_matrix(
     path: &Path,
     t: &super::TensorInfo,
     name: &str,
     cfg: &ModelConfig,
+    rope: RopeRows,
     src: &[u8],
     rows: usize,
     cols: usize,
@@ -220,7 +235,7 @@ fn repacked_matrix(
     };
     let qt = super::repack::target(t.ggml_type).ok_or_else(bad)?;
     let mut bytes = super::repack::repack(t.ggml_type, src, rows, cols).ok_or_else(bad)?;
-    if let Some(heads) = rope_heads(name, cfg) {
+    if let Some(heads) = rope.heads(name, cfg) {
         let row_bytes = bytes.len() / rows.max(1);
         crate::rope::interleaved_to_half_rows(&mut bytes, heads, row_bytes);
     }
@@ -245,13 +260,16 @@ fn f32_matrix(
     name: &str,
     shape: &[usize],
     cfg: &ModelConfig,
+    rope: RopeRows,
     bytes: &[u8],
     rows: usize,
     cols: usize,
 ) -> std::result::Result<QMatrix, BuildError> {
     let mut v = vec![0f32; rows * cols];
     super::reader::read_tensor_f32(h, bytes, t, &mut v)?;
-    to_internal_rope(name, shape, cfg, &mut v);
+    if rope.0 {
+        to_internal_rope(name, shape, cfg, &mut v);
+    }
     Ok(QMatrix::from_f32(name, rows, cols, &v)?)
 }
 
