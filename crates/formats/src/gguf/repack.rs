@@ -41,10 +41,11 @@ pub fn repack(t: GgmlType, src: &[u8], rows: usize, cols: usize) -> Option<Vec<u
         ),
         GgmlType::Q2K => {
             let mut row = vec![0f32; cols];
-            let mut out = Vec::new();
+            let q8 = GgmlType::Q8_0;
+            let mut out = Vec::with_capacity(rows * cols / q8.block_len() * q8.block_bytes());
             for r in src.chunks_exact(row_in) {
                 dequantize(t, r, &mut row);
-                out.extend(quantize(GgmlType::Q8_0, &row)?);
+                out.extend(quantize(q8, &row)?);
             }
             Some(out)
         }
